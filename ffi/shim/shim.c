@@ -1,0 +1,33 @@
+#include <rte_config.h>
+#include <rte_ethdev.h>
+#include <rte_mbuf.h>
+#include <rte_mempool.h>
+#include <rte_lcore.h>
+#include <rte_cycles.h>
+#include <rte_errno.h>
+#include "shim.h"
+
+uint16_t rvs_eth_rx_burst(uint16_t port, uint16_t queue, struct rte_mbuf **pkts, uint16_t n)
+{ return rte_eth_rx_burst(port, queue, pkts, n); }
+
+uint16_t rvs_eth_tx_burst(uint16_t port, uint16_t queue, struct rte_mbuf **pkts, uint16_t n)
+{ return rte_eth_tx_burst(port, queue, pkts, n); }
+
+struct rte_mbuf *rvs_pktmbuf_alloc(struct rte_mempool *mp) { return rte_pktmbuf_alloc(mp); }
+
+int rvs_pktmbuf_alloc_bulk(struct rte_mempool *mp, struct rte_mbuf **pkts, unsigned n)
+{ return rte_pktmbuf_alloc_bulk(mp, pkts, n); }
+
+void rvs_pktmbuf_free(struct rte_mbuf *m) { rte_pktmbuf_free(m); }
+
+void rvs_pktmbuf_free_bulk(struct rte_mbuf **pkts, unsigned n) { rte_pktmbuf_free_bulk(pkts, n); }
+
+unsigned rvs_mempool_avail_count(const struct rte_mempool *mp) { return rte_mempool_avail_count(mp); }
+
+unsigned rvs_mempool_in_use_count(const struct rte_mempool *mp) { return rte_mempool_in_use_count(mp); }
+
+unsigned rvs_lcore_id(void) { return rte_lcore_id(); }
+
+uint64_t rvs_rdtsc(void) { return rte_rdtsc(); }
+
+int rvs_errno(void) { return rte_errno; }

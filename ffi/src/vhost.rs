@@ -1,0 +1,263 @@
+//! vhost-user ports through rte_vhost, as OVS's netdev-dpdk does it: rvsd
+//! registers a socket (server, or client that reconnects by itself), the
+//! vhost library calls back when a guest's device comes and goes, and the
+//! PMDs dequeue from / enqueue to the guest's virtqueues by device id.
+use crate::mbuf::{free_burst, Mbuf};
+use crate::mempool::Mempool;
+use crate::raw;
+use arrayvec::ArrayVec;
+use std::collections::HashMap;
+use std::ffi::{CStr, CString};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// Offloads rvs does not offer to guests: every egress path (other guests,
+/// NICs, kernel taps, tunnels) would have to finish partial checksums and
+/// segment TSO frames. Guests then send complete frames.
+const DISABLED_FEATURES: u64 = (1 << 0) // VIRTIO_NET_F_CSUM
+    | (1 << 1) // GUEST_CSUM
+    | (1 << 7) // GUEST_TSO4
+    | (1 << 8) // GUEST_TSO6
+    | (1 << 9) // GUEST_ECN
+    | (1 << 10) // GUEST_UFO
+    | (1 << 11) // HOST_TSO4
+    | (1 << 12) // HOST_TSO6
+    | (1 << 13) // HOST_ECN
+    | (1 << 14); // HOST_UFO
+
+/// Live state of one vhost-user socket, shared by the control thread, the
+/// vhost library's callbacks and the PMDs.
+pub struct VhostState {
+    pub path: String,
+    /// The connected device id, or -1.
+    vid: AtomicI32,
+    /// Bit q set: the guest enabled queue pair q's virtqueue (guest tx side).
+    enabled: AtomicU64,
+    /// Times a guest connected, for status reporting.
+    pub connects: AtomicU64,
+}
+
+type Hook = Box<dyn Fn() + Send + Sync>;
+static REGISTRY: OnceLock<Mutex<HashMap<String, Arc<VhostState>>>> = OnceLock::new();
+static QUIESCE: OnceLock<Hook> = OnceLock::new();
+static CHANGED: OnceLock<Hook> = OnceLock::new();
+
+fn registry() -> &'static Mutex<HashMap<String, Arc<VhostState>>> {
+    REGISTRY.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+/// `quiesce` must return only once no PMD can still be inside a call that
+/// uses a device id read before it was called; `changed` is told that a
+/// device came or went (to refresh link state in the database).
+pub fn set_hooks(quiesce: Hook, changed: Hook) {
+    let _ = QUIESCE.set(quiesce);
+    let _ = CHANGED.set(changed);
+}
+
+fn state_of(vid: i32) -> Option<Arc<VhostState>> {
+    let mut buf = [0 as libc::c_char; 4096];
+    // SAFETY: buf is writable for its length; the library NUL-terminates.
+    let rc = unsafe { raw::rte_vhost_get_ifname(vid, buf.as_mut_ptr(), buf.len()) };
+    if rc < 0 {
+        return None;
+    }
+    // SAFETY: NUL-terminated by rte_vhost_get_ifname.
+    let path = unsafe { CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned();
+    registry().lock().ok()?.get(&path).cloned()
+}
+
+unsafe extern "C" fn new_device(vid: i32) -> i32 {
+    match state_of(vid) {
+        Some(s) => {
+            s.enabled.store(0, Ordering::Relaxed);
+            s.vid.store(vid, Ordering::Release);
+            s.connects.fetch_add(1, Ordering::Relaxed);
+            log::info!("vhost-user {}: guest connected (device {vid})", s.path);
+            if let Some(h) = CHANGED.get() {
+                h();
+            }
+            0
+        }
+        None => -1,
+    }
+}
+
+unsafe extern "C" fn destroy_device(vid: i32) {
+    if let Some(s) = state_of(vid) {
+        s.vid.store(-1, Ordering::Release);
+        s.enabled.store(0, Ordering::Release);
+        // The library frees the virtqueues when we return: wait until no PMD
+        // can still be dequeuing or enqueuing with the old id.
+        if let Some(q) = QUIESCE.get() {
+            q();
+        }
+        log::info!("vhost-user {}: guest disconnected (device {vid})", s.path);
+        if let Some(h) = CHANGED.get() {
+            h();
+        }
+    }
+}
+
+unsafe extern "C" fn vring_state_changed(vid: i32, queue_id: u16, enable: i32) -> i32 {
+    if let Some(s) = state_of(vid) {
+        // Virtqueue 2q is the guest's rx ring, 2q+1 its tx ring: track pairs
+        // by the guest's tx ring, which is what rvs polls.
+        let pair = (queue_id / 2) as u64;
+        if queue_id % 2 == 1 && pair < 64 {
+            if enable != 0 {
+                s.enabled.fetch_or(1 << pair, Ordering::AcqRel);
+            } else {
+                s.enabled.fetch_and(!(1 << pair), Ordering::AcqRel);
+            }
+        }
+    }
+    0
+}
+
+struct Ops(raw::rte_vhost_device_ops);
+// SAFETY: the table is immutable function pointers; its reserved pointer is null.
+unsafe impl Sync for Ops {}
+
+static OPS: Ops = Ops(raw::rte_vhost_device_ops {
+    new_device: Some(new_device),
+    destroy_device: Some(destroy_device),
+    vring_state_changed: Some(vring_state_changed),
+    features_changed: None,
+    new_connection: None,
+    destroy_connection: None,
+    guest_notified: None,
+    reserved: [std::ptr::null_mut(); 1],
+});
+
+/// One vhost-user socket. Dropping it unregisters the socket (and with it
+/// any connected device, after the PMDs have let go of it).
+pub struct VhostDev {
+    pub state: Arc<VhostState>,
+    cpath: CString,
+}
+
+impl VhostDev {
+    /// Registers `path` as a vhost-user socket: `client` = rvsd connects (and
+    /// reconnects) to a server such as QEMU; otherwise rvsd listens there.
+    pub fn register(path: &str, client: bool, max_queue_pairs: u32) -> Result<VhostDev, String> {
+        let cpath = CString::new(path).map_err(|_| "vhost socket path contains NUL".to_string())?;
+        let state = Arc::new(VhostState { path: path.into(), vid: AtomicI32::new(-1), enabled: AtomicU64::new(0), connects: AtomicU64::new(0) });
+        {
+            let mut reg = registry().lock().map_err(|_| "vhost registry poisoned")?;
+            if reg.contains_key(path) {
+                return Err(format!("vhost-user socket {path} is already used by another port"));
+            }
+            reg.insert(path.into(), state.clone());
+        }
+        let fail = |what: &str| {
+            if let Ok(mut reg) = registry().lock() {
+                reg.remove(path);
+            }
+            Err(format!("{what} for vhost-user socket {path} failed: {}", crate::eal::last_error()))
+        };
+        let mut flags: u64 = 0;
+        if client {
+            // Client sockets reconnect by themselves unless NO_RECONNECT is given.
+            flags |= raw::RTE_VHOST_USER_CLIENT as u64;
+        }
+        // SAFETY: cpath is a valid C string; the library copies it.
+        if unsafe { raw::rte_vhost_driver_register(cpath.as_ptr(), flags) } != 0 {
+            return fail("rte_vhost_driver_register");
+        }
+        // SAFETY: the socket was registered above; OPS is 'static.
+        unsafe {
+            raw::rte_vhost_driver_disable_features(cpath.as_ptr(), DISABLED_FEATURES);
+            let _ = max_queue_pairs; // the library offers its maximum; pairs are used as enabled
+            if raw::rte_vhost_driver_callback_register(cpath.as_ptr(), &OPS.0) != 0 {
+                raw::rte_vhost_driver_unregister(cpath.as_ptr());
+                return fail("rte_vhost_driver_callback_register");
+            }
+            if raw::rte_vhost_driver_start(cpath.as_ptr()) != 0 {
+                raw::rte_vhost_driver_unregister(cpath.as_ptr());
+                return fail("rte_vhost_driver_start");
+            }
+        }
+        Ok(VhostDev { state, cpath })
+    }
+
+    #[inline]
+    pub fn vid(&self) -> i32 {
+        self.state.vid.load(Ordering::Acquire)
+    }
+
+    pub fn connected(&self) -> bool {
+        self.vid() >= 0
+    }
+
+    /// Queue pairs the guest has enabled (its tx ring).
+    #[inline]
+    pub fn enabled_mask(&self) -> u64 {
+        self.state.enabled.load(Ordering::Relaxed)
+    }
+
+    /// Frames the guest sent on queue pair `q`, appended to `out`.
+    #[inline]
+    pub fn dequeue<const N: usize>(&self, q: u16, pool: &Mempool, out: &mut ArrayVec<Mbuf, N>) -> usize {
+        let vid = self.vid();
+        if vid < 0 || self.enabled_mask() & (1u64 << (q & 63)) == 0 {
+            return 0;
+        }
+        let len = out.len();
+        let room = (N - len) as u16;
+        // SAFETY: vid was live when read and stays valid until we return
+        // (destroy_device waits for PMD quiescence); the spare capacity holds
+        // room mbuf pointers that the library fills with n owned mbufs.
+        unsafe {
+            let ptr = (out.as_mut_ptr() as *mut *mut raw::rte_mbuf).add(len);
+            let n = raw::rte_vhost_dequeue_burst(vid, q * 2 + 1, pool.as_ptr(), ptr, room) as usize;
+            out.set_len(len + n);
+            n
+        }
+    }
+
+    /// Copies the frames into the guest's queue pair `q` and frees them all.
+    /// Returns how many the guest took; the rest were dropped.
+    #[inline]
+    pub fn enqueue<const N: usize>(&self, q: u16, pkts: &mut ArrayVec<Mbuf, N>) -> usize {
+        let vid = self.vid();
+        let mut sent = 0;
+        if vid >= 0 && !pkts.is_empty() {
+            // SAFETY: as in dequeue; enqueue copies the data and leaves the
+            // mbufs with us.
+            sent = unsafe { raw::rte_vhost_enqueue_burst(vid, q * 2, pkts.as_mut_ptr() as *mut *mut raw::rte_mbuf, pkts.len() as u16) } as usize;
+        }
+        free_burst(pkts);
+        sent
+    }
+
+    /// The guest's MTU when it told one (VIRTIO_NET_F_MTU).
+    pub fn guest_mtu(&self) -> Option<u16> {
+        let vid = self.vid();
+        if vid < 0 {
+            return None;
+        }
+        let mut mtu = 0u16;
+        // SAFETY: vid read live; mtu is a valid out pointer.
+        let rc = unsafe { raw::rte_vhost_get_mtu(vid, &mut mtu) };
+        (rc == 0).then_some(mtu)
+    }
+}
+
+impl Drop for VhostDev {
+    fn drop(&mut self) {
+        // Unregistering fails with EBUSY while the library is in the middle
+        // of a (re)connection: retry briefly, as OVS does.
+        for _ in 0..100 {
+            // SAFETY: cpath was registered by us; destroy_device may run from
+            // here and waits for PMD quiescence, which never needs this thread.
+            if unsafe { raw::rte_vhost_driver_unregister(self.cpath.as_ptr()) } == 0 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        if let Ok(mut reg) = registry().lock() {
+            reg.remove(&self.state.path);
+        }
+        let _ = std::fs::remove_file(&self.state.path);
+    }
+}
