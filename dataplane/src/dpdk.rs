@@ -1,0 +1,164 @@
+//! DPDK implementations of `PacketBuf` (the mbuf) and `NetDev` (ethdev and
+//! vhost-user ports).
+use crate::netdev::{DevStatus, NetDev};
+use crate::packet::PacketBuf;
+use crate::Burst;
+use rvs_ffi::{mbuf::free_burst, EthDev, Mbuf, Mempool, VhostDev};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+impl PacketBuf for Mbuf {
+    #[inline]
+    fn data(&self) -> &[u8] {
+        Mbuf::data(self)
+    }
+    #[inline]
+    fn data_mut(&mut self) -> &mut [u8] {
+        Mbuf::data_mut(self)
+    }
+    #[inline]
+    fn prepend(&mut self, n: u16) -> bool {
+        Mbuf::prepend(self, n)
+    }
+    #[inline]
+    fn adj(&mut self, n: u16) -> bool {
+        Mbuf::adj(self, n)
+    }
+    #[inline]
+    fn deep_copy(&self) -> Option<Self> {
+        Mbuf::deep_copy(self)
+    }
+    #[inline]
+    fn wire_len(&self) -> usize {
+        self.pkt_len() as usize
+    }
+}
+
+/// A tiny spinlock for tx queues shared by more PMDs than the device has
+/// queues (OVS does the same); uncontended when each PMD has its own queue.
+struct TxLock(AtomicBool);
+
+impl TxLock {
+    #[inline]
+    fn lock(&self) {
+        while self.0.compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
+            std::hint::spin_loop();
+        }
+    }
+    #[inline]
+    fn unlock(&self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+/// An ethdev port: NIC, net_tap (internal), net_af_packet (system), ...
+pub struct EthPort {
+    pub dev: EthDev,
+    shared_txq: bool,
+    locks: Box<[TxLock]>,
+}
+
+impl EthPort {
+    pub fn new(dev: EthDev, n_pmds: usize) -> EthPort {
+        let shared_txq = (dev.n_txq as usize) < n_pmds;
+        let locks = (0..dev.n_txq).map(|_| TxLock(AtomicBool::new(false))).collect();
+        EthPort { dev, shared_txq, locks }
+    }
+}
+
+impl NetDev<Mbuf> for EthPort {
+    fn n_rxq(&self) -> u16 {
+        self.dev.n_rxq
+    }
+
+    #[inline]
+    fn rx(&self, q: u16, out: &mut Burst<Mbuf>) -> usize {
+        self.dev.rx_burst(q, out)
+    }
+
+    #[inline]
+    fn tx(&self, q: u16, pkts: &mut Burst<Mbuf>) -> usize {
+        let q = q % self.dev.n_txq;
+        let n = if self.shared_txq {
+            self.locks[q as usize].lock();
+            let n = self.dev.tx_burst(q, pkts);
+            self.locks[q as usize].unlock();
+            n
+        } else {
+            self.dev.tx_burst(q, pkts)
+        };
+        free_burst(pkts);
+        n
+    }
+
+    fn status(&self) -> DevStatus {
+        let (up, speed) = self.dev.link();
+        DevStatus {
+            link_up: up,
+            mtu: self.dev.mtu(),
+            mac: Some(self.dev.mac()),
+            numa: self.dev.socket_id(),
+            extra: vec![
+                ("port_no".into(), self.dev.port_id.to_string()),
+                ("dpdk_device".into(), self.dev.dev_name.clone()),
+                ("n_rxq".into(), self.dev.n_rxq.to_string()),
+                ("n_txq".into(), self.dev.n_txq.to_string()),
+                ("link_speed".into(), format!("{speed}Mbps")),
+            ],
+        }
+    }
+}
+
+/// A vhost-user port (server or client socket).
+pub struct VhostPort {
+    pub dev: VhostDev,
+    pool: &'static Mempool,
+    queues: u16,
+    client: bool,
+}
+
+impl VhostPort {
+    pub fn new(dev: VhostDev, pool: &'static Mempool, queues: u16, client: bool) -> VhostPort {
+        VhostPort { dev, pool, queues: queues.max(1), client }
+    }
+}
+
+impl NetDev<Mbuf> for VhostPort {
+    fn n_rxq(&self) -> u16 {
+        self.queues
+    }
+
+    #[inline]
+    fn rx(&self, q: u16, out: &mut Burst<Mbuf>) -> usize {
+        self.dev.dequeue(q, self.pool, out)
+    }
+
+    #[inline]
+    fn tx(&self, q: u16, pkts: &mut Burst<Mbuf>) -> usize {
+        // Spread PMDs over the queue pairs the guest enabled; pair 0 when the
+        // PMD's own is not.
+        let mask = self.dev.enabled_mask();
+        let q = if mask & (1 << (q % 64)) != 0 { q } else { 0 };
+        self.dev.enqueue(q, pkts)
+    }
+
+    #[inline]
+    fn tx_down(&self) -> bool {
+        !self.dev.connected()
+    }
+
+    fn status(&self) -> DevStatus {
+        let connected = self.dev.connected();
+        DevStatus {
+            link_up: connected,
+            mtu: self.dev.guest_mtu().or(Some(1500)),
+            mac: None,
+            numa: self.pool.socket,
+            extra: vec![
+                ("mode".into(), if self.client { "client" } else { "server" }.into()),
+                ("socket".into(), self.dev.state.path.clone()),
+                ("n_rxq".into(), self.queues.to_string()),
+                ("enabled_queue_pairs".into(), self.dev.enabled_mask().count_ones().to_string()),
+            ],
+        }
+    }
+}

@@ -1,0 +1,77 @@
+//! The port trait (OVS's netdev providers): one burst in, one burst out.
+//! DPDK ethdev and vhost-user implement it in `dpdk`; `MemDev` is an
+//! in-memory port for tests.
+use crate::packet::PacketBuf;
+use crate::Burst;
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+/// What the control plane reports about a port.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DevStatus {
+    pub link_up: bool,
+    pub mtu: Option<u16>,
+    pub mac: Option<[u8; 6]>,
+    pub numa: i32,
+    /// Extra key/values for the Interface `status` column.
+    pub extra: Vec<(String, String)>,
+}
+
+pub trait NetDev<P: PacketBuf>: Send + Sync {
+    /// Rx queues the PMDs must poll.
+    fn n_rxq(&self) -> u16;
+    /// Appends what queue `q` has, up to the burst's capacity.
+    fn rx(&self, q: u16, out: &mut Burst<P>) -> usize;
+    /// Sends through tx queue `q` (a PMD's index); consumes every packet and
+    /// returns how many the port accepted, the rest are freed by the port.
+    fn tx(&self, q: u16, pkts: &mut Burst<P>) -> usize;
+    fn status(&self) -> DevStatus;
+    /// True while a tx would be refused anyway (vhost guest absent).
+    fn tx_down(&self) -> bool {
+        false
+    }
+}
+
+/// An in-memory port: tests push frames in and collect what was sent.
+pub struct MemDev<P> {
+    pub rxq: Mutex<VecDeque<P>>,
+    pub sent: Mutex<Vec<P>>,
+    pub tx_capacity: usize,
+}
+
+impl<P> Default for MemDev<P> {
+    fn default() -> Self {
+        MemDev { rxq: Mutex::new(VecDeque::new()), sent: Mutex::new(Vec::new()), tx_capacity: usize::MAX }
+    }
+}
+
+impl<P: PacketBuf> NetDev<P> for MemDev<P> {
+    fn n_rxq(&self) -> u16 {
+        1
+    }
+    fn rx(&self, _q: u16, out: &mut Burst<P>) -> usize {
+        let mut q = self.rxq.lock().expect("test lock");
+        let mut n = 0;
+        while !out.is_full() {
+            match q.pop_front() {
+                Some(p) => {
+                    out.push(p);
+                    n += 1
+                }
+                None => break,
+            }
+        }
+        n
+    }
+    fn tx(&self, _q: u16, pkts: &mut Burst<P>) -> usize {
+        let mut s = self.sent.lock().expect("test lock");
+        let room = self.tx_capacity.saturating_sub(s.len());
+        let n = pkts.len().min(room);
+        s.extend(pkts.drain(..n));
+        pkts.clear();
+        n
+    }
+    fn status(&self) -> DevStatus {
+        DevStatus { link_up: true, ..Default::default() }
+    }
+}

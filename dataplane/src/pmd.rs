@@ -1,0 +1,134 @@
+//! The poll-mode worker loop: one thread per pinned core, run to completion
+//! over bursts, never waiting for the control plane.
+use crate::normal::process_batch;
+use crate::packet::PacketBuf;
+use crate::snapshot::{PmdShared, Snapshot, Switch};
+use crate::stats::{DropReason, PmdStats};
+use crate::txbuf::TxBuffers;
+use crate::Burst;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// Where the PMD reads time from: the TSC under DPDK, a monotonic clock in
+/// tests.
+#[derive(Clone, Copy)]
+pub struct Clock {
+    pub cycles: fn() -> u64,
+    pub hz: u64,
+}
+
+impl Clock {
+    pub fn monotonic() -> Clock {
+        fn nanos() -> u64 {
+            use std::sync::OnceLock;
+            use std::time::Instant;
+            static T0: OnceLock<Instant> = OnceLock::new();
+            T0.get_or_init(Instant::now).elapsed().as_nanos() as u64
+        }
+        Clock { cycles: nanos, hz: 1_000_000_000 }
+    }
+}
+
+/// Runs one loop iteration: polls every rx queue assigned to PMD `me` once.
+/// Returns the packets received.
+pub fn poll_once<P: PacketBuf>(switch: &Switch<P>, me: &PmdShared, tx: &mut TxBuffers<P>, burst: &mut Burst<P>, clock: &Clock) -> usize {
+    // Announce the epoch before loading the snapshot: once the control
+    // thread sees this epoch, we hold nothing older than its swap.
+    me.seen_epoch.store(switch.epoch.load(Ordering::SeqCst), Ordering::SeqCst);
+    let snap = switch.snap.load();
+    let t0 = (clock.cycles)();
+    let now = switch.now_secs();
+    let stats = &me.stats;
+    let mut got = 0;
+    let Some(rxqs) = snap.rxqs.get(me.index) else { return 0 };
+    for rq in rxqs {
+        let Some(port) = snap.port(rq.slot) else { continue };
+        let n = port.dev.rx(rq.queue, burst);
+        if n == 0 {
+            continue;
+        }
+        got += n;
+        process_batch(&snap, rq.slot, burst, now, stats, tx);
+        flush(&snap, me.index as u16, stats, tx);
+    }
+    let dt = (clock.cycles)().wrapping_sub(t0);
+    stats.iterations.add(1);
+    if got > 0 {
+        stats.busy_cycles.add(dt);
+        stats.busy_iterations.add(1);
+    } else {
+        stats.idle_cycles.add(dt);
+    }
+    got
+}
+
+#[inline]
+fn flush<P: PacketBuf>(snap: &Snapshot<P>, txq: u16, stats: &PmdStats, tx: &mut TxBuffers<P>) {
+    tx.flush(|slot, b| {
+        let n = b.len() as u64;
+        let Some(port) = snap.port(slot) else {
+            stats.drop(DropReason::NoPort, None, n);
+            return;
+        };
+        let pc = &stats.ports[slot as usize];
+        if port.dev.tx_down() {
+            stats.drop(DropReason::TxPortDown, None, n);
+            pc.tx_dropped.add(n);
+            b.clear();
+            return;
+        }
+        let bytes: u64 = b.iter().map(|p| p.wire_len() as u64).sum();
+        let sent = port.dev.tx(txq, b) as u64;
+        if sent == n {
+            pc.tx_bytes.add(bytes);
+        } else {
+            // Byte count of what the driver took is not known per packet
+            // after the call; scale (exact when all or none went).
+            pc.tx_bytes.add(bytes * sent / n.max(1));
+            stats.drop(DropReason::TxFull, None, n - sent);
+            pc.tx_dropped.add(n - sent);
+        }
+        pc.tx_packets.add(sent);
+        stats.tx_packets.add(sent);
+    });
+}
+
+/// The PMD thread body, until `stop` is set.
+pub fn run<P: PacketBuf>(switch: Arc<Switch<P>>, me: Arc<PmdShared>, clock: Clock) {
+    let mut tx = TxBuffers::<P>::default();
+    let mut burst = Burst::<P>::new();
+    me.running.store(true, Ordering::SeqCst);
+    let mut idle_spins = 0u32;
+    while !me.stop.load(Ordering::Relaxed) {
+        let got = poll_once(&switch, &me, &mut tx, &mut burst, &clock);
+        // A PMD with nothing to poll naps instead of burning its core; one
+        // with queues stays hot.
+        let has_queues = switch.snap.load().rxqs.get(me.index).map_or(false, |q| !q.is_empty());
+        if got == 0 && !has_queues {
+            idle_spins += 1;
+            if idle_spins > 1000 {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        } else {
+            idle_spins = 0;
+        }
+    }
+    me.running.store(false, Ordering::SeqCst);
+}
+
+/// Assigns rx queues to PMDs: each queue to the least loaded PMD on the
+/// port's NUMA node, or on any node when that node has no PMD (as OVS's
+/// pmd-rxq-assign=cycles does when it has no history yet).
+pub fn assign_rxqs(pmds: &[(usize, i32)], queues: &[(u16, u16, i32)]) -> Vec<Vec<crate::snapshot::RxqRef>> {
+    let mut out = vec![Vec::new(); pmds.len()];
+    if pmds.is_empty() {
+        return out;
+    }
+    for &(slot, queue, numa) in queues {
+        let local: Vec<usize> = (0..pmds.len()).filter(|&i| pmds[i].1 == numa || numa < 0).collect();
+        let cands = if local.is_empty() { (0..pmds.len()).collect() } else { local };
+        let best = cands.into_iter().min_by_key(|&i| (out[i].len(), i)).expect("non-empty");
+        out[best].push(crate::snapshot::RxqRef { slot, queue });
+    }
+    out
+}

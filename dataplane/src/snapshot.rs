@@ -1,0 +1,114 @@
+//! The immutable configuration PMDs forward by, and how a new one reaches
+//! them: the control thread swaps in a new snapshot and then waits (never the
+//! PMDs) until every PMD has passed the top of its loop, after which nothing
+//! of the old snapshot is in use and removed ports can be closed.
+use crate::mac_table::MacTable;
+use crate::netdev::NetDev;
+use crate::packet::PacketBuf;
+use crate::stats::PmdStats;
+use crate::vlan::VlanConf;
+use arc_swap::ArcSwap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub struct PortEntry<P: PacketBuf> {
+    pub name: Arc<str>,
+    pub ofport: u32,
+    pub bridge: u16,
+    pub vlan: VlanConf,
+    pub dev: Arc<dyn NetDev<P>>,
+}
+
+pub struct BridgeEntry {
+    pub name: Arc<str>,
+    /// Port slots of the bridge, in flooding order.
+    pub ports: Vec<u16>,
+    pub macs: Arc<MacTable>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RxqRef {
+    pub slot: u16,
+    pub queue: u16,
+}
+
+pub struct Snapshot<P: PacketBuf> {
+    pub version: u64,
+    /// Indexed by port slot.
+    pub ports: Vec<Option<PortEntry<P>>>,
+    pub bridges: Vec<BridgeEntry>,
+    /// Rx queues each PMD polls, by PMD index.
+    pub rxqs: Vec<Vec<RxqRef>>,
+}
+
+impl<P: PacketBuf> Snapshot<P> {
+    pub fn empty(n_pmds: usize) -> Self {
+        Snapshot { version: 0, ports: Vec::new(), bridges: Vec::new(), rxqs: vec![Vec::new(); n_pmds] }
+    }
+
+    #[inline]
+    pub fn port(&self, slot: u16) -> Option<&PortEntry<P>> {
+        self.ports.get(slot as usize).and_then(|p| p.as_ref())
+    }
+}
+
+/// What the control thread and one PMD share.
+pub struct PmdShared {
+    pub index: usize,
+    pub core: usize,
+    pub numa: i32,
+    pub stats: PmdStats,
+    /// The last epoch this PMD saw at the top of its loop.
+    pub seen_epoch: AtomicU64,
+    pub running: AtomicBool,
+    pub stop: AtomicBool,
+}
+
+pub struct Switch<P: PacketBuf> {
+    pub snap: ArcSwap<Snapshot<P>>,
+    pub epoch: AtomicU64,
+    pub pmds: Vec<Arc<PmdShared>>,
+    /// Seconds since start, as the PMDs' MAC ageing clock.
+    pub started: Instant,
+}
+
+impl<P: PacketBuf> Switch<P> {
+    pub fn new(pmd_cores: &[(usize, i32)]) -> Arc<Self> {
+        let pmds = pmd_cores
+            .iter()
+            .enumerate()
+            .map(|(i, &(core, numa))| {
+                Arc::new(PmdShared { index: i, core, numa, stats: PmdStats::default(), seen_epoch: AtomicU64::new(0), running: AtomicBool::new(false), stop: AtomicBool::new(false) })
+            })
+            .collect::<Vec<_>>();
+        Arc::new(Switch { snap: ArcSwap::from_pointee(Snapshot::empty(pmds.len())), epoch: AtomicU64::new(0), pmds, started: Instant::now() })
+    }
+
+    pub fn now_secs(&self) -> u32 {
+        self.started.elapsed().as_secs() as u32
+    }
+
+    /// Makes `next` the snapshot PMDs forward by and returns once none of
+    /// them can still use the previous one, which is returned.
+    pub fn publish(&self, next: Snapshot<P>) -> Arc<Snapshot<P>> {
+        let old = self.snap.swap(Arc::new(next));
+        self.quiesce();
+        old
+    }
+
+    /// Waits until every running PMD has started a new loop iteration.
+    pub fn quiesce(&self) {
+        let e = self.epoch.fetch_add(1, Ordering::SeqCst) + 1;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for p in &self.pmds {
+            while p.running.load(Ordering::SeqCst) && p.seen_epoch.load(Ordering::SeqCst) < e {
+                if Instant::now() > deadline {
+                    log::error!("PMD {} on core {} did not quiesce within 5 s", p.index, p.core);
+                    break;
+                }
+                std::thread::yield_now();
+            }
+        }
+    }
+}
