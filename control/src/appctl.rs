@@ -1,0 +1,201 @@
+//! The ovs-appctl commands rvsd answers, in ovs-vswitchd's output formats
+//! where an operator's scripts may parse them.
+use crate::reconcile::{Reconciler, OFPP_LOCAL};
+use crate::unixctl::Commands;
+use rvs_dataplane::packet::PacketBuf;
+use rvs_dataplane::snapshot::Switch;
+use rvs_dataplane::stats::{DropReason, PmdStats};
+use std::fmt::Write;
+use std::sync::{Arc, Mutex};
+
+/// PMD counters at the last pmd-stats-clear (PMDs own their counters; a
+/// clear moves the baseline instead of writing to them).
+#[derive(Default, Clone, Copy)]
+struct PmdBase {
+    rx: u64,
+    tx: u64,
+    busy: u64,
+    idle: u64,
+    flood: u64,
+    hits: u64,
+    misses: u64,
+    drops: [u64; DropReason::ALL.len()],
+}
+
+fn read(s: &PmdStats) -> PmdBase {
+    let mut drops = [0; DropReason::ALL.len()];
+    for (i, d) in s.drops.iter().enumerate() {
+        drops[i] = d.get();
+    }
+    PmdBase { rx: s.rx_packets.get(), tx: s.tx_packets.get(), busy: s.busy_cycles.get(), idle: s.idle_cycles.get(), flood: s.flood_packets.get(), hits: s.mac_hits.get(), misses: s.mac_misses.get(), drops }
+}
+
+fn pct(a: u64, total: u64) -> f64 {
+    if total == 0 {
+        0.0
+    } else {
+        a as f64 * 100.0 / total as f64
+    }
+}
+
+fn per(a: u64, n: u64) -> f64 {
+    if n == 0 {
+        0.0
+    } else {
+        a as f64 / n as f64
+    }
+}
+
+pub struct AppCtx<P: PacketBuf> {
+    pub switch: Arc<Switch<P>>,
+    pub rec: Arc<Mutex<Reconciler<P>>>,
+    pub version: String,
+    pub exit: Box<dyn Fn() + Send + Sync>,
+}
+
+pub fn register<P: PacketBuf + 'static>(cmds: &mut Commands, ctx: Arc<AppCtx<P>>) {
+    let bases: Arc<Mutex<Vec<PmdBase>>> = Arc::new(Mutex::new(vec![PmdBase::default(); ctx.switch.pmds.len()]));
+
+    let (c, b) = (ctx.clone(), bases.clone());
+    let show = move |_: &[String]| -> Result<String, String> {
+        let bases = b.lock().map_err(|_| "lock poisoned")?;
+        let mut out = String::new();
+        for (i, p) in c.switch.pmds.iter().enumerate() {
+            let now = read(&p.stats);
+            let base = bases[i];
+            let rx = now.rx - base.rx;
+            let busy = now.busy - base.busy;
+            let idle = now.idle - base.idle;
+            let total = busy + idle;
+            let _ = writeln!(out, "pmd thread numa_id {} core_id {}:", p.numa, p.core);
+            let _ = writeln!(out, "  packets received: {rx}");
+            let _ = writeln!(out, "  packets sent: {}", now.tx - base.tx);
+            let _ = writeln!(out, "  packets flooded: {}", now.flood - base.flood);
+            let _ = writeln!(out, "  mac table hits: {}", now.hits - base.hits);
+            let _ = writeln!(out, "  mac table misses: {}", now.misses - base.misses);
+            let dropped: u64 = now.drops.iter().zip(base.drops.iter()).map(|(a, b)| a - b).sum();
+            let _ = writeln!(out, "  packets dropped: {dropped}");
+            for r in DropReason::ALL {
+                let _ = writeln!(out, "    {}: {}", r.name(), now.drops[r as usize] - base.drops[r as usize]);
+            }
+            let _ = writeln!(out, "  idle cycles: {idle} ({:.2}%)", pct(idle, total));
+            let _ = writeln!(out, "  processing cycles: {busy} ({:.2}%)", pct(busy, total));
+            let _ = writeln!(out, "  avg cycles per packet: {:.2} ({total}/{rx})", per(total, rx));
+            let _ = writeln!(out, "  avg processing cycles per packet: {:.2} ({busy}/{rx})", per(busy, rx));
+        }
+        Ok(out)
+    };
+    let show = Arc::new(show);
+    for name in ["pmd-stats-show", "dpif-netdev/pmd-stats-show"] {
+        let s = show.clone();
+        cmds.add(name, "[-pmd core] [dp]", 0, 3, Box::new(move |a| s(a)));
+    }
+
+    let (c, b) = (ctx.clone(), bases.clone());
+    let clear = Arc::new(move |_: &[String]| -> Result<String, String> {
+        let mut bases = b.lock().map_err(|_| "lock poisoned")?;
+        for (i, p) in c.switch.pmds.iter().enumerate() {
+            bases[i] = read(&p.stats);
+        }
+        Ok(String::new())
+    });
+    for name in ["pmd-stats-clear", "dpif-netdev/pmd-stats-clear"] {
+        let s = clear.clone();
+        cmds.add(name, "[-pmd core] [dp]", 0, 3, Box::new(move |a| s(a)));
+    }
+
+    let c = ctx.clone();
+    let rxq = Arc::new(move |_: &[String]| -> Result<String, String> {
+        let snap = c.switch.snap.load();
+        let mut out = String::new();
+        for p in &c.switch.pmds {
+            let _ = writeln!(out, "pmd thread numa_id {} core_id {}:", p.numa, p.core);
+            let _ = writeln!(out, "  isolated : false");
+            for q in snap.rxqs.get(p.index).into_iter().flatten() {
+                if let Some(port) = snap.port(q.slot) {
+                    let _ = writeln!(out, "  port: {:<16}  queue-id: {:>2} (enabled)   pmd usage: NOT AVAIL", port.name, q.queue);
+                }
+            }
+        }
+        Ok(out)
+    });
+    for name in ["pmd-rxq-show", "dpif-netdev/pmd-rxq-show"] {
+        let s = rxq.clone();
+        cmds.add(name, "[-pmd core] [dp]", 0, 3, Box::new(move |a| s(a)));
+    }
+
+    let c = ctx.clone();
+    cmds.add(
+        "fdb/show",
+        "bridge",
+        1,
+        1,
+        Box::new(move |a| {
+            let rec = c.rec.lock().map_err(|_| "lock poisoned")?;
+            let br = rec.bridges.get(&a[0]).ok_or_else(|| "no such bridge".to_string())?;
+            let ofports: std::collections::HashMap<u16, i64> = rec.bridge_ports(&a[0]).into_iter().map(|(of, _, slot)| (slot, of)).collect();
+            let mut out = String::from(" port  VLAN  MAC                Age\n");
+            for e in br.macs.entries(c.switch.now_secs()) {
+                let port = match ofports.get(&e.port) {
+                    Some(&OFPP_LOCAL) => "LOCAL".to_string(),
+                    Some(of) => of.to_string(),
+                    None => continue,
+                };
+                let _ = writeln!(out, "{:>5}  {:>4}  {}  {:>3}", port, e.vlan, e.mac, e.age);
+            }
+            Ok(out)
+        }),
+    );
+
+    let c = ctx.clone();
+    cmds.add(
+        "fdb/flush",
+        "[bridge]",
+        0,
+        1,
+        Box::new(move |a| {
+            let rec = c.rec.lock().map_err(|_| "lock poisoned")?;
+            match a.first() {
+                Some(b) => rec.bridges.get(b).ok_or_else(|| "no such bridge".to_string())?.macs.flush(),
+                None => rec.bridges.values().for_each(|b| b.macs.flush()),
+            }
+            Ok("table successfully flushed\n".into())
+        }),
+    );
+
+    let c = ctx.clone();
+    cmds.add(
+        "dpif/show",
+        "",
+        0,
+        0,
+        Box::new(move |_| {
+            let rec = c.rec.lock().map_err(|_| "lock poisoned")?;
+            let (hits, misses) = c.switch.pmds.iter().fold((0, 0), |(h, m), p| (h + p.stats.mac_hits.get(), m + p.stats.mac_misses.get()));
+            let mut out = format!("netdev@ovs-netdev: hit:{hits} missed:{misses}\n");
+            for b in rec.bridges.keys() {
+                let _ = writeln!(out, "  {b}:");
+                for (of, name, slot) in rec.bridge_ports(b) {
+                    let kind = rec.ports.get(&name).map(|p| if p.spec.kind.is_empty() { "system".to_string() } else { p.spec.kind.clone() }).unwrap_or_default();
+                    let kind = if kind == "internal" { "tap".to_string() } else { kind };
+                    let _ = writeln!(out, "    {name} {of}/{slot}: ({kind})");
+                }
+            }
+            Ok(out)
+        }),
+    );
+
+    let v = ctx.version.clone();
+    cmds.add("version", "", 0, 0, Box::new(move |_| Ok(format!("{v}\n"))));
+    let c = ctx.clone();
+    cmds.add(
+        "exit",
+        "[--cleanup]",
+        0,
+        1,
+        Box::new(move |_| {
+            (c.exit)();
+            Ok(String::new())
+        }),
+    );
+}

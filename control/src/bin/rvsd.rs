@@ -1,0 +1,374 @@
+//! rvsd: the rvs switch daemon, in ovs-vswitchd's place. It is a client of
+//! the real ovsdb-server: it monitors the Open_vSwitch database, converges
+//! the DPDK dataplane to it and writes back what ovs-vswitchd writes.
+use clap::Parser;
+use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError, Sender};
+use log::{error, info, warn, LevelFilter};
+use rvs_control::appctl::{self, AppCtx};
+use rvs_control::budget::Budget;
+use rvs_control::config::desired;
+use rvs_control::db::{monitor_request, transact, Db};
+use rvs_control::eal_args::{allowed_cpus, hugepages_available, plan, MBUF_BYTES};
+use rvs_control::jsonrpc::{read_messages, send, unix_path};
+use rvs_control::ports::{DpdkFactory, TYPES};
+use rvs_control::reconcile::Reconciler;
+use rvs_control::unixctl::{self, Commands};
+use rvs_control::{datum, logger};
+use rvs_dataplane::pmd::{self, Clock};
+use rvs_dataplane::snapshot::Switch;
+use rvs_ffi::{eal, Mbuf, Mempool};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(Parser, Debug)]
+#[command(name = "rvsd", version, about = "rvs userspace virtual switch daemon (DPDK), in place of ovs-vswitchd")]
+struct Args {
+    /// The Open_vSwitch database to follow, as unix:PATH.
+    #[arg(long, default_value = "unix:/var/run/openvswitch/db.sock")]
+    db: String,
+    /// Run directory: unixctl socket, pid file, vhost-user sockets (relative vhost-sock-dir).
+    #[arg(long, default_value = "/var/run/openvswitch")]
+    rundir: PathBuf,
+    /// DPDK --file-prefix: distinct per DPDK process on the host.
+    #[arg(long, default_value = "rvs")]
+    file_prefix: String,
+    /// Write the pid here (default <rundir>/ovs-vswitchd.pid, where ovs-appctl looks).
+    #[arg(long, num_args = 0..=1, default_missing_value = "")]
+    pidfile: Option<String>,
+    /// unixctl socket for ovs-appctl (default <rundir>/ovs-vswitchd.<pid>.ctl).
+    #[arg(long)]
+    unixctl: Option<PathBuf>,
+    /// error, warn, info, debug or trace.
+    #[arg(long, default_value = "info")]
+    log_level: LevelFilter,
+}
+
+enum Ev {
+    Db(Value),
+    DbClosed(String),
+    LinkChanged,
+    Exit,
+}
+
+struct DbConn {
+    w: UnixStream,
+    next_id: u64,
+    monitor_id: u64,
+}
+
+impl DbConn {
+    fn connect(path: &str, tx: &Sender<Ev>) -> std::io::Result<DbConn> {
+        let s = UnixStream::connect(path)?;
+        let r = s.try_clone()?;
+        let tx = tx.clone();
+        std::thread::Builder::new().name("ovsdb-rx".into()).spawn(move || {
+            let why = read_messages(r, |m| tx.send(Ev::Db(m)).is_ok());
+            let _ = tx.send(Ev::DbClosed(why));
+        })?;
+        let mut c = DbConn { w: s, next_id: 1, monitor_id: 0 };
+        c.monitor_id = c.id();
+        send(&mut c.w, &monitor_request(c.monitor_id))?;
+        Ok(c)
+    }
+
+    fn id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    fn transact(&mut self, ops: Vec<Value>) {
+        if ops.is_empty() {
+            return;
+        }
+        let id = self.id();
+        if let Err(e) = send(&mut self.w, &transact(id, ops)) {
+            warn!("cannot write to the database: {e}");
+        }
+    }
+}
+
+fn block_signals() -> nix::sys::signal::SigSet {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut set = SigSet::empty();
+    for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        set.add(s);
+    }
+    let _ = set.thread_block();
+    set
+}
+
+/// Waits for the first complete copy of the database (start-up needs
+/// other_config before DPDK can start), retrying the connection.
+fn first_sync(path: &str, tx: &Sender<Ev>, rx: &Receiver<Ev>) -> Result<(DbConn, Db), String> {
+    let mut told = false;
+    loop {
+        match DbConn::connect(path, tx) {
+            Ok(mut c) => loop {
+                match rx.recv_timeout(Duration::from_secs(30)) {
+                    Ok(Ev::Db(m)) => {
+                        if m.get("method").and_then(|x| x.as_str()) == Some("echo") {
+                            let _ = send(&mut c.w, &json!({"id": m["id"], "result": m["params"], "error": null}));
+                        } else if m.get("id").and_then(|i| i.as_u64()) == Some(c.monitor_id) {
+                            if !m["error"].is_null() {
+                                return Err(format!("the database refused rvsd's monitor request: {} (is {path} an Open_vSwitch database?)", m["error"]));
+                            }
+                            let mut db = Db::default();
+                            db.apply(&m["result"])?;
+                            return Ok((c, db));
+                        }
+                    }
+                    Ok(Ev::Exit) => return Err("stopped by a signal".into()),
+                    Ok(Ev::DbClosed(_)) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            },
+            Err(e) => {
+                if !told {
+                    warn!("{path}: cannot connect to the database ({e}); retrying every second");
+                    told = true;
+                }
+                if let Ok(Ev::Exit) = rx.recv_timeout(Duration::from_secs(1)) {
+                    return Err("stopped by a signal".into());
+                }
+            }
+        }
+    }
+}
+
+fn main() {
+    let args = Args::parse();
+    logger::init(args.log_level);
+    if let Err(e) = run(args) {
+        error!("{e}");
+        eprintln!("rvsd: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: Args) -> Result<(), String> {
+    let sigs = block_signals();
+    let db_path = unix_path(&args.db)?.to_string();
+    std::fs::create_dir_all(&args.rundir).map_err(|e| format!("cannot create run directory {}: {e}", args.rundir.display()))?;
+    let (tx, rx) = unbounded::<Ev>();
+    {
+        let tx = tx.clone();
+        std::thread::Builder::new()
+            .name("signals".into())
+            .spawn(move || {
+                if let Ok(sig) = sigs.wait() {
+                    info!("{sig:?}: exiting");
+                    let _ = tx.send(Ev::Exit);
+                }
+            })
+            .map_err(|e| e.to_string())?;
+    }
+
+    let (mut conn, mut db) = first_sync(&db_path, &tx, &rx)?;
+    let d = desired(&db);
+    let cpus = allowed_cpus();
+    let p = plan(&d.global, &args.file_prefix, &cpus, hugepages_available()).map_err(|e| format!("bad configuration: {e}"))?;
+    for w in &p.warnings {
+        warn!("{w}");
+    }
+    if p.no_huge {
+        warn!("vhost-user ports work without hugepages only if the VM side shares its memory (memfd or hugetlbfs); rvsd's own buffers are not shared");
+    }
+    info!("starting DPDK: {}", p.eal_args.join(" "));
+    eal::init(&p.eal_args)?;
+    let dpdk_version = eal::version();
+    info!("{dpdk_version} initialised; PMD cores {:?}", p.pmds);
+
+    let mut nodes: Vec<i32> = p.pmds.iter().map(|x| x.1).collect();
+    nodes.push(0);
+    nodes.sort();
+    nodes.dedup();
+    if p.no_huge {
+        nodes = vec![0];
+    }
+    let mut pools = BTreeMap::new();
+    let mut budget = Budget::new(MBUF_BYTES, (rvs_dataplane::BURST * 8 * p.pmds.len().max(1)) as u64);
+    for n in nodes {
+        let pool = Mempool::create(&format!("rvs_mp_{n}"), p.pool_mbufs, 256, 2048 + 128, n)?;
+        info!("mbuf pool on NUMA node {n}: {} mbufs", pool.size);
+        budget.add_pool(n, pool.size as u64);
+        pools.insert(n, pool);
+    }
+
+    let switch = Switch::<Mbuf>::new(&p.pmds);
+    let clock = Clock { cycles: eal::rdtsc, hz: eal::tsc_hz() };
+    let mut pmd_threads = Vec::new();
+    for me in switch.pmds.clone() {
+        let sw = switch.clone();
+        let core = me.core;
+        let h = std::thread::Builder::new()
+            .name(format!("pmd-c{core:02}"))
+            .spawn(move || {
+                let mut set = nix::sched::CpuSet::new();
+                if set.set(core).is_err() || nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).is_err() {
+                    error!("cannot pin PMD thread to core {core}");
+                }
+                if let Err(e) = eal::register_thread() {
+                    warn!("PMD on core {core}: {e}; mbuf allocations will bypass the per-core cache");
+                }
+                pmd::run(sw, me, clock);
+                eal::unregister_thread();
+            })
+            .map_err(|e| e.to_string())?;
+        pmd_threads.push(h);
+    }
+    {
+        let sw = switch.clone();
+        let tx2 = tx.clone();
+        rvs_ffi::vhost::set_hooks(Box::new(move || sw.quiesce()), Box::new(move || drop(tx2.send(Ev::LinkChanged))));
+    }
+
+    let vhost_dir = {
+        let v = d.global.get("vhost-sock-dir").unwrap_or("");
+        if v.starts_with('/') {
+            PathBuf::from(v)
+        } else {
+            args.rundir.join(v)
+        }
+    };
+    let factory = DpdkFactory { pools, n_pmds: p.pmds.len(), vhost_dir };
+    let rec = Arc::new(Mutex::new(Reconciler::new(switch.clone(), Box::new(factory), budget)));
+
+    let pid = std::process::id();
+    let ctl = args.unixctl.clone().unwrap_or_else(|| args.rundir.join(format!("ovs-vswitchd.{pid}.ctl")));
+    let mut cmds = Commands::default();
+    let tx_exit = tx.clone();
+    let version = format!("rvsd (rvs) {}\n{dpdk_version}", env!("CARGO_PKG_VERSION"));
+    appctl::register(&mut cmds, Arc::new(AppCtx { switch: switch.clone(), rec: rec.clone(), version, exit: Box::new(move || drop(tx_exit.send(Ev::Exit))) }));
+    unixctl::serve(&ctl.to_string_lossy(), Arc::new(cmds))?;
+    let pidfile = args.pidfile.as_ref().map(|p| if p.is_empty() { args.rundir.join("ovs-vswitchd.pid") } else { PathBuf::from(p) });
+    if let Some(pf) = &pidfile {
+        std::fs::write(pf, format!("{pid}\n")).map_err(|e| format!("cannot write pid file {}: {e}", pf.display()))?;
+    }
+    info!("unixctl socket {}", ctl.display());
+
+    let global_ops = |dpdk_version: &str| {
+        vec![json!({"op": "update", "table": "Open_vSwitch", "where": [], "row": {
+            "dpdk_initialized": true,
+            "dpdk_version": dpdk_version,
+            "datapath_types": datum::make_set(["netdev"]),
+            "iface_types": datum::make_set(TYPES.iter().map(|t| t.to_string())),
+        }})]
+    };
+    let mut connected = true;
+    let mut dirty = true;
+    conn.transact(global_ops(&dpdk_version));
+    let stats_interval = |db: &Db| {
+        let g = desired(db).global;
+        Duration::from_millis(g.get("stats-update-interval").and_then(|v| v.parse().ok()).unwrap_or(5000u64).max(1000))
+    };
+    let mut interval = stats_interval(&db);
+    let mut next_stats = Instant::now();
+    let mut last_attempt = Instant::now();
+    let mut write_status = false;
+
+    loop {
+        let timeout = next_stats.saturating_duration_since(Instant::now()).min(Duration::from_secs(1));
+        let ev = rx.recv_timeout(timeout);
+        let mut evs = Vec::new();
+        match ev {
+            Ok(e) => evs.push(e),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+        evs.extend(rx.try_iter());
+        let mut exit = false;
+        for e in evs {
+            match e {
+                Ev::Exit => exit = true,
+                Ev::LinkChanged => write_status = true,
+                Ev::DbClosed(why) => {
+                    if connected {
+                        warn!("database connection lost ({why}); forwarding goes on with the last configuration, reconnecting");
+                        connected = false;
+                    }
+                }
+                Ev::Db(m) => {
+                    if !connected {
+                        continue;
+                    }
+                    match m.get("method").and_then(|x| x.as_str()) {
+                        Some("echo") => {
+                            let _ = send(&mut conn.w, &json!({"id": m["id"], "result": m["params"], "error": null}));
+                        }
+                        Some("update") => match db.apply(&m["params"][1]) {
+                            Ok(()) => dirty = true,
+                            Err(e) => warn!("ignored a malformed database update: {e}"),
+                        },
+                        Some(_) => {}
+                        None => {
+                            if m.get("id").and_then(|i| i.as_u64()) == Some(conn.monitor_id) {
+                                db = Db::default();
+                                if let Err(e) = db.apply(&m["result"]) {
+                                    warn!("malformed monitor reply: {e}");
+                                }
+                                dirty = true;
+                            } else if !m["error"].is_null() {
+                                warn!("database transaction failed: {}", m["error"]);
+                            } else if let Some(res) = m["result"].as_array() {
+                                for r in res.iter().filter(|r| r.get("error").is_some()) {
+                                    warn!("database refused a write: {r}");
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if exit {
+            break;
+        }
+        if !connected && last_attempt.elapsed() >= Duration::from_secs(1) {
+            last_attempt = Instant::now();
+            if let Ok(c) = DbConn::connect(&db_path, &tx) {
+                info!("reconnected to the database");
+                conn = c;
+                connected = true;
+                if let Ok(mut r) = rec.lock() {
+                    r.forget_written();
+                }
+                conn.transact(global_ops(&dpdk_version));
+            }
+        }
+        if connected && dirty {
+            dirty = false;
+            interval = stats_interval(&db);
+            let d = desired(&db);
+            let ops = rec.lock().map_err(|_| "lock poisoned")?.apply(&d);
+            conn.transact(ops);
+            write_status = true;
+        }
+        if connected && (write_status || Instant::now() >= next_stats) {
+            write_status = false;
+            next_stats = Instant::now() + interval;
+            let ops = rec.lock().map_err(|_| "lock poisoned")?.status_ops();
+            conn.transact(ops);
+        }
+    }
+
+    info!("stopping: closing ports and PMD threads");
+    if let Ok(mut r) = rec.lock() {
+        r.shutdown();
+    }
+    for p in &switch.pmds {
+        p.stop.store(true, Ordering::SeqCst);
+    }
+    for h in pmd_threads {
+        let _ = h.join();
+    }
+    let _ = std::fs::remove_file(&ctl);
+    if let Some(pf) = pidfile {
+        let _ = std::fs::remove_file(pf);
+    }
+    eal::cleanup();
+    Ok(())
+}

@@ -1,0 +1,101 @@
+//! What the database asks for, extracted from the replica: global DPDK
+//! settings, bridges and interfaces with their port's VLAN settings.
+use crate::datum::{boolean, int, ints, map, string, uuids};
+use crate::db::Db;
+use rvs_dataplane::vlan::VlanConf;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GlobalConf {
+    pub next_cfg: i64,
+    pub other_config: BTreeMap<String, String>,
+}
+
+impl GlobalConf {
+    pub fn get(&self, k: &str) -> Option<&str> {
+        self.other_config.get(k).map(String::as_str)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct BridgeSpec {
+    pub uuid: String,
+    pub name: String,
+    pub other_config: BTreeMap<String, String>,
+    pub stp_enable: bool,
+    pub datapath_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct IfaceSpec {
+    pub uuid: String,
+    pub name: String,
+    pub kind: String,
+    pub options: BTreeMap<String, String>,
+    pub mtu_request: Option<i64>,
+    pub ofport_request: Option<i64>,
+    /// The ofport the database holds now (kept across rvsd restarts).
+    pub ofport: Option<i64>,
+    pub bridge: String,
+    pub port: String,
+    pub vlan: Result<VlanConf, String>,
+}
+
+impl IfaceSpec {
+    /// What identifies the device: a change here means close and reopen.
+    pub fn devkey(&self) -> String {
+        let mtu = self.mtu_request.map(|m| m.to_string()).unwrap_or_default();
+        format!("{}|{:?}|{}", self.kind, self.options, mtu)
+    }
+
+    pub fn is_bridge_local(&self) -> bool {
+        self.kind == "internal" && self.name == self.bridge
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Desired {
+    pub global: GlobalConf,
+    pub bridges: Vec<BridgeSpec>,
+    pub ifaces: Vec<IfaceSpec>,
+}
+
+/// Reads the desired configuration. Rows that are dangling (a reference to
+/// a row the replica does not have yet) are skipped, never fatal.
+pub fn desired(db: &Db) -> Desired {
+    let mut d = Desired::default();
+    let Some((_, root)) = db.root() else { return d };
+    d.global = GlobalConf { next_cfg: int(root, "next_cfg").unwrap_or(0), other_config: map(root, "other_config") };
+    let mut seen_iface = std::collections::HashSet::new();
+    for bu in uuids(root, "bridges") {
+        let Some(br) = db.row("Bridge", &bu) else { continue };
+        let Some(bname) = string(br, "name") else { continue };
+        d.bridges.push(BridgeSpec { uuid: bu.clone(), name: bname.clone(), other_config: map(br, "other_config"), stp_enable: boolean(br, "stp_enable").unwrap_or(false), datapath_id: string(br, "datapath_id") });
+        for pu in uuids(br, "ports") {
+            let Some(port) = db.row("Port", &pu) else { continue };
+            let pname = string(port, "name").unwrap_or_default();
+            let vlan = VlanConf::from_ovsdb(string(port, "vlan_mode").as_deref(), int(port, "tag"), &ints(port, "trunks")).map_err(|e| format!("port {pname}: {e}"));
+            for iu in uuids(port, "interfaces") {
+                let Some(ifr) = db.row("Interface", &iu) else { continue };
+                let Some(name) = string(ifr, "name") else { continue };
+                if !seen_iface.insert(name.clone()) {
+                    continue;
+                }
+                d.ifaces.push(IfaceSpec {
+                    uuid: iu.clone(),
+                    name,
+                    kind: string(ifr, "type").unwrap_or_default(),
+                    options: map(ifr, "options"),
+                    mtu_request: int(ifr, "mtu_request"),
+                    ofport_request: int(ifr, "ofport_request"),
+                    ofport: int(ifr, "ofport"),
+                    bridge: bname.clone(),
+                    port: pname.clone(),
+                    vlan: vlan.clone(),
+                });
+            }
+        }
+    }
+    d.bridges.sort_by(|a, b| a.name.cmp(&b.name));
+    d
+}

@@ -1,0 +1,125 @@
+//! Opens DPDK devices for Interface rows, with OVS's type names and options:
+//! `dpdk` (dpdk-devargs), `dpdkvhostuser`, `dpdkvhostuserclient`
+//! (vhost-server-path), `internal` (a kernel TAP named like the interface,
+//! through net_tap) and `system` (an existing kernel netdev through
+//! net_af_packet).
+use crate::config::IfaceSpec;
+use crate::reconcile::{DeviceFactory, Opened};
+use rvs_dataplane::dpdk::{EthPort, VhostPort};
+use rvs_ffi::{EthDev, Mbuf, Mempool, VhostDev};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub const TYPES: &[&str] = &["dpdk", "dpdkvhostuser", "dpdkvhostuserclient", "internal", "system", "tap"];
+/// Types OVS knows that this rvs does not carry yet.
+const NOT_YET: &[&str] = &["gre", "vxlan", "geneve", "patch", "stt", "lisp", "erspan", "ip6gre", "bareudp", "gtpu", "srv6"];
+
+/// Queue pairs polled per vhost-user port unless options:n_rxq says more:
+/// queues the guest did not enable cost one mask test per poll.
+const VHOST_QUEUE_PAIRS: u16 = 8;
+const RING: u16 = 1024;
+
+pub struct DpdkFactory {
+    pub pools: BTreeMap<i32, &'static Mempool>,
+    pub n_pmds: usize,
+    pub vhost_dir: PathBuf,
+}
+
+impl DpdkFactory {
+    fn pool(&self, numa: i32) -> &'static Mempool {
+        self.pools.get(&numa).or_else(|| self.pools.values().next()).copied().expect("at least one pool exists")
+    }
+
+    fn n_rxq(spec: &IfaceSpec, default: u16) -> Result<u16, String> {
+        match spec.options.get("n_rxq") {
+            None => Ok(default),
+            Some(v) => v.parse::<u16>().ok().filter(|n| (1..=64).contains(n)).ok_or_else(|| format!("options:n_rxq={v:?} is not a number from 1 to 64")),
+        }
+    }
+
+    fn mtu(spec: &IfaceSpec) -> Result<Option<u16>, String> {
+        match spec.mtu_request {
+            None => Ok(None),
+            Some(m) if (68..=9702).contains(&m) => Ok(Some(m as u16)),
+            Some(m) => Err(format!("mtu_request {m} is out of range (68-9702)")),
+        }
+    }
+
+    fn vhost_path(&self, spec: &IfaceSpec) -> Result<(String, bool), String> {
+        if spec.kind == "dpdkvhostuser" {
+            return Ok((self.vhost_dir.join(&spec.name).to_string_lossy().into_owned(), false));
+        }
+        let p = spec.options.get("vhost-server-path").filter(|p| !p.is_empty()).ok_or_else(|| format!("'{}' is missing 'options:vhost-server-path'", spec.name))?;
+        let parent = Path::new(p).parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        if !parent.is_dir() {
+            return Err(format!("options:vhost-server-path {p}: directory {} does not exist", parent.display()));
+        }
+        Ok((p.clone(), true))
+    }
+
+    fn kernel_netdev_exists(name: &str) -> bool {
+        Path::new("/sys/class/net").join(name).exists()
+    }
+}
+
+impl DeviceFactory<Mbuf> for DpdkFactory {
+    fn types(&self) -> &'static [&'static str] {
+        TYPES
+    }
+
+    fn mbufs_needed(&self, spec: &IfaceSpec) -> Result<(i32, u64), String> {
+        let pmds = self.n_pmds.max(1) as u64;
+        let burst = rvs_dataplane::BURST as u64;
+        match spec.kind.as_str() {
+            // Dequeued bursts are freed at tx: only bursts in flight count.
+            "dpdkvhostuser" | "dpdkvhostuserclient" => Ok((0, Self::n_rxq(spec, VHOST_QUEUE_PAIRS)? as u64 * burst * 2)),
+            // Rx rings are filled with mbufs; tx rings hold them until sent.
+            _ => Ok((0, Self::n_rxq(spec, 1)? as u64 * RING as u64 + pmds * RING as u64 + pmds * burst)),
+        }
+    }
+
+    fn open(&mut self, spec: &IfaceSpec) -> Result<Opened<Mbuf>, String> {
+        let kind = spec.kind.as_str();
+        let mtu = Self::mtu(spec)?;
+        let n_txq = self.n_pmds.max(1) as u16;
+        let (devargs, n_rxq) = match kind {
+            "dpdkvhostuser" | "dpdkvhostuserclient" => {
+                let (path, client) = self.vhost_path(spec)?;
+                let queues = Self::n_rxq(spec, VHOST_QUEUE_PAIRS)?;
+                if !client {
+                    remove_stale_socket(&path);
+                }
+                let dev = VhostDev::register(&path, client, queues as u32)?;
+                let pool = self.pool(0);
+                return Ok(Opened { dev: Arc::new(VhostPort::new(dev, pool, queues, client)), numa: pool.socket, mbufs: 0 });
+            }
+            "dpdk" => {
+                let da = spec.options.get("dpdk-devargs").filter(|d| !d.is_empty()).ok_or_else(|| format!("'{}' is missing 'options:dpdk-devargs'. The old 'dpdk<port_id>' names are not supported", spec.name))?;
+                (da.clone(), Self::n_rxq(spec, 1)?)
+            }
+            "internal" => (format!("net_tap_{},iface={}", spec.name, spec.name), 1),
+            "" | "system" | "tap" => {
+                if !Self::kernel_netdev_exists(&spec.name) {
+                    return Err(format!("could not open network device {} (No such device)", spec.name));
+                }
+                let q = Self::n_rxq(spec, 1)?;
+                (format!("net_af_packet_{},iface={},qpairs={}", spec.name, spec.name, q.max(n_txq)), q)
+            }
+            k if NOT_YET.contains(&k) => return Err(format!("interface type '{k}' is not supported by this rvs version yet")),
+            k => return Err(format!("unknown interface type '{k}' (rvs supports: {})", TYPES.join(", "))),
+        };
+        let pool = self.pool(0);
+        let dev = EthDev::open(&devargs, n_rxq, n_txq, RING, mtu, pool)?;
+        let numa = dev.socket_id().max(0);
+        Ok(Opened { dev: Arc::new(EthPort::new(dev, self.n_pmds)), numa, mbufs: 0 })
+    }
+}
+
+/// A server socket left by a previous rvsd (or ovs-vswitchd) that nobody
+/// listens on any more blocks bind(): remove it.
+fn remove_stale_socket(path: &str) {
+    if Path::new(path).exists() && std::os::unix::net::UnixStream::connect(path).is_err() {
+        let _ = std::fs::remove_file(path);
+    }
+}

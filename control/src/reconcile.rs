@@ -1,0 +1,366 @@
+//! Converges the dataplane to the database: opens and closes devices, gives
+//! ports slots and ofports, publishes snapshots, and returns the columns to
+//! write back (ofport, error, cur_cfg ...). Idempotent: applying the same
+//! desired state twice changes nothing.
+use crate::budget::Budget;
+use crate::config::{BridgeSpec, Desired, IfaceSpec};
+use crate::datum::make_map;
+use crate::db::update_op;
+use rvs_dataplane::mac_table::MacTable;
+use rvs_dataplane::netdev::NetDev;
+use rvs_dataplane::packet::PacketBuf;
+use rvs_dataplane::pmd::assign_rxqs;
+use rvs_dataplane::snapshot::{BridgeEntry, PortEntry, Snapshot, Switch};
+use rvs_dataplane::stats::{port_totals, PortTotals};
+use rvs_dataplane::vlan::VlanConf;
+use rvs_dataplane::MAX_PORTS;
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+/// The OpenFlow port number of a bridge's own internal port.
+pub const OFPP_LOCAL: i64 = 65534;
+const OFPP_MAX: i64 = 0xff00;
+
+/// An opened device and what it costs.
+pub struct Opened<P: PacketBuf> {
+    pub dev: Arc<dyn NetDev<P>>,
+    pub numa: i32,
+    pub mbufs: u64,
+}
+
+/// Opens devices for interface rows (DPDK in rvsd, in-memory in tests).
+pub trait DeviceFactory<P: PacketBuf> {
+    /// Mbufs the device will hold (rings, bursts), checked before opening.
+    fn mbufs_needed(&self, spec: &IfaceSpec) -> Result<(i32, u64), String>;
+    fn open(&mut self, spec: &IfaceSpec) -> Result<Opened<P>, String>;
+    /// Interface types this factory can open.
+    fn types(&self) -> &'static [&'static str];
+}
+
+pub struct LivePort<P: PacketBuf> {
+    pub spec: IfaceSpec,
+    pub slot: u16,
+    pub ofport: i64,
+    pub vlan: VlanConf,
+    pub dev: Arc<dyn NetDev<P>>,
+    pub numa: i32,
+    pub mbufs: u64,
+    /// Counters of the slot when this port got it.
+    pub baseline: PortTotals,
+}
+
+pub struct FailedPort {
+    pub spec: IfaceSpec,
+    pub error: String,
+    pub next_cfg: i64,
+}
+
+pub struct LiveBridge {
+    pub spec: BridgeSpec,
+    pub macs: Arc<MacTable>,
+}
+
+pub struct Reconciler<P: PacketBuf> {
+    pub switch: Arc<Switch<P>>,
+    factory: Box<dyn DeviceFactory<P> + Send>,
+    pub ports: BTreeMap<String, LivePort<P>>,
+    pub failed: BTreeMap<String, FailedPort>,
+    pub bridges: BTreeMap<String, LiveBridge>,
+    pub budget: Budget,
+    version: u64,
+    /// Written back already: (interface uuid -> (ofport, error)).
+    written: BTreeMap<String, (i64, Option<String>)>,
+    cur_cfg: i64,
+}
+
+impl<P: PacketBuf + 'static> Reconciler<P> {
+    pub fn new(switch: Arc<Switch<P>>, factory: Box<dyn DeviceFactory<P> + Send>, budget: Budget) -> Self {
+        Reconciler { switch, factory, ports: BTreeMap::new(), failed: BTreeMap::new(), bridges: BTreeMap::new(), budget, version: 0, written: BTreeMap::new(), cur_cfg: -1 }
+    }
+
+    pub fn types(&self) -> &'static [&'static str] {
+        self.factory.types()
+    }
+
+    /// Applies `d` and returns the write-back operations.
+    pub fn apply(&mut self, d: &Desired) -> Vec<Value> {
+        let want: BTreeMap<&str, &IfaceSpec> = d.ifaces.iter().map(|i| (i.name.as_str(), i)).collect();
+        let want_bridges: BTreeSet<&str> = d.bridges.iter().map(|b| b.name.as_str()).collect();
+
+        // 1. Take out what went away or must be reopened, and close it once
+        //    no PMD can be using it.
+        let gone: Vec<String> = self
+            .ports
+            .iter()
+            .filter(|(n, lp)| match want.get(n.as_str()) {
+                None => true,
+                Some(s) => s.devkey() != lp.spec.devkey() || s.bridge != lp.spec.bridge || s.vlan.is_err(),
+            })
+            .map(|(n, _)| n.clone())
+            .collect();
+        let mut removed: Vec<LivePort<P>> = gone.iter().filter_map(|n| self.ports.remove(n)).collect();
+        self.failed.retain(|n, _| want.contains_key(n.as_str()));
+        let changed_vlan: Vec<(u16, String)> = self
+            .ports
+            .values_mut()
+            .filter_map(|lp| {
+                let s = want[lp.spec.name.as_str()];
+                let old_vlan = lp.vlan.clone();
+                lp.spec = s.clone();
+                if let Ok(v) = &s.vlan {
+                    lp.vlan = v.clone();
+                }
+                lp.ofport = match s.ofport_request {
+                    Some(r) if r != lp.ofport && (1..OFPP_MAX).contains(&r) && !s.is_bridge_local() => r,
+                    _ => lp.ofport,
+                };
+                (old_vlan != lp.vlan).then(|| (lp.slot, lp.spec.bridge.clone()))
+            })
+            .collect();
+        let gone_bridges: Vec<String> = self.bridges.keys().filter(|b| !want_bridges.contains(b.as_str())).cloned().collect();
+        if !removed.is_empty() || !changed_vlan.is_empty() {
+            self.publish();
+            for lp in &removed {
+                if let Some(b) = self.bridges.get(&lp.spec.bridge) {
+                    b.macs.flush_port(lp.slot);
+                }
+                self.budget.release(lp.numa, lp.mbufs);
+            }
+            for (slot, br) in &changed_vlan {
+                if let Some(b) = self.bridges.get(br) {
+                    b.macs.flush_port(*slot);
+                }
+            }
+            // Dropping the last reference closes the device (the old
+            // snapshot went in publish()).
+            removed.clear();
+        }
+        for b in gone_bridges {
+            self.bridges.remove(&b);
+        }
+
+        // 2. Bridges.
+        for bs in &d.bridges {
+            let aging = bs.other_config.get("mac-aging-time").and_then(|v| v.parse().ok()).unwrap_or(300u32);
+            let size = bs.other_config.get("mac-table-size").and_then(|v| v.parse().ok()).unwrap_or(8192usize);
+            match self.bridges.get_mut(&bs.name) {
+                Some(lb) => {
+                    lb.macs.set_aging(aging);
+                    if lb.macs.capacity() < size {
+                        lb.macs = Arc::new(MacTable::new(size, aging));
+                    }
+                    lb.spec = bs.clone();
+                }
+                None => {
+                    self.bridges.insert(bs.name.clone(), LiveBridge { spec: bs.clone(), macs: Arc::new(MacTable::new(size, aging)) });
+                }
+            }
+        }
+
+        // 3. Open what is new. Failed rows are retried when the database
+        //    changes (next_cfg), as ovs-vswitchd retries on reconfigure.
+        for s in &d.ifaces {
+            if self.ports.contains_key(&s.name) {
+                continue;
+            }
+            if let Some(f) = self.failed.get(&s.name) {
+                if f.spec.devkey() == s.devkey() && f.spec.bridge == s.bridge && f.spec.vlan == s.vlan && f.next_cfg == d.global.next_cfg {
+                    continue;
+                }
+            }
+            match self.open(s) {
+                Ok(lp) => {
+                    self.failed.remove(&s.name);
+                    self.ports.insert(s.name.clone(), lp);
+                }
+                Err(error) => {
+                    log::warn!("interface {}: {error}", s.name);
+                    self.failed.insert(s.name.clone(), FailedPort { spec: s.clone(), error, next_cfg: d.global.next_cfg });
+                }
+            }
+        }
+        self.publish();
+
+        // 4. Write back ofport / error for rows whose value changed, and
+        //    cur_cfg once all of it is live.
+        let mut ops = Vec::new();
+        for s in &d.ifaces {
+            let (ofport, error) = match (self.ports.get(&s.name), self.failed.get(&s.name)) {
+                (Some(lp), _) => (lp.ofport, None),
+                (None, Some(f)) => (-1, Some(f.error.clone())),
+                _ => continue,
+            };
+            let cur = (ofport, error.clone());
+            if self.written.get(&s.uuid) == Some(&cur) && s.ofport == Some(ofport) {
+                continue;
+            }
+            let err = match &error {
+                Some(e) => json!(e),
+                None => json!(["set", []]),
+            };
+            let mut row = json!({"ofport": ofport, "error": err});
+            if error.is_some() {
+                row["link_state"] = json!(["set", []]);
+                row["admin_state"] = json!(["set", []]);
+            }
+            ops.push(update_op("Interface", &s.uuid, row));
+            self.written.insert(s.uuid.clone(), cur);
+        }
+        self.written.retain(|u, _| d.ifaces.iter().any(|i| &i.uuid == u));
+        for b in d.bridges.iter().filter(|b| b.datapath_id.as_deref() != Some(datapath_id(&b.name).as_str())) {
+            ops.push(update_op("Bridge", &b.uuid, json!({"datapath_id": datapath_id(&b.name)})));
+        }
+        if self.cur_cfg != d.global.next_cfg || !ops.is_empty() {
+            ops.push(json!({"op": "update", "table": "Open_vSwitch", "where": [], "row": {"cur_cfg": d.global.next_cfg}}));
+            self.cur_cfg = d.global.next_cfg;
+        }
+        ops
+    }
+
+    fn open(&mut self, s: &IfaceSpec) -> Result<LivePort<P>, String> {
+        let vlan = s.vlan.clone()?;
+        if !self.bridges.contains_key(&s.bridge) {
+            return Err(format!("bridge {} does not exist", s.bridge));
+        }
+        let slot = (0..MAX_PORTS as u16).find(|sl| !self.ports.values().any(|p| p.slot == *sl)).ok_or("no free port slot (1024 ports in use)")?;
+        let ofport = self.assign_ofport(s)?;
+        let (numa, need) = self.factory.mbufs_needed(s)?;
+        self.budget.reserve(numa, need)?;
+        let opened = match self.factory.open(s) {
+            Ok(o) => o,
+            Err(e) => {
+                self.budget.release(numa, need);
+                return Err(e);
+            }
+        };
+        let baseline = port_totals(self.switch.pmds.iter().map(|p| &p.stats), slot);
+        log::info!("{}: added to bridge {} as ofport {ofport} (slot {slot}, type {:?})", s.name, s.bridge, s.kind);
+        Ok(LivePort { spec: s.clone(), slot, ofport, vlan, dev: opened.dev, numa: opened.numa, mbufs: need, baseline })
+    }
+
+    fn assign_ofport(&self, s: &IfaceSpec) -> Result<i64, String> {
+        if s.is_bridge_local() {
+            return Ok(OFPP_LOCAL);
+        }
+        let used: BTreeSet<i64> = self.ports.values().filter(|p| p.spec.bridge == s.bridge).map(|p| p.ofport).collect();
+        if let Some(r) = s.ofport_request {
+            if !(1..OFPP_MAX).contains(&r) {
+                return Err(format!("ofport_request {r} is out of range (1-{})", OFPP_MAX - 1));
+            }
+            if !used.contains(&r) {
+                return Ok(r);
+            }
+            log::warn!("{}: ofport_request {r} is taken on bridge {}, assigning another", s.name, s.bridge);
+        }
+        if let Some(prev) = s.ofport.filter(|p| (1..OFPP_MAX).contains(p) && !used.contains(p)) {
+            return Ok(prev);
+        }
+        (1..OFPP_MAX).find(|p| !used.contains(p)).ok_or_else(|| format!("bridge {} has no free ofport", s.bridge))
+    }
+
+    /// Builds and publishes the snapshot for the current live state.
+    fn publish(&mut self) {
+        self.version += 1;
+        let n_pmds = self.switch.pmds.len();
+        let mut snap = Snapshot::empty(n_pmds);
+        snap.version = self.version;
+        let bridge_idx: BTreeMap<&str, u16> = self.bridges.keys().enumerate().map(|(i, n)| (n.as_str(), i as u16)).collect();
+        for (name, lb) in &self.bridges {
+            snap.bridges.push(BridgeEntry { name: name.as_str().into(), ports: Vec::new(), macs: lb.macs.clone() });
+        }
+        let max_slot = self.ports.values().map(|p| p.slot as usize + 1).max().unwrap_or(0);
+        snap.ports.resize_with(max_slot, || None);
+        let mut queues = Vec::new();
+        // Flood in ofport order, as OVS does.
+        let mut ordered: Vec<&LivePort<P>> = self.ports.values().collect();
+        ordered.sort_by_key(|p| (p.ofport, p.slot));
+        for lp in ordered {
+            let Some(&bi) = bridge_idx.get(lp.spec.bridge.as_str()) else { continue };
+            snap.ports[lp.slot as usize] = Some(PortEntry { name: lp.spec.name.as_str().into(), ofport: lp.ofport as u32, bridge: bi, vlan: lp.vlan.clone(), dev: lp.dev.clone() });
+            snap.bridges[bi as usize].ports.push(lp.slot);
+            for q in 0..lp.dev.n_rxq() {
+                queues.push((lp.slot, q, lp.numa));
+            }
+        }
+        let pmds: Vec<(usize, i32)> = self.switch.pmds.iter().map(|p| (p.core, p.numa)).collect();
+        snap.rxqs = assign_rxqs(&pmds, &queues);
+        let _old = self.switch.publish(snap);
+    }
+
+    /// Counters of a live port since it got its slot.
+    pub fn port_stats(&self, lp: &LivePort<P>) -> PortTotals {
+        port_totals(self.switch.pmds.iter().map(|p| &p.stats), lp.slot).minus(&lp.baseline)
+    }
+
+    /// Status columns (link, mtu, statistics ...) of every live port.
+    pub fn status_ops(&self) -> Vec<Value> {
+        let mut ops = Vec::new();
+        for lp in self.ports.values() {
+            let st = lp.dev.status();
+            let t = self.port_stats(lp);
+            let mut status: Vec<(String, String)> = vec![("driver_name".into(), driver_name(&lp.spec.kind).into())];
+            status.extend(st.extra.iter().cloned());
+            status.push(("numa_id".into(), st.numa.to_string()));
+            let mut row = json!({
+                "link_state": if st.link_up { "up" } else { "down" },
+                "admin_state": "up",
+                "status": make_map(status),
+                "statistics": make_map([
+                    ("rx_packets", t.rx_packets),
+                    ("rx_bytes", t.rx_bytes),
+                    ("tx_packets", t.tx_packets),
+                    ("tx_bytes", t.tx_bytes),
+                    ("rx_dropped", t.rx_dropped),
+                    ("tx_dropped", t.tx_dropped),
+                ]),
+            });
+            if let Some(m) = st.mtu {
+                row["mtu"] = json!(m);
+            }
+            if let Some(mac) = st.mac {
+                row["mac_in_use"] = json!(rvs_dataplane::wire::MacAddr(mac).to_string());
+            }
+            ops.push(update_op("Interface", &lp.spec.uuid, row));
+        }
+        ops
+    }
+
+    /// Ports of a bridge, by ofport: (ofport, name).
+    pub fn bridge_ports(&self, bridge: &str) -> Vec<(i64, String, u16)> {
+        let mut v: Vec<_> = self.ports.values().filter(|p| p.spec.bridge == bridge).map(|p| (p.ofport, p.spec.name.clone(), p.slot)).collect();
+        v.sort();
+        v
+    }
+
+    /// After reconnecting to a database that may be another one, write
+    /// everything back again.
+    pub fn forget_written(&mut self) {
+        self.written.clear();
+        self.cur_cfg = -1;
+    }
+
+    /// Closes every port (at exit).
+    pub fn shutdown(&mut self) {
+        self.ports.clear();
+        self.publish();
+    }
+}
+
+fn driver_name(kind: &str) -> &'static str {
+    match kind {
+        "dpdkvhostuser" | "dpdkvhostuserclient" => "net_vhost",
+        "internal" => "net_tap",
+        "" | "system" | "tap" => "net_af_packet",
+        _ => "dpdk",
+    }
+}
+
+/// A stable 64-bit datapath id per bridge name, as 16 hex digits.
+pub fn datapath_id(bridge: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bridge.bytes() {
+        h = (h ^ b as u64).wrapping_mul(0x100_0000_01b3);
+    }
+    format!("{:016x}", h & 0x0000_ffff_ffff_ffff | 0x0000_0200_0000_0000)
+}
