@@ -69,7 +69,17 @@ fn state_of(vid: i32) -> Option<Arc<VhostState>> {
 unsafe extern "C" fn new_device(vid: i32) -> i32 {
     match state_of(vid) {
         Some(s) => {
-            s.enabled.store(0, Ordering::Relaxed);
+            // The guest enables its rings before the device is ready, so the
+            // vring_state_changed calls may all have come already; if none
+            // did, take every ring the guest set up as enabled (the library
+            // itself skips disabled rings).
+            if s.enabled.load(Ordering::Acquire) == 0 {
+                // SAFETY: vid is the device being announced to us.
+                let rings = unsafe { raw::rte_vhost_get_vring_num(vid) } as u32;
+                let pairs = (rings / 2).min(64);
+                let mask = if pairs >= 64 { u64::MAX } else { (1u64 << pairs) - 1 };
+                s.enabled.store(mask, Ordering::Release);
+            }
             s.vid.store(vid, Ordering::Release);
             s.connects.fetch_add(1, Ordering::Relaxed);
             log::info!("vhost-user {}: guest connected (device {vid})", s.path);
