@@ -1,0 +1,457 @@
+//! The test bench: a `Host` is one hypervisor as CloudStack sees it — its
+//! own ovsdb-server and database, rvsd in its own network namespace (so its
+//! internal ports and the kernel's chatter are isolated), driven by the real
+//! ovs-vsctl and ovs-appctl. `TestPmd` is the VM side of vhost-user: a real
+//! dpdk-testpmd with net_virtio_user ports. `Netns` is another host or tenant
+//! reached through veths and system ports.
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The rvsd binary built next to this test binary.
+pub fn rvsd_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("RVSD") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("test exe path");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    let p = dir.join("rvsd");
+    assert!(p.exists(), "{} not built: run the tests with `cargo test --workspace` (ci/test.sh does)", p.display());
+    p
+}
+
+pub fn run(cmd: &str, args: &[&str]) -> Output {
+    Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("cannot run {cmd}: {e}"))
+}
+
+/// Runs a command that must succeed; returns its stdout.
+pub fn sh(cmd: &str, args: &[&str]) -> String {
+    let o = run(cmd, args);
+    assert!(o.status.success(), "{cmd} {args:?} failed: {}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !f() {
+        assert!(t0.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Parses ovs-vsctl's map output `{a=1, b="x"}`.
+pub fn parse_map(s: &str) -> BTreeMap<String, String> {
+    let s = s.trim().trim_start_matches('{').trim_end_matches('}');
+    s.split(", ")
+        .filter(|kv| !kv.is_empty())
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.trim_matches('"').to_string()))
+        .collect()
+}
+
+fn unique(name: &str) -> String {
+    format!("{name}{}", std::process::id() % 10000)
+}
+
+/// A network namespace, removed on drop.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(name: &str) -> Netns {
+        let name = unique(name);
+        let _ = run("ip", &["netns", "del", &name]);
+        sh("ip", &["netns", "add", &name]);
+        let ns = Netns { name };
+        ns.exec(&["ip", "link", "set", "lo", "up"]);
+        // No IPv6: the kernel's router solicitations and DAD would add
+        // frames the tests count exactly.
+        ns.exec(&["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"]);
+        ns.exec(&["sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"]);
+        ns
+    }
+
+    pub fn exec(&self, args: &[&str]) -> String {
+        let mut a = vec!["netns", "exec", &self.name];
+        a.extend_from_slice(args);
+        sh("ip", &a)
+    }
+
+    pub fn try_exec(&self, args: &[&str]) -> Output {
+        let mut a = vec!["netns", "exec", &self.name];
+        a.extend_from_slice(args);
+        run("ip", &a)
+    }
+
+    pub fn spawn(&self, args: &[&str]) -> Child {
+        let mut a = vec!["netns", "exec", &self.name];
+        a.extend_from_slice(args);
+        Command::new("ip").args(&a).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn in netns")
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = run("ip", &["netns", "del", &self.name]);
+    }
+}
+
+/// Creates veth `a` in namespace `ns_a` (None: the host side stays where it
+/// is created) and `b` in `ns_b`.
+pub fn veth(a: &str, ns_a: &Netns, b: &str, ns_b: &Netns) {
+    sh("ip", &["link", "add", a, "netns", &ns_a.name, "type", "veth", "peer", "name", b, "netns", &ns_b.name]);
+    ns_a.exec(&["ip", "link", "set", a, "up"]);
+    ns_b.exec(&["ip", "link", "set", b, "up"]);
+}
+
+/// One hypervisor: ovsdb-server, rvsd in its own namespace.
+pub struct Host {
+    pub name: String,
+    pub dir: PathBuf,
+    pub ns: Netns,
+    pub prefix: String,
+    ovsdb: Child,
+    rvsd: Option<Child>,
+}
+
+impl Host {
+    /// A database with `other_config` set as a test needs, and rvsd on it.
+    pub fn start(name: &str) -> Host {
+        let mut h = Host::without_rvsd(name);
+        h.start_rvsd();
+        h
+    }
+
+    pub fn without_rvsd(name: &str) -> Host {
+        let dir = PathBuf::from(format!("/tmp/rvs-test-{}", unique(name)));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let db = dir.join("conf.db");
+        sh("ovsdb-tool", &["create", db.to_str().unwrap(), "/usr/share/openvswitch/vswitch.ovsschema"]);
+        let sock = dir.join("db.sock");
+        let log = std::fs::File::create(dir.join("ovsdb-server.log")).unwrap();
+        let ovsdb = Command::new("ovsdb-server")
+            .arg(format!("--remote=punix:{}", sock.display()))
+            .arg(format!("--unixctl={}", dir.join("ovsdb-server.ctl").display()))
+            .arg(db.to_str().unwrap())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("ovsdb-server (Debian's openvswitch-switch) must be installed: bash ci/setup.sh");
+        wait_for("ovsdb-server socket", Duration::from_secs(10), || sock.exists());
+        let ns = Netns::new(&format!("rvs-{name}-"));
+        let h = Host { name: name.into(), prefix: format!("rvs-{}", unique(name)), dir, ns, ovsdb, rvsd: None };
+        h.vsctl(&["--no-wait", "init"]);
+        h.vsctl(&["--no-wait", "set", "Open_vSwitch", ".", "other_config:pmd-cpu-mask=0x2", "other_config:dpdk-socket-mem=256", "other_config:stats-update-interval=1000", "other_config:dpdk-init=true"]);
+        h
+    }
+
+    pub fn db(&self) -> String {
+        format!("unix:{}", self.dir.join("db.sock").display())
+    }
+
+    pub fn start_rvsd(&mut self) {
+        assert!(self.rvsd.is_none());
+        let _ = std::fs::remove_file(self.dir.join("ovs-vswitchd.pid"));
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("rvsd.log")).unwrap();
+        let bin = rvsd_bin();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.ns.name])
+            .arg(bin)
+            .args(["--db", &self.db(), "--rundir", self.dir.to_str().unwrap(), "--file-prefix", &self.prefix, "--pidfile"])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawn rvsd");
+        self.rvsd = Some(child);
+        let pidf = self.dir.join("ovs-vswitchd.pid");
+        let t0 = Instant::now();
+        while !pidf.exists() {
+            if let Some(st) = self.rvsd.as_mut().unwrap().try_wait().unwrap() {
+                panic!("rvsd exited at start-up ({st}):\n{}", self.log());
+            }
+            assert!(t0.elapsed() < Duration::from_secs(30), "rvsd did not start:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops rvsd with SIGTERM and waits for it; returns its exit status.
+    pub fn stop_rvsd(&mut self) -> std::process::ExitStatus {
+        let mut c = self.rvsd.take().expect("rvsd running");
+        // `ip netns exec` execs rvsd, so the child pid is rvsd's.
+        let _ = run("kill", &["-TERM", &c.id().to_string()]);
+        let t0 = Instant::now();
+        loop {
+            if let Some(st) = c.try_wait().unwrap() {
+                return st;
+            }
+            if t0.elapsed() > Duration::from_secs(15) {
+                let _ = c.kill();
+                panic!("rvsd did not stop within 15 s of SIGTERM:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("rvsd.log")).unwrap_or_default()
+    }
+
+    /// ovs-vsctl with this host's database; must succeed.
+    pub fn vsctl(&self, args: &[&str]) -> String {
+        let o = self.vsctl_raw(args);
+        assert!(o.status.success(), "ovs-vsctl {args:?} failed: {}\nrvsd log:\n{}", String::from_utf8_lossy(&o.stderr), self.log_tail());
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    pub fn vsctl_raw(&self, args: &[&str]) -> Output {
+        let db = format!("--db={}", self.db());
+        let mut a = vec![db.as_str(), "--timeout=30"];
+        a.extend_from_slice(args);
+        run("ovs-vsctl", &a)
+    }
+
+    pub fn ctl_path(&self) -> PathBuf {
+        let pid = std::fs::read_to_string(self.dir.join("ovs-vswitchd.pid")).expect("rvsd pid file");
+        self.dir.join(format!("ovs-vswitchd.{}.ctl", pid.trim()))
+    }
+
+    /// ovs-appctl against rvsd's unixctl socket; must succeed.
+    pub fn appctl(&self, args: &[&str]) -> String {
+        let t = self.ctl_path();
+        let mut a = vec!["-t", t.to_str().unwrap()];
+        a.extend_from_slice(args);
+        sh("ovs-appctl", &a)
+    }
+
+    pub fn get(&self, table: &str, rec: &str, col: &str) -> String {
+        self.vsctl(&["get", table, rec, col]).trim().to_string()
+    }
+
+    pub fn ofport(&self, iface: &str) -> i64 {
+        self.get("Interface", iface, "ofport").parse().unwrap()
+    }
+
+    pub fn stats(&self, iface: &str) -> BTreeMap<String, u64> {
+        parse_map(&self.get("Interface", iface, "statistics")).into_iter().map(|(k, v)| (k, v.parse().unwrap_or(0))).collect()
+    }
+
+    /// Waits until the database's statistics of `iface` satisfy `f`
+    /// (rvsd refreshes them every stats-update-interval).
+    pub fn wait_stats(&self, iface: &str, what: &str, f: impl Fn(&BTreeMap<String, u64>) -> bool) -> BTreeMap<String, u64> {
+        let t0 = Instant::now();
+        loop {
+            let s = self.stats(iface);
+            if f(&s) {
+                return s;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(10), "{iface} statistics never showed {what}: {s:?}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    pub fn log_tail(&self) -> String {
+        let l = self.log();
+        let lines: Vec<&str> = l.lines().filter(|l| !l.starts_with("VHOST_CONFIG")).collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    pub fn rvsd_running(&mut self) -> bool {
+        match self.rvsd.as_mut() {
+            Some(c) => c.try_wait().unwrap().is_none(),
+            None => false,
+        }
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- rvsd log of host {} ---\n{}", self.name, self.log_tail());
+        }
+        if self.rvsd.is_some() {
+            let st = self.stop_rvsd();
+            if !std::thread::panicking() {
+                assert!(st.success(), "rvsd exited with {st}:\n{}", self.log_tail());
+            }
+        }
+        let _ = self.ovsdb.kill();
+        let _ = self.ovsdb.wait();
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Port statistics as testpmd counts them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PortCounts {
+    pub rx: u64,
+    pub tx: u64,
+}
+
+/// A dpdk-testpmd process with virtio-user ports: the VM side.
+pub struct TestPmd {
+    child: Child,
+    stdin: ChildStdin,
+    out: Arc<Mutex<String>>,
+    pub n_ports: usize,
+    prefix: String,
+}
+
+impl TestPmd {
+    /// `vdevs` are net_virtio_user devargs. Ports are polled in rxonly mode;
+    /// `send` transmits from one port at a time.
+    pub fn start(name: &str, vdevs: &[String]) -> TestPmd {
+        let prefix = format!("tp-{}", unique(name));
+        // Unbuffered stdio: on a pipe testpmd's printf output would lag
+        // behind its prompt, which it writes directly.
+        let mut cmd = Command::new("stdbuf");
+        cmd.args(["-o0", "-e0", "dpdk-testpmd"]);
+        // Both testpmd lcores on CPU 0: CPU 1 belongs to rvsd's PMD.
+        cmd.args(["--lcores", "0@0,1@0", "--no-pci", "--file-prefix", &prefix, "--single-file-segments", "-m", "256"]);
+        for v in vdevs {
+            cmd.args(["--vdev", v]);
+        }
+        cmd.args(["--", "-i", "--nb-cores=1", "--forward-mode=rxonly", "--total-num-mbufs=8192", "--no-flush-rx"]);
+        let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("dpdk-testpmd (Debian's dpdk-dev) must be installed: bash ci/setup.sh");
+        let stdin = child.stdin.take().unwrap();
+        let out = Arc::new(Mutex::new(String::new()));
+        for stream in [Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>, Box::new(child.stderr.take().unwrap())] {
+            let o = out.clone();
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(stream);
+                let mut buf = Vec::new();
+                loop {
+                    buf.clear();
+                    match r.read_until(b' ', &mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => o.lock().unwrap().push_str(&String::from_utf8_lossy(&buf)),
+                    }
+                }
+            });
+        }
+        let mut t = TestPmd { child, stdin, out, n_ports: vdevs.len(), prefix };
+        t.wait_prompt(0, Duration::from_secs(30));
+        t
+    }
+
+    fn prompts(&self) -> usize {
+        self.out.lock().unwrap().matches("testpmd> ").count()
+    }
+
+    fn wait_prompt(&mut self, before: usize, timeout: Duration) {
+        let t0 = Instant::now();
+        while self.prompts() <= before {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                panic!("testpmd exited ({st}):\n{}", self.output());
+            }
+            assert!(t0.elapsed() < timeout, "testpmd did not answer:\n{}", self.output());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn output(&self) -> String {
+        self.out.lock().unwrap().clone()
+    }
+
+    /// Runs one interactive command and returns what it printed.
+    pub fn cmd(&mut self, c: &str) -> String {
+        let before = self.prompts();
+        let start = self.out.lock().unwrap().len();
+        writeln!(self.stdin, "{c}").unwrap();
+        self.stdin.flush().unwrap();
+        self.wait_prompt(before, Duration::from_secs(30));
+        self.out.lock().unwrap()[start..].to_string()
+    }
+
+    pub fn all_ports(&self) -> String {
+        (0..self.n_ports).map(|p| p.to_string()).collect::<Vec<_>>().join(",")
+    }
+
+    /// Sends `n` frames (n <= 512) from `port` to `dst` (a MAC), then goes
+    /// back to receiving on every port.
+    pub fn send(&mut self, port: usize, dst: &str, n: usize) {
+        assert!(n > 0 && n <= 512);
+        // Settings change only while forwarding is stopped.
+        self.cmd("stop");
+        self.cmd(&format!("set eth-peer {port} {dst}"));
+        self.cmd(&format!("set portlist {port}"));
+        self.cmd(&format!("set burst {n}"));
+        self.cmd("start tx_first 1");
+        // The forwarding lcore sends the first burst after `start` returns.
+        std::thread::sleep(Duration::from_millis(300));
+        self.cmd("stop");
+        let all = self.all_ports();
+        self.cmd(&format!("set portlist {all}"));
+        self.cmd("start");
+    }
+
+    /// Waits until testpmd's own counters stop changing, then returns them.
+    pub fn settle(&mut self) -> Vec<PortCounts> {
+        let mut last = self.counts();
+        loop {
+            std::thread::sleep(Duration::from_millis(400));
+            let now = self.counts();
+            if now == last {
+                return now;
+            }
+            last = now;
+        }
+    }
+
+    pub fn counts(&mut self) -> Vec<PortCounts> {
+        (0..self.n_ports)
+            .map(|p| {
+                let s = self.cmd(&format!("show port stats {p}"));
+                PortCounts { rx: field(&s, "RX-packets:"), tx: field(&s, "TX-packets:") }
+            })
+            .collect()
+    }
+
+    pub fn clear(&mut self) {
+        self.cmd("clear port stats all");
+    }
+
+    pub fn quit(mut self) {
+        let _ = writeln!(self.stdin, "stop");
+        let _ = writeln!(self.stdin, "quit");
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn field(s: &str, key: &str) -> u64 {
+    s.split(key).nth(1).and_then(|r| r.split_whitespace().next()).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("no {key} in testpmd output: {s}"))
+}
+
+impl Drop for TestPmd {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/{}", self.prefix));
+    }
+}
+
+/// virtio-user devargs for a vhost-user socket rvsd serves.
+pub fn virtio_user(idx: usize, path: &Path, mac: &str) -> String {
+    format!("net_virtio_user{idx},path={},queues=1,mac={mac}", path.display())
+}
+
+/// virtio-user devargs where testpmd is the vhost-user server (rvsd connects).
+pub fn virtio_user_server(idx: usize, path: &Path, mac: &str) -> String {
+    format!("net_virtio_user{idx},path={},queues=1,server=1,mac={mac}", path.display())
+}
