@@ -27,7 +27,16 @@ fn read(s: &PmdStats) -> PmdBase {
     for (i, d) in s.drops.iter().enumerate() {
         drops[i] = d.get();
     }
-    PmdBase { rx: s.rx_packets.get(), tx: s.tx_packets.get(), busy: s.busy_cycles.get(), idle: s.idle_cycles.get(), flood: s.flood_packets.get(), hits: s.mac_hits.get(), misses: s.mac_misses.get(), drops }
+    PmdBase {
+        rx: s.rx_packets.get(),
+        tx: s.tx_packets.get(),
+        busy: s.busy_cycles.get(),
+        idle: s.idle_cycles.get(),
+        flood: s.flood_packets.get(),
+        hits: s.mac_hits.get(),
+        misses: s.mac_misses.get(),
+        drops,
+    }
 }
 
 fn pct(a: u64, total: u64) -> f64 {
@@ -54,7 +63,8 @@ pub struct AppCtx<P: PacketBuf> {
 }
 
 pub fn register<P: PacketBuf + 'static>(cmds: &mut Commands, ctx: Arc<AppCtx<P>>) {
-    let bases: Arc<Mutex<Vec<PmdBase>>> = Arc::new(Mutex::new(vec![PmdBase::default(); ctx.switch.pmds.len()]));
+    let bases: Arc<Mutex<Vec<PmdBase>>> =
+        Arc::new(Mutex::new(vec![PmdBase::default(); ctx.switch.pmds.len()]));
 
     let (c, b) = (ctx.clone(), bases.clone());
     let show = move |_: &[String]| -> Result<String, String> {
@@ -73,15 +83,37 @@ pub fn register<P: PacketBuf + 'static>(cmds: &mut Commands, ctx: Arc<AppCtx<P>>
             let _ = writeln!(out, "  packets flooded: {}", now.flood - base.flood);
             let _ = writeln!(out, "  mac table hits: {}", now.hits - base.hits);
             let _ = writeln!(out, "  mac table misses: {}", now.misses - base.misses);
-            let dropped: u64 = now.drops.iter().zip(base.drops.iter()).map(|(a, b)| a - b).sum();
+            let dropped: u64 = now
+                .drops
+                .iter()
+                .zip(base.drops.iter())
+                .map(|(a, b)| a - b)
+                .sum();
             let _ = writeln!(out, "  packets dropped: {dropped}");
             for r in DropReason::ALL {
-                let _ = writeln!(out, "    {}: {}", r.name(), now.drops[r as usize] - base.drops[r as usize]);
+                let _ = writeln!(
+                    out,
+                    "    {}: {}",
+                    r.name(),
+                    now.drops[r as usize] - base.drops[r as usize]
+                );
             }
             let _ = writeln!(out, "  idle cycles: {idle} ({:.2}%)", pct(idle, total));
-            let _ = writeln!(out, "  processing cycles: {busy} ({:.2}%)", pct(busy, total));
-            let _ = writeln!(out, "  avg cycles per packet: {:.2} ({total}/{rx})", per(total, rx));
-            let _ = writeln!(out, "  avg processing cycles per packet: {:.2} ({busy}/{rx})", per(busy, rx));
+            let _ = writeln!(
+                out,
+                "  processing cycles: {busy} ({:.2}%)",
+                pct(busy, total)
+            );
+            let _ = writeln!(
+                out,
+                "  avg cycles per packet: {:.2} ({total}/{rx})",
+                per(total, rx)
+            );
+            let _ = writeln!(
+                out,
+                "  avg processing cycles per packet: {:.2} ({busy}/{rx})",
+                per(busy, rx)
+            );
         }
         Ok(out)
     };
@@ -113,7 +145,11 @@ pub fn register<P: PacketBuf + 'static>(cmds: &mut Commands, ctx: Arc<AppCtx<P>>
             let _ = writeln!(out, "  isolated : false");
             for q in snap.rxqs.get(p.index).into_iter().flatten() {
                 if let Some(port) = snap.port(q.slot) {
-                    let _ = writeln!(out, "  port: {:<16}  queue-id: {:>2} (enabled)   pmd usage: NOT AVAIL", port.name, q.queue);
+                    let _ = writeln!(
+                        out,
+                        "  port: {:<16}  queue-id: {:>2} (enabled)   pmd usage: NOT AVAIL",
+                        port.name, q.queue
+                    );
                 }
             }
         }
@@ -132,8 +168,15 @@ pub fn register<P: PacketBuf + 'static>(cmds: &mut Commands, ctx: Arc<AppCtx<P>>
         1,
         Box::new(move |a| {
             let rec = c.rec.lock().map_err(|_| "lock poisoned")?;
-            let br = rec.bridges.get(&a[0]).ok_or_else(|| "no such bridge".to_string())?;
-            let ofports: std::collections::HashMap<u16, i64> = rec.bridge_ports(&a[0]).into_iter().map(|(of, _, slot)| (slot, of)).collect();
+            let br = rec
+                .bridges
+                .get(&a[0])
+                .ok_or_else(|| "no such bridge".to_string())?;
+            let ofports: std::collections::HashMap<u16, i64> = rec
+                .bridge_ports(&a[0])
+                .into_iter()
+                .map(|(of, _, slot)| (slot, of))
+                .collect();
             let mut out = String::from(" port  VLAN  MAC                Age\n");
             for e in br.macs.entries(c.switch.now_secs()) {
                 let port = match ofports.get(&e.port) {
@@ -156,7 +199,12 @@ pub fn register<P: PacketBuf + 'static>(cmds: &mut Commands, ctx: Arc<AppCtx<P>>
         Box::new(move |a| {
             let rec = c.rec.lock().map_err(|_| "lock poisoned")?;
             match a.first() {
-                Some(b) => rec.bridges.get(b).ok_or_else(|| "no such bridge".to_string())?.macs.flush(),
+                Some(b) => rec
+                    .bridges
+                    .get(b)
+                    .ok_or_else(|| "no such bridge".to_string())?
+                    .macs
+                    .flush(),
                 None => rec.bridges.values().for_each(|b| b.macs.flush()),
             }
             Ok("table successfully flushed\n".into())
@@ -171,13 +219,32 @@ pub fn register<P: PacketBuf + 'static>(cmds: &mut Commands, ctx: Arc<AppCtx<P>>
         0,
         Box::new(move |_| {
             let rec = c.rec.lock().map_err(|_| "lock poisoned")?;
-            let (hits, misses) = c.switch.pmds.iter().fold((0, 0), |(h, m), p| (h + p.stats.mac_hits.get(), m + p.stats.mac_misses.get()));
+            let (hits, misses) = c.switch.pmds.iter().fold((0, 0), |(h, m), p| {
+                (h + p.stats.mac_hits.get(), m + p.stats.mac_misses.get())
+            });
             let mut out = format!("netdev@ovs-netdev: hit:{hits} missed:{misses}\n");
             for b in rec.bridges.keys() {
                 let _ = writeln!(out, "  {b}:");
-                for (of, name, slot) in rec.bridge_ports(b) {
-                    let kind = rec.ports.get(&name).map(|p| if p.spec.kind.is_empty() { "system".to_string() } else { p.spec.kind.clone() }).unwrap_or_default();
-                    let kind = if kind == "internal" { "tap".to_string() } else { kind };
+                // By name, as ovs-vswitchd lists them.
+                let mut ports = rec.bridge_ports(b);
+                ports.sort_by(|x, y| x.1.cmp(&y.1));
+                for (of, name, slot) in ports {
+                    let kind = rec
+                        .ports
+                        .get(&name)
+                        .map(|p| {
+                            if p.spec.kind.is_empty() {
+                                "system".to_string()
+                            } else {
+                                p.spec.kind.clone()
+                            }
+                        })
+                        .unwrap_or_default();
+                    let kind = if kind == "internal" {
+                        "tap".to_string()
+                    } else {
+                        kind
+                    };
                     let _ = writeln!(out, "    {name} {of}/{slot}: ({kind})");
                 }
             }

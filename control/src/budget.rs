@@ -16,7 +16,11 @@ pub struct Budget {
 
 impl Budget {
     pub fn new(mbuf_bytes: u64, slack: u64) -> Budget {
-        Budget { mbuf_bytes, slack, ..Default::default() }
+        Budget {
+            mbuf_bytes,
+            slack,
+            ..Default::default()
+        }
     }
 
     pub fn add_pool(&mut self, numa: i32, size: u64) {
@@ -77,7 +81,10 @@ mod tests {
         b.add_pool(0, 1100);
         b.reserve(0, 600).unwrap();
         let e = b.reserve(0, 600).unwrap_err();
-        assert!(e.contains("needs 600 mbufs, 400 of the pool's 1100 are unreserved (200 missing"), "{e}");
+        assert!(
+            e.contains("needs 600 mbufs, 400 of the pool's 1100 are unreserved (200 missing"),
+            "{e}"
+        );
         assert!(e.contains("by at least 1 MB"), "{e}");
         b.release(0, 600);
         b.reserve(0, 1000).unwrap();

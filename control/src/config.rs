@@ -65,19 +65,43 @@ pub struct Desired {
 pub fn desired(db: &Db) -> Desired {
     let mut d = Desired::default();
     let Some((_, root)) = db.root() else { return d };
-    d.global = GlobalConf { next_cfg: int(root, "next_cfg").unwrap_or(0), other_config: map(root, "other_config") };
+    d.global = GlobalConf {
+        next_cfg: int(root, "next_cfg").unwrap_or(0),
+        other_config: map(root, "other_config"),
+    };
     let mut seen_iface = std::collections::HashSet::new();
     for bu in uuids(root, "bridges") {
-        let Some(br) = db.row("Bridge", &bu) else { continue };
-        let Some(bname) = string(br, "name") else { continue };
-        d.bridges.push(BridgeSpec { uuid: bu.clone(), name: bname.clone(), other_config: map(br, "other_config"), stp_enable: boolean(br, "stp_enable").unwrap_or(false), datapath_id: string(br, "datapath_id") });
+        let Some(br) = db.row("Bridge", &bu) else {
+            continue;
+        };
+        let Some(bname) = string(br, "name") else {
+            continue;
+        };
+        d.bridges.push(BridgeSpec {
+            uuid: bu.clone(),
+            name: bname.clone(),
+            other_config: map(br, "other_config"),
+            stp_enable: boolean(br, "stp_enable").unwrap_or(false),
+            datapath_id: string(br, "datapath_id"),
+        });
         for pu in uuids(br, "ports") {
-            let Some(port) = db.row("Port", &pu) else { continue };
+            let Some(port) = db.row("Port", &pu) else {
+                continue;
+            };
             let pname = string(port, "name").unwrap_or_default();
-            let vlan = VlanConf::from_ovsdb(string(port, "vlan_mode").as_deref(), int(port, "tag"), &ints(port, "trunks")).map_err(|e| format!("port {pname}: {e}"));
+            let vlan = VlanConf::from_ovsdb(
+                string(port, "vlan_mode").as_deref(),
+                int(port, "tag"),
+                &ints(port, "trunks"),
+            )
+            .map_err(|e| format!("port {pname}: {e}"));
             for iu in uuids(port, "interfaces") {
-                let Some(ifr) = db.row("Interface", &iu) else { continue };
-                let Some(name) = string(ifr, "name") else { continue };
+                let Some(ifr) = db.row("Interface", &iu) else {
+                    continue;
+                };
+                let Some(name) = string(ifr, "name") else {
+                    continue;
+                };
                 if !seen_iface.insert(name.clone()) {
                     continue;
                 }

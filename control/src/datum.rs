@@ -8,7 +8,10 @@ pub type Row = serde_json::Map<String, Value>;
 /// Members of a set column (a bare atom is a one-element set).
 pub fn set(v: Option<&Value>) -> Vec<&Value> {
     match v {
-        Some(Value::Array(a)) if a.len() == 2 && a[0] == "set" => a[1].as_array().map(|x| x.iter().collect()).unwrap_or_default(),
+        Some(Value::Array(a)) if a.len() == 2 && a[0] == "set" => a[1]
+            .as_array()
+            .map(|x| x.iter().collect())
+            .unwrap_or_default(),
         Some(Value::Array(a)) if a.len() == 2 && (a[0] == "map") => Vec::new(),
         Some(v) => vec![v],
         None => Vec::new(),
@@ -23,11 +26,18 @@ pub fn uuid(v: &Value) -> Option<&str> {
 }
 
 pub fn uuids(row: &Row, col: &str) -> Vec<String> {
-    set(row.get(col)).into_iter().filter_map(uuid).map(String::from).collect()
+    set(row.get(col))
+        .into_iter()
+        .filter_map(uuid)
+        .map(String::from)
+        .collect()
 }
 
 pub fn string(row: &Row, col: &str) -> Option<String> {
-    set(row.get(col)).first().and_then(|v| v.as_str()).map(String::from)
+    set(row.get(col))
+        .first()
+        .and_then(|v| v.as_str())
+        .map(String::from)
 }
 
 pub fn int(row: &Row, col: &str) -> Option<i64> {
@@ -35,7 +45,10 @@ pub fn int(row: &Row, col: &str) -> Option<i64> {
 }
 
 pub fn ints(row: &Row, col: &str) -> Vec<i64> {
-    set(row.get(col)).into_iter().filter_map(|v| v.as_i64()).collect()
+    set(row.get(col))
+        .into_iter()
+        .filter_map(|v| v.as_i64())
+        .collect()
 }
 
 pub fn boolean(row: &Row, col: &str) -> Option<bool> {
@@ -61,7 +74,10 @@ pub fn map(row: &Row, col: &str) -> BTreeMap<String, String> {
 }
 
 pub fn make_map<K: AsRef<str>, V: Into<Value>>(kv: impl IntoIterator<Item = (K, V)>) -> Value {
-    let pairs: Vec<Value> = kv.into_iter().map(|(k, v)| json!([k.as_ref(), v.into()])).collect();
+    let pairs: Vec<Value> = kv
+        .into_iter()
+        .map(|(k, v)| json!([k.as_ref(), v.into()]))
+        .collect();
     json!(["map", pairs])
 }
 
@@ -92,7 +108,10 @@ mod tests {
         assert_eq!(int(&row, "tag"), None);
         assert_eq!(ints(&row, "trunks"), vec![10, 20]);
         assert_eq!(int(&row, "ofport_request"), Some(7));
-        assert_eq!(map(&row, "options").get("remote_ip").map(String::as_str), Some("10.0.0.1"));
+        assert_eq!(
+            map(&row, "options").get("remote_ip").map(String::as_str),
+            Some("10.0.0.1")
+        );
         assert_eq!(string(&row, "name").as_deref(), Some("br0"));
         assert_eq!(boolean(&row, "stp_enable"), Some(true));
         assert_eq!(make_map([("a", 1)]), json!(["map", [["a", 1]]]));

@@ -8,10 +8,51 @@ use std::collections::HashMap;
 /// statistics, cur_cfg ...) are monitored too so that a restart can reuse
 /// them (ofport) and ovs-vsctl's view and ours agree.
 pub const MONITORED: &[(&str, &[&str])] = &[
-    ("Open_vSwitch", &["bridges", "other_config", "next_cfg", "cur_cfg"]),
-    ("Bridge", &["name", "ports", "other_config", "datapath_type", "datapath_id", "fail_mode", "stp_enable", "protocols", "controller"]),
-    ("Port", &["name", "interfaces", "tag", "trunks", "vlan_mode", "other_config", "qos"]),
-    ("Interface", &["name", "type", "options", "ofport", "ofport_request", "mtu_request", "other_config", "external_ids", "ingress_policing_rate", "ingress_policing_burst"]),
+    (
+        "Open_vSwitch",
+        &["bridges", "other_config", "next_cfg", "cur_cfg"],
+    ),
+    (
+        "Bridge",
+        &[
+            "name",
+            "ports",
+            "other_config",
+            "datapath_type",
+            "datapath_id",
+            "fail_mode",
+            "stp_enable",
+            "protocols",
+            "controller",
+        ],
+    ),
+    (
+        "Port",
+        &[
+            "name",
+            "interfaces",
+            "tag",
+            "trunks",
+            "vlan_mode",
+            "other_config",
+            "qos",
+        ],
+    ),
+    (
+        "Interface",
+        &[
+            "name",
+            "type",
+            "options",
+            "ofport",
+            "ofport_request",
+            "mtu_request",
+            "other_config",
+            "external_ids",
+            "ingress_policing_rate",
+            "ingress_policing_burst",
+        ],
+    ),
     ("QoS", &["type", "other_config", "queues"]),
     ("Queue", &["other_config"]),
 ];
@@ -28,9 +69,13 @@ impl Db {
     /// replaces the old one (monitor sends every monitored column), no "new"
     /// deletes it.
     pub fn apply(&mut self, updates: &Value) -> Result<(), String> {
-        let tables = updates.as_object().ok_or("table-updates is not an object")?;
+        let tables = updates
+            .as_object()
+            .ok_or("table-updates is not an object")?;
         for (table, rows) in tables {
-            let rows = rows.as_object().ok_or_else(|| format!("updates of table {table} are not an object"))?;
+            let rows = rows
+                .as_object()
+                .ok_or_else(|| format!("updates of table {table} are not an object"))?;
             let t = self.tables.entry(table.clone()).or_default();
             for (uuid, upd) in rows {
                 match upd.get("new").and_then(|n| n.as_object()) {
@@ -80,10 +125,13 @@ mod tests {
     #[test]
     fn applies_insert_modify_delete() {
         let mut db = Db::default();
-        db.apply(&json!({"Bridge": {"u1": {"new": {"name": "br0"}}}})).unwrap();
-        db.apply(&json!({"Bridge": {"u1": {"new": {"name": "br1"}, "old": {"name": "br0"}}}})).unwrap();
+        db.apply(&json!({"Bridge": {"u1": {"new": {"name": "br0"}}}}))
+            .unwrap();
+        db.apply(&json!({"Bridge": {"u1": {"new": {"name": "br1"}, "old": {"name": "br0"}}}}))
+            .unwrap();
         assert_eq!(db.row("Bridge", "u1").unwrap()["name"], "br1");
-        db.apply(&json!({"Bridge": {"u1": {"old": {"name": "br1"}}}})).unwrap();
+        db.apply(&json!({"Bridge": {"u1": {"old": {"name": "br1"}}}}))
+            .unwrap();
         assert!(db.row("Bridge", "u1").is_none());
         assert!(db.apply(&json!([1])).is_err());
     }

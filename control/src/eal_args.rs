@@ -5,7 +5,8 @@ use crate::config::GlobalConf;
 
 pub fn parse_mask(s: &str, what: &str) -> Result<u64, String> {
     let t = s.trim().trim_start_matches("0x").trim_start_matches("0X");
-    let m = u64::from_str_radix(t, 16).map_err(|_| format!("other_config:{what}={s:?} is not a hexadecimal CPU mask"))?;
+    let m = u64::from_str_radix(t, 16)
+        .map_err(|_| format!("other_config:{what}={s:?} is not a hexadecimal CPU mask"))?;
     if m == 0 {
         return Err(format!("other_config:{what}={s:?} selects no CPU"));
     }
@@ -19,7 +20,9 @@ pub fn mask_cpus(m: u64) -> Vec<usize> {
 /// CPUs this process may run on.
 pub fn allowed_cpus() -> Vec<usize> {
     match nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)) {
-        Ok(set) => (0..nix::sched::CpuSet::count()).filter(|&c| set.is_set(c).unwrap_or(false)).collect(),
+        Ok(set) => (0..nix::sched::CpuSet::count())
+            .filter(|&c| set.is_set(c).unwrap_or(false))
+            .collect(),
         Err(_) => vec![0],
     }
 }
@@ -41,9 +44,19 @@ pub fn numa_of_cpu(cpu: usize) -> i32 {
 pub fn hugepages_available() -> (u64, bool) {
     let free = std::fs::read_to_string("/proc/meminfo")
         .ok()
-        .and_then(|m| m.lines().find(|l| l.starts_with("HugePages_Free:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()))
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("HugePages_Free:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
         .unwrap_or(0);
-    let mounted = std::fs::read_to_string("/proc/mounts").map(|m| m.lines().any(|l| l.split_whitespace().nth(2) == Some("hugetlbfs"))).unwrap_or(false);
+    let mounted = std::fs::read_to_string("/proc/mounts")
+        .map(|m| {
+            m.lines()
+                .any(|l| l.split_whitespace().nth(2) == Some("hugetlbfs"))
+        })
+        .unwrap_or(false);
     (free, mounted)
 }
 
@@ -62,7 +75,12 @@ pub struct Plan {
 /// mempool object overhead), for budgeting.
 pub const MBUF_BYTES: u64 = 2048 + 128 + 128 + 64;
 
-pub fn plan(g: &GlobalConf, file_prefix: &str, allowed: &[usize], hugepages: (u64, bool)) -> Result<Plan, String> {
+pub fn plan(
+    g: &GlobalConf,
+    file_prefix: &str,
+    allowed: &[usize],
+    hugepages: (u64, bool),
+) -> Result<Plan, String> {
     let mut warnings = Vec::new();
     let pmd_cpus = match g.get("pmd-cpu-mask") {
         Some(m) => {
@@ -78,9 +96,18 @@ pub fn plan(g: &GlobalConf, file_prefix: &str, allowed: &[usize], hugepages: (u6
     };
     let main_lcore = match g.get("dpdk-lcore-mask") {
         Some(m) => mask_cpus(parse_mask(m, "dpdk-lcore-mask")?)[0],
-        None => allowed.iter().copied().find(|c| !pmd_cpus.contains(c)).unwrap_or(allowed[0]),
+        None => allowed
+            .iter()
+            .copied()
+            .find(|c| !pmd_cpus.contains(c))
+            .unwrap_or(allowed[0]),
     };
-    let mut args = vec!["--file-prefix".to_string(), file_prefix.to_string(), "-l".to_string(), main_lcore.to_string()];
+    let mut args = vec![
+        "--file-prefix".to_string(),
+        file_prefix.to_string(),
+        "-l".to_string(),
+        main_lcore.to_string(),
+    ];
     let (free, mounted) = hugepages;
     let no_huge = free == 0 || !mounted;
     let socket_mem_mb: u64;
@@ -106,7 +133,13 @@ pub fn plan(g: &GlobalConf, file_prefix: &str, allowed: &[usize], hugepages: (u6
     // and DPDK's own structures; at most 2^17-1 mbufs per pool.
     let pool_mbufs = ((socket_mem_mb << 20) * 3 / 4 / MBUF_BYTES).clamp(4095, 131071) as u32;
     let pmds = pmd_cpus.iter().map(|&c| (c, numa_of_cpu(c))).collect();
-    Ok(Plan { eal_args: args, pmds, no_huge, pool_mbufs, warnings })
+    Ok(Plan {
+        eal_args: args,
+        pmds,
+        no_huge,
+        pool_mbufs,
+        warnings,
+    })
 }
 
 #[cfg(test)]
@@ -114,7 +147,13 @@ mod tests {
     use super::*;
 
     fn g(kv: &[(&str, &str)]) -> GlobalConf {
-        GlobalConf { next_cfg: 0, other_config: kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect() }
+        GlobalConf {
+            next_cfg: 0,
+            other_config: kv
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
     }
 
     #[test]
@@ -128,10 +167,28 @@ mod tests {
 
     #[test]
     fn reads_ovs_keys() {
-        let p = plan(&g(&[("pmd-cpu-mask", "0x2"), ("dpdk-lcore-mask", "0x1"), ("dpdk-socket-mem", "1024"), ("dpdk-extra", "--log-level=8 -a 0000:00:01.0")]), "x", &[0, 1], (512, true)).unwrap();
+        let p = plan(
+            &g(&[
+                ("pmd-cpu-mask", "0x2"),
+                ("dpdk-lcore-mask", "0x1"),
+                ("dpdk-socket-mem", "1024"),
+                ("dpdk-extra", "--log-level=8 -a 0000:00:01.0"),
+            ]),
+            "x",
+            &[0, 1],
+            (512, true),
+        )
+        .unwrap();
         assert_eq!(p.pmds[0].0, 1);
-        assert!(p.eal_args.ends_with(&["--log-level=8".into(), "-a".into(), "0000:00:01.0".into()]));
-        assert_eq!(p.pool_mbufs, 131071.min(((1024u64 << 20) * 3 / 4 / MBUF_BYTES) as u32));
+        assert!(p.eal_args.ends_with(&[
+            "--log-level=8".into(),
+            "-a".into(),
+            "0000:00:01.0".into()
+        ]));
+        assert_eq!(
+            p.pool_mbufs,
+            131071.min(((1024u64 << 20) * 3 / 4 / MBUF_BYTES) as u32)
+        );
     }
 
     #[test]
@@ -144,8 +201,18 @@ mod tests {
 
     #[test]
     fn bad_masks_say_what_to_fix() {
-        assert!(plan(&g(&[("pmd-cpu-mask", "zz")]), "r", &[0, 1], (1, true)).unwrap_err().contains("pmd-cpu-mask=\"zz\" is not a hexadecimal"));
-        assert!(plan(&g(&[("pmd-cpu-mask", "0x8")]), "r", &[0, 1], (1, true)).unwrap_err().contains("CPU 3"));
-        assert!(plan(&g(&[("dpdk-socket-mem", "lots")]), "r", &[0, 1], (1, true)).unwrap_err().contains("dpdk-socket-mem"));
+        assert!(plan(&g(&[("pmd-cpu-mask", "zz")]), "r", &[0, 1], (1, true))
+            .unwrap_err()
+            .contains("pmd-cpu-mask=\"zz\" is not a hexadecimal"));
+        assert!(
+            plan(&g(&[("pmd-cpu-mask", "0x8")]), "r", &[0, 1], (1, true))
+                .unwrap_err()
+                .contains("CPU 3")
+        );
+        assert!(
+            plan(&g(&[("dpdk-socket-mem", "lots")]), "r", &[0, 1], (1, true))
+                .unwrap_err()
+                .contains("dpdk-socket-mem")
+        );
     }
 }

@@ -14,7 +14,9 @@ impl log::Log for Logger {
         if !self.enabled(r.metadata()) {
             return;
         }
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
         let lvl = match r.level() {
             Level::Error => "ERR",
             Level::Warn => "WARN",
@@ -22,8 +24,21 @@ impl log::Log for Logger {
             Level::Debug => "DBG",
             Level::Trace => "TRACE",
         };
-        let module = r.module_path().unwrap_or("rvsd").rsplit("::").next().unwrap_or("rvsd");
-        let _ = writeln!(std::io::stderr(), "{}.{:03}|{}|{}|{}", now.as_secs(), now.subsec_millis(), module, lvl, r.args());
+        let module = r
+            .module_path()
+            .unwrap_or("rvsd")
+            .rsplit("::")
+            .next()
+            .unwrap_or("rvsd");
+        let _ = writeln!(
+            std::io::stderr(),
+            "{}.{:03}|{}|{}|{}",
+            now.as_secs(),
+            now.subsec_millis(),
+            module,
+            lvl,
+            r.args()
+        );
     }
     fn flush(&self) {}
 }

@@ -11,9 +11,18 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub const TYPES: &[&str] = &["dpdk", "dpdkvhostuser", "dpdkvhostuserclient", "internal", "system", "tap"];
+pub const TYPES: &[&str] = &[
+    "dpdk",
+    "dpdkvhostuser",
+    "dpdkvhostuserclient",
+    "internal",
+    "system",
+    "tap",
+];
 /// Types OVS knows that this rvs does not carry yet.
-const NOT_YET: &[&str] = &["gre", "vxlan", "geneve", "patch", "stt", "lisp", "erspan", "ip6gre", "bareudp", "gtpu", "srv6"];
+const NOT_YET: &[&str] = &[
+    "gre", "vxlan", "geneve", "patch", "stt", "lisp", "erspan", "ip6gre", "bareudp", "gtpu", "srv6",
+];
 
 /// Queue pairs polled per vhost-user port unless options:n_rxq says more:
 /// queues the guest did not enable cost one mask test per poll.
@@ -28,13 +37,21 @@ pub struct DpdkFactory {
 
 impl DpdkFactory {
     fn pool(&self, numa: i32) -> &'static Mempool {
-        self.pools.get(&numa).or_else(|| self.pools.values().next()).copied().expect("at least one pool exists")
+        self.pools
+            .get(&numa)
+            .or_else(|| self.pools.values().next())
+            .copied()
+            .expect("at least one pool exists")
     }
 
     fn n_rxq(spec: &IfaceSpec, default: u16) -> Result<u16, String> {
         match spec.options.get("n_rxq") {
             None => Ok(default),
-            Some(v) => v.parse::<u16>().ok().filter(|n| (1..=64).contains(n)).ok_or_else(|| format!("options:n_rxq={v:?} is not a number from 1 to 64")),
+            Some(v) => v
+                .parse::<u16>()
+                .ok()
+                .filter(|n| (1..=64).contains(n))
+                .ok_or_else(|| format!("options:n_rxq={v:?} is not a number from 1 to 64")),
         }
     }
 
@@ -48,12 +65,28 @@ impl DpdkFactory {
 
     fn vhost_path(&self, spec: &IfaceSpec) -> Result<(String, bool), String> {
         if spec.kind == "dpdkvhostuser" {
-            return Ok((self.vhost_dir.join(&spec.name).to_string_lossy().into_owned(), false));
+            return Ok((
+                self.vhost_dir
+                    .join(&spec.name)
+                    .to_string_lossy()
+                    .into_owned(),
+                false,
+            ));
         }
-        let p = spec.options.get("vhost-server-path").filter(|p| !p.is_empty()).ok_or_else(|| format!("'{}' is missing 'options:vhost-server-path'", spec.name))?;
-        let parent = Path::new(p).parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let p = spec
+            .options
+            .get("vhost-server-path")
+            .filter(|p| !p.is_empty())
+            .ok_or_else(|| format!("'{}' is missing 'options:vhost-server-path'", spec.name))?;
+        let parent = Path::new(p)
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         if !parent.is_dir() {
-            return Err(format!("options:vhost-server-path {p}: directory {} does not exist", parent.display()));
+            return Err(format!(
+                "options:vhost-server-path {p}: directory {} does not exist",
+                parent.display()
+            ));
         }
         Ok((p.clone(), true))
     }
@@ -73,9 +106,14 @@ impl DeviceFactory<Mbuf> for DpdkFactory {
         let burst = rvs_dataplane::BURST as u64;
         match spec.kind.as_str() {
             // Dequeued bursts are freed at tx: only bursts in flight count.
-            "dpdkvhostuser" | "dpdkvhostuserclient" => Ok((0, Self::n_rxq(spec, VHOST_QUEUE_PAIRS)? as u64 * burst * 2)),
+            "dpdkvhostuser" | "dpdkvhostuserclient" => {
+                Ok((0, Self::n_rxq(spec, VHOST_QUEUE_PAIRS)? as u64 * burst * 2))
+            }
             // Rx rings are filled with mbufs; tx rings hold them until sent.
-            _ => Ok((0, Self::n_rxq(spec, 1)? as u64 * RING as u64 + pmds * RING as u64 + pmds * burst)),
+            _ => Ok((
+                0,
+                Self::n_rxq(spec, 1)? as u64 * RING as u64 + pmds * RING as u64 + pmds * burst,
+            )),
         }
     }
 
@@ -92,7 +130,11 @@ impl DeviceFactory<Mbuf> for DpdkFactory {
                 }
                 let dev = VhostDev::register(&path, client, queues as u32)?;
                 let pool = self.pool(0);
-                return Ok(Opened { dev: Arc::new(VhostPort::new(dev, pool, queues, client)), numa: pool.socket, mbufs: 0 });
+                return Ok(Opened {
+                    dev: Arc::new(VhostPort::new(dev, pool, queues, client)),
+                    numa: pool.socket,
+                    mbufs: 0,
+                });
             }
             "dpdk" => {
                 let da = spec.options.get("dpdk-devargs").filter(|d| !d.is_empty()).ok_or_else(|| format!("'{}' is missing 'options:dpdk-devargs'. The old 'dpdk<port_id>' names are not supported", spec.name))?;
@@ -101,18 +143,42 @@ impl DeviceFactory<Mbuf> for DpdkFactory {
             "internal" => (format!("net_tap_{},iface={}", spec.name, spec.name), 1),
             "" | "system" | "tap" => {
                 if !Self::kernel_netdev_exists(&spec.name) {
-                    return Err(format!("could not open network device {} (No such device)", spec.name));
+                    return Err(format!(
+                        "could not open network device {} (No such device)",
+                        spec.name
+                    ));
                 }
                 let q = Self::n_rxq(spec, 1)?;
-                (format!("net_af_packet_{},iface={},qpairs={}", spec.name, spec.name, q.max(n_txq)), q)
+                (
+                    format!(
+                        "net_af_packet_{},iface={},qpairs={}",
+                        spec.name,
+                        spec.name,
+                        q.max(n_txq)
+                    ),
+                    q,
+                )
             }
-            k if NOT_YET.contains(&k) => return Err(format!("interface type '{k}' is not supported by this rvs version yet")),
-            k => return Err(format!("unknown interface type '{k}' (rvs supports: {})", TYPES.join(", "))),
+            k if NOT_YET.contains(&k) => {
+                return Err(format!(
+                    "interface type '{k}' is not supported by this rvs version yet"
+                ))
+            }
+            k => {
+                return Err(format!(
+                    "unknown interface type '{k}' (rvs supports: {})",
+                    TYPES.join(", ")
+                ))
+            }
         };
         let pool = self.pool(0);
         let dev = EthDev::open(&devargs, n_rxq, n_txq, RING, mtu, pool)?;
         let numa = dev.socket_id().max(0);
-        Ok(Opened { dev: Arc::new(EthPort::new(dev, self.n_pmds)), numa, mbufs: 0 })
+        Ok(Opened {
+            dev: Arc::new(EthPort::new(dev, self.n_pmds)),
+            numa,
+            mbufs: 0,
+        })
     }
 }
 

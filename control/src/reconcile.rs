@@ -75,8 +75,22 @@ pub struct Reconciler<P: PacketBuf> {
 }
 
 impl<P: PacketBuf + 'static> Reconciler<P> {
-    pub fn new(switch: Arc<Switch<P>>, factory: Box<dyn DeviceFactory<P> + Send>, budget: Budget) -> Self {
-        Reconciler { switch, factory, ports: BTreeMap::new(), failed: BTreeMap::new(), bridges: BTreeMap::new(), budget, version: 0, written: BTreeMap::new(), cur_cfg: -1 }
+    pub fn new(
+        switch: Arc<Switch<P>>,
+        factory: Box<dyn DeviceFactory<P> + Send>,
+        budget: Budget,
+    ) -> Self {
+        Reconciler {
+            switch,
+            factory,
+            ports: BTreeMap::new(),
+            failed: BTreeMap::new(),
+            bridges: BTreeMap::new(),
+            budget,
+            version: 0,
+            written: BTreeMap::new(),
+            cur_cfg: -1,
+        }
     }
 
     pub fn types(&self) -> &'static [&'static str] {
@@ -85,7 +99,8 @@ impl<P: PacketBuf + 'static> Reconciler<P> {
 
     /// Applies `d` and returns the write-back operations.
     pub fn apply(&mut self, d: &Desired) -> Vec<Value> {
-        let want: BTreeMap<&str, &IfaceSpec> = d.ifaces.iter().map(|i| (i.name.as_str(), i)).collect();
+        let want: BTreeMap<&str, &IfaceSpec> =
+            d.ifaces.iter().map(|i| (i.name.as_str(), i)).collect();
         let want_bridges: BTreeSet<&str> = d.bridges.iter().map(|b| b.name.as_str()).collect();
 
         // 1. Take out what went away or must be reopened, and close it once
@@ -95,11 +110,14 @@ impl<P: PacketBuf + 'static> Reconciler<P> {
             .iter()
             .filter(|(n, lp)| match want.get(n.as_str()) {
                 None => true,
-                Some(s) => s.devkey() != lp.spec.devkey() || s.bridge != lp.spec.bridge || s.vlan.is_err(),
+                Some(s) => {
+                    s.devkey() != lp.spec.devkey() || s.bridge != lp.spec.bridge || s.vlan.is_err()
+                }
             })
             .map(|(n, _)| n.clone())
             .collect();
-        let mut removed: Vec<LivePort<P>> = gone.iter().filter_map(|n| self.ports.remove(n)).collect();
+        let mut removed: Vec<LivePort<P>> =
+            gone.iter().filter_map(|n| self.ports.remove(n)).collect();
         self.failed.retain(|n, _| want.contains_key(n.as_str()));
         let changed_vlan: Vec<(u16, String)> = self
             .ports
@@ -112,13 +130,22 @@ impl<P: PacketBuf + 'static> Reconciler<P> {
                     lp.vlan = v.clone();
                 }
                 lp.ofport = match s.ofport_request {
-                    Some(r) if r != lp.ofport && (1..OFPP_MAX).contains(&r) && !s.is_bridge_local() => r,
+                    Some(r)
+                        if r != lp.ofport && (1..OFPP_MAX).contains(&r) && !s.is_bridge_local() =>
+                    {
+                        r
+                    }
                     _ => lp.ofport,
                 };
                 (old_vlan != lp.vlan).then(|| (lp.slot, lp.spec.bridge.clone()))
             })
             .collect();
-        let gone_bridges: Vec<String> = self.bridges.keys().filter(|b| !want_bridges.contains(b.as_str())).cloned().collect();
+        let gone_bridges: Vec<String> = self
+            .bridges
+            .keys()
+            .filter(|b| !want_bridges.contains(b.as_str()))
+            .cloned()
+            .collect();
         if !removed.is_empty() || !changed_vlan.is_empty() {
             self.publish();
             for lp in &removed {
@@ -142,8 +169,16 @@ impl<P: PacketBuf + 'static> Reconciler<P> {
 
         // 2. Bridges.
         for bs in &d.bridges {
-            let aging = bs.other_config.get("mac-aging-time").and_then(|v| v.parse().ok()).unwrap_or(300u32);
-            let size = bs.other_config.get("mac-table-size").and_then(|v| v.parse().ok()).unwrap_or(8192usize);
+            let aging = bs
+                .other_config
+                .get("mac-aging-time")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(300u32);
+            let size = bs
+                .other_config
+                .get("mac-table-size")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(8192usize);
             match self.bridges.get_mut(&bs.name) {
                 Some(lb) => {
                     lb.macs.set_aging(aging);
@@ -153,7 +188,13 @@ impl<P: PacketBuf + 'static> Reconciler<P> {
                     lb.spec = bs.clone();
                 }
                 None => {
-                    self.bridges.insert(bs.name.clone(), LiveBridge { spec: bs.clone(), macs: Arc::new(MacTable::new(size, aging)) });
+                    self.bridges.insert(
+                        bs.name.clone(),
+                        LiveBridge {
+                            spec: bs.clone(),
+                            macs: Arc::new(MacTable::new(size, aging)),
+                        },
+                    );
                 }
             }
         }
@@ -165,7 +206,11 @@ impl<P: PacketBuf + 'static> Reconciler<P> {
                 continue;
             }
             if let Some(f) = self.failed.get(&s.name) {
-                if f.spec.devkey() == s.devkey() && f.spec.bridge == s.bridge && f.spec.vlan == s.vlan && f.next_cfg == d.global.next_cfg {
+                if f.spec.devkey() == s.devkey()
+                    && f.spec.bridge == s.bridge
+                    && f.spec.vlan == s.vlan
+                    && f.next_cfg == d.global.next_cfg
+                {
                     continue;
                 }
             }
@@ -176,7 +221,14 @@ impl<P: PacketBuf + 'static> Reconciler<P> {
                 }
                 Err(error) => {
                     log::warn!("interface {}: {error}", s.name);
-                    self.failed.insert(s.name.clone(), FailedPort { spec: s.clone(), error, next_cfg: d.global.next_cfg });
+                    self.failed.insert(
+                        s.name.clone(),
+                        FailedPort {
+                            spec: s.clone(),
+                            error,
+                            next_cfg: d.global.next_cfg,
+                        },
+                    );
                 }
             }
         }
@@ -207,9 +259,18 @@ impl<P: PacketBuf + 'static> Reconciler<P> {
             ops.push(update_op("Interface", &s.uuid, row));
             self.written.insert(s.uuid.clone(), cur);
         }
-        self.written.retain(|u, _| d.ifaces.iter().any(|i| &i.uuid == u));
-        for b in d.bridges.iter().filter(|b| b.datapath_id.as_deref() != Some(datapath_id(&b.name).as_str())) {
-            ops.push(update_op("Bridge", &b.uuid, json!({"datapath_id": datapath_id(&b.name)})));
+        self.written
+            .retain(|u, _| d.ifaces.iter().any(|i| &i.uuid == u));
+        for b in d
+            .bridges
+            .iter()
+            .filter(|b| b.datapath_id.as_deref() != Some(datapath_id(&b.name).as_str()))
+        {
+            ops.push(update_op(
+                "Bridge",
+                &b.uuid,
+                json!({"datapath_id": datapath_id(&b.name)}),
+            ));
         }
         if self.cur_cfg != d.global.next_cfg || !ops.is_empty() {
             ops.push(json!({"op": "update", "table": "Open_vSwitch", "where": [], "row": {"cur_cfg": d.global.next_cfg}}));
@@ -223,7 +284,9 @@ impl<P: PacketBuf + 'static> Reconciler<P> {
         if !self.bridges.contains_key(&s.bridge) {
             return Err(format!("bridge {} does not exist", s.bridge));
         }
-        let slot = (0..MAX_PORTS as u16).find(|sl| !self.ports.values().any(|p| p.slot == *sl)).ok_or("no free port slot (1024 ports in use)")?;
+        let slot = (0..MAX_PORTS as u16)
+            .find(|sl| !self.ports.values().any(|p| p.slot == *sl))
+            .ok_or("no free port slot (1024 ports in use)")?;
         let ofport = self.assign_ofport(s)?;
         let (numa, need) = self.factory.mbufs_needed(s)?;
         self.budget.reserve(numa, need)?;
@@ -235,28 +298,59 @@ impl<P: PacketBuf + 'static> Reconciler<P> {
             }
         };
         let baseline = port_totals(self.switch.pmds.iter().map(|p| &p.stats), slot);
-        log::info!("{}: added to bridge {} as ofport {ofport} (slot {slot}, type {:?})", s.name, s.bridge, s.kind);
-        Ok(LivePort { spec: s.clone(), slot, ofport, vlan, dev: opened.dev, numa: opened.numa, mbufs: need, baseline })
+        log::info!(
+            "{}: added to bridge {} as ofport {ofport} (slot {slot}, type {:?})",
+            s.name,
+            s.bridge,
+            s.kind
+        );
+        Ok(LivePort {
+            spec: s.clone(),
+            slot,
+            ofport,
+            vlan,
+            dev: opened.dev,
+            numa: opened.numa,
+            mbufs: need,
+            baseline,
+        })
     }
 
     fn assign_ofport(&self, s: &IfaceSpec) -> Result<i64, String> {
         if s.is_bridge_local() {
             return Ok(OFPP_LOCAL);
         }
-        let used: BTreeSet<i64> = self.ports.values().filter(|p| p.spec.bridge == s.bridge).map(|p| p.ofport).collect();
+        let used: BTreeSet<i64> = self
+            .ports
+            .values()
+            .filter(|p| p.spec.bridge == s.bridge)
+            .map(|p| p.ofport)
+            .collect();
         if let Some(r) = s.ofport_request {
             if !(1..OFPP_MAX).contains(&r) {
-                return Err(format!("ofport_request {r} is out of range (1-{})", OFPP_MAX - 1));
+                return Err(format!(
+                    "ofport_request {r} is out of range (1-{})",
+                    OFPP_MAX - 1
+                ));
             }
             if !used.contains(&r) {
                 return Ok(r);
             }
-            log::warn!("{}: ofport_request {r} is taken on bridge {}, assigning another", s.name, s.bridge);
+            log::warn!(
+                "{}: ofport_request {r} is taken on bridge {}, assigning another",
+                s.name,
+                s.bridge
+            );
         }
-        if let Some(prev) = s.ofport.filter(|p| (1..OFPP_MAX).contains(p) && !used.contains(p)) {
+        if let Some(prev) = s
+            .ofport
+            .filter(|p| (1..OFPP_MAX).contains(p) && !used.contains(p))
+        {
             return Ok(prev);
         }
-        (1..OFPP_MAX).find(|p| !used.contains(p)).ok_or_else(|| format!("bridge {} has no free ofport", s.bridge))
+        (1..OFPP_MAX)
+            .find(|p| !used.contains(p))
+            .ok_or_else(|| format!("bridge {} has no free ofport", s.bridge))
     }
 
     /// Builds and publishes the snapshot for the current live state.
@@ -265,19 +359,41 @@ impl<P: PacketBuf + 'static> Reconciler<P> {
         let n_pmds = self.switch.pmds.len();
         let mut snap = Snapshot::empty(n_pmds);
         snap.version = self.version;
-        let bridge_idx: BTreeMap<&str, u16> = self.bridges.keys().enumerate().map(|(i, n)| (n.as_str(), i as u16)).collect();
+        let bridge_idx: BTreeMap<&str, u16> = self
+            .bridges
+            .keys()
+            .enumerate()
+            .map(|(i, n)| (n.as_str(), i as u16))
+            .collect();
         for (name, lb) in &self.bridges {
-            snap.bridges.push(BridgeEntry { name: name.as_str().into(), ports: Vec::new(), macs: lb.macs.clone() });
+            snap.bridges.push(BridgeEntry {
+                name: name.as_str().into(),
+                ports: Vec::new(),
+                macs: lb.macs.clone(),
+            });
         }
-        let max_slot = self.ports.values().map(|p| p.slot as usize + 1).max().unwrap_or(0);
+        let max_slot = self
+            .ports
+            .values()
+            .map(|p| p.slot as usize + 1)
+            .max()
+            .unwrap_or(0);
         snap.ports.resize_with(max_slot, || None);
         let mut queues = Vec::new();
         // Flood in ofport order, as OVS does.
         let mut ordered: Vec<&LivePort<P>> = self.ports.values().collect();
         ordered.sort_by_key(|p| (p.ofport, p.slot));
         for lp in ordered {
-            let Some(&bi) = bridge_idx.get(lp.spec.bridge.as_str()) else { continue };
-            snap.ports[lp.slot as usize] = Some(PortEntry { name: lp.spec.name.as_str().into(), ofport: lp.ofport as u32, bridge: bi, vlan: lp.vlan.clone(), dev: lp.dev.clone() });
+            let Some(&bi) = bridge_idx.get(lp.spec.bridge.as_str()) else {
+                continue;
+            };
+            snap.ports[lp.slot as usize] = Some(PortEntry {
+                name: lp.spec.name.as_str().into(),
+                ofport: lp.ofport as u32,
+                bridge: bi,
+                vlan: lp.vlan.clone(),
+                dev: lp.dev.clone(),
+            });
             snap.bridges[bi as usize].ports.push(lp.slot);
             for q in 0..lp.dev.n_rxq() {
                 queues.push((lp.slot, q, lp.numa));
@@ -299,7 +415,8 @@ impl<P: PacketBuf + 'static> Reconciler<P> {
         for lp in self.ports.values() {
             let st = lp.dev.status();
             let t = self.port_stats(lp);
-            let mut status: Vec<(String, String)> = vec![("driver_name".into(), driver_name(&lp.spec.kind).into())];
+            let mut status: Vec<(String, String)> =
+                vec![("driver_name".into(), driver_name(&lp.spec.kind).into())];
             status.extend(st.extra.iter().cloned());
             status.push(("numa_id".into(), st.numa.to_string()));
             let mut row = json!({
@@ -328,7 +445,12 @@ impl<P: PacketBuf + 'static> Reconciler<P> {
 
     /// Ports of a bridge, by ofport: (ofport, name).
     pub fn bridge_ports(&self, bridge: &str) -> Vec<(i64, String, u16)> {
-        let mut v: Vec<_> = self.ports.values().filter(|p| p.spec.bridge == bridge).map(|p| (p.ofport, p.spec.name.clone(), p.slot)).collect();
+        let mut v: Vec<_> = self
+            .ports
+            .values()
+            .filter(|p| p.spec.bridge == bridge)
+            .map(|p| (p.ofport, p.spec.name.clone(), p.slot))
+            .collect();
         v.sort();
         v
     }

@@ -21,8 +21,23 @@ pub struct Commands {
 }
 
 impl Commands {
-    pub fn add(&mut self, name: &str, usage: &'static str, min_args: usize, max_args: usize, handler: Handler) {
-        self.map.insert(name.into(), Command { usage, min_args, max_args, handler });
+    pub fn add(
+        &mut self,
+        name: &str,
+        usage: &'static str,
+        min_args: usize,
+        max_args: usize,
+        handler: Handler,
+    ) {
+        self.map.insert(
+            name.into(),
+            Command {
+                usage,
+                min_args,
+                max_args,
+                handler,
+            },
+        );
     }
 
     pub fn list(&self) -> String {
@@ -58,10 +73,16 @@ impl Commands {
             return err(format!("\"{method}\" is not a valid command (use \"list-commands\" to see a list of valid commands)"));
         };
         if args.len() < c.min_args {
-            return err(format!("\"{method}\" command requires at least {} arguments", c.min_args));
+            return err(format!(
+                "\"{method}\" command requires at least {} arguments",
+                c.min_args
+            ));
         }
         if args.len() > c.max_args {
-            return err(format!("\"{method}\" command takes at most {} arguments", c.max_args));
+            return err(format!(
+                "\"{method}\" command takes at most {} arguments",
+                c.max_args
+            ));
         }
         match (c.handler)(&args) {
             Ok(r) => json!({"id": id, "result": r, "error": null}),
@@ -74,13 +95,16 @@ impl Commands {
 /// (ovs-appctl clients are few and short-lived).
 pub fn serve(path: &str, cmds: Arc<Commands>) -> Result<(), String> {
     let _ = std::fs::remove_file(path);
-    let l = UnixListener::bind(path).map_err(|e| format!("cannot listen on unixctl socket {path}: {e}"))?;
+    let l = UnixListener::bind(path)
+        .map_err(|e| format!("cannot listen on unixctl socket {path}: {e}"))?;
     std::thread::Builder::new()
         .name("unixctl".into())
         .spawn(move || {
             for conn in l.incoming().flatten() {
                 let cmds = cmds.clone();
-                let _ = std::thread::Builder::new().name("unixctl-conn".into()).spawn(move || client(conn, &cmds));
+                let _ = std::thread::Builder::new()
+                    .name("unixctl-conn".into())
+                    .spawn(move || client(conn, &cmds));
             }
         })
         .map_err(|e| e.to_string())?;
@@ -104,10 +128,33 @@ mod tests {
     fn dispatch_checks_arguments_and_names() {
         let mut c = Commands::default();
         c.add("echo", "ARG", 1, 1, Box::new(|a| Ok(a[0].clone())));
-        assert_eq!(c.dispatch(&json!({"id": 1, "method": "echo", "params": ["x"]}))["result"], "x");
-        assert!(c.dispatch(&json!({"id": 1, "method": "echo", "params": []}))["error"].as_str().unwrap().contains("at least 1"));
-        assert!(c.dispatch(&json!({"id": 1, "method": "nope", "params": []}))["error"].as_str().unwrap().contains("not a valid command"));
-        assert!(c.dispatch(&json!({"id": 1, "method": "echo", "params": [1]}))["error"].as_str().unwrap().contains("array of strings"));
-        assert!(c.dispatch(&json!({"id": 1, "method": "list-commands", "params": []}))["result"].as_str().unwrap().contains("echo"));
+        assert_eq!(
+            c.dispatch(&json!({"id": 1, "method": "echo", "params": ["x"]}))["result"],
+            "x"
+        );
+        assert!(
+            c.dispatch(&json!({"id": 1, "method": "echo", "params": []}))["error"]
+                .as_str()
+                .unwrap()
+                .contains("at least 1")
+        );
+        assert!(
+            c.dispatch(&json!({"id": 1, "method": "nope", "params": []}))["error"]
+                .as_str()
+                .unwrap()
+                .contains("not a valid command")
+        );
+        assert!(
+            c.dispatch(&json!({"id": 1, "method": "echo", "params": [1]}))["error"]
+                .as_str()
+                .unwrap()
+                .contains("array of strings")
+        );
+        assert!(
+            c.dispatch(&json!({"id": 1, "method": "list-commands", "params": []}))["result"]
+                .as_str()
+                .unwrap()
+                .contains("echo")
+        );
     }
 }

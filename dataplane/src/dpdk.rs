@@ -40,7 +40,11 @@ struct TxLock(AtomicBool);
 impl TxLock {
     #[inline]
     fn lock(&self) {
-        while self.0.compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
+        while self
+            .0
+            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
             std::hint::spin_loop();
         }
     }
@@ -60,8 +64,14 @@ pub struct EthPort {
 impl EthPort {
     pub fn new(dev: EthDev, n_pmds: usize) -> EthPort {
         let shared_txq = (dev.n_txq as usize) < n_pmds;
-        let locks = (0..dev.n_txq).map(|_| TxLock(AtomicBool::new(false))).collect();
-        EthPort { dev, shared_txq, locks }
+        let locks = (0..dev.n_txq)
+            .map(|_| TxLock(AtomicBool::new(false)))
+            .collect();
+        EthPort {
+            dev,
+            shared_txq,
+            locks,
+        }
     }
 }
 
@@ -118,7 +128,12 @@ pub struct VhostPort {
 
 impl VhostPort {
     pub fn new(dev: VhostDev, pool: &'static Mempool, queues: u16, client: bool) -> VhostPort {
-        VhostPort { dev, pool, queues: queues.max(1), client }
+        VhostPort {
+            dev,
+            pool,
+            queues: queues.max(1),
+            client,
+        }
     }
 }
 
@@ -154,10 +169,16 @@ impl NetDev<Mbuf> for VhostPort {
             mac: None,
             numa: self.pool.socket,
             extra: vec![
-                ("mode".into(), if self.client { "client" } else { "server" }.into()),
+                (
+                    "mode".into(),
+                    if self.client { "client" } else { "server" }.into(),
+                ),
                 ("socket".into(), self.dev.state.path.clone()),
                 ("n_rxq".into(), self.queues.to_string()),
-                ("enabled_queue_pairs".into(), self.dev.enabled_mask().count_ones().to_string()),
+                (
+                    "enabled_queue_pairs".into(),
+                    self.dev.enabled_mask().count_ones().to_string(),
+                ),
             ],
         }
     }

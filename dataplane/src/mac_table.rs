@@ -71,8 +71,19 @@ impl MacTable {
     /// forgetting them after `aging_secs` (mac-aging-time).
     pub fn new(capacity: usize, aging_secs: u32) -> MacTable {
         let buckets = (capacity.max(WAYS) / WAYS).next_power_of_two();
-        let entries = (0..buckets * WAYS).map(|_| Entry { key: AtomicU64::new(0), val: AtomicU64::new(0) }).collect();
-        MacTable { entries, bucket_mask: buckets - 1, aging_secs: AtomicU32::new(aging_secs.max(1)), evictions: AtomicU64::new(0), learned: AtomicU64::new(0) }
+        let entries = (0..buckets * WAYS)
+            .map(|_| Entry {
+                key: AtomicU64::new(0),
+                val: AtomicU64::new(0),
+            })
+            .collect();
+        MacTable {
+            entries,
+            bucket_mask: buckets - 1,
+            aging_secs: AtomicU32::new(aging_secs.max(1)),
+            evictions: AtomicU64::new(0),
+            learned: AtomicU64::new(0),
+        }
     }
 
     pub fn capacity(&self) -> usize {
@@ -153,7 +164,9 @@ impl MacTable {
         for e in self.entries.iter() {
             let k = e.key.load(Ordering::Acquire);
             if k != 0 && val_port(e.val.load(Ordering::Acquire)) == port {
-                let _ = e.key.compare_exchange(k, 0, Ordering::AcqRel, Ordering::Relaxed);
+                let _ = e
+                    .key
+                    .compare_exchange(k, 0, Ordering::AcqRel, Ordering::Relaxed);
             }
         }
     }
@@ -176,7 +189,12 @@ impl MacTable {
             if (v >> 32) & 0xffff != fingerprint(k) || !self.live(v, now) {
                 continue;
             }
-            out.push(FdbEntry { port: val_port(v), vlan: ((k >> 48) & 0xfff) as u16, mac: MacAddr::from_u64(k & 0xffff_ffff_ffff), age: now.wrapping_sub(val_time(v)) });
+            out.push(FdbEntry {
+                port: val_port(v),
+                vlan: ((k >> 48) & 0xfff) as u16,
+                mac: MacAddr::from_u64(k & 0xffff_ffff_ffff),
+                age: now.wrapping_sub(val_time(v)),
+            });
         }
         out.sort_by_key(|e| (e.port, e.vlan, e.mac.as_u64()));
         out
@@ -196,9 +214,17 @@ mod tests {
         let t = MacTable::new(64, 300);
         t.learn(10, mac(1), 3, 100);
         assert_eq!(t.lookup(10, mac(1), 100), Some(3));
-        assert_eq!(t.lookup(20, mac(1), 100), None, "VLANs have separate address spaces");
+        assert_eq!(
+            t.lookup(20, mac(1), 100),
+            None,
+            "VLANs have separate address spaces"
+        );
         t.learn(10, mac(1), 4, 101);
-        assert_eq!(t.lookup(10, mac(1), 101), Some(4), "a station that moved is relearned");
+        assert_eq!(
+            t.lookup(10, mac(1), 101),
+            Some(4),
+            "a station that moved is relearned"
+        );
         assert_eq!(t.entries(101).len(), 1);
     }
 
@@ -211,7 +237,15 @@ mod tests {
         assert!(t.entries(1300).is_empty());
         t.set_aging(10);
         t.learn(0, mac(2), 1, 2000);
-        assert_eq!(t.entries(2005), vec![FdbEntry { port: 1, vlan: 0, mac: mac(2), age: 5 }]);
+        assert_eq!(
+            t.entries(2005),
+            vec![FdbEntry {
+                port: 1,
+                vlan: 0,
+                mac: mac(2),
+                age: 5
+            }]
+        );
         assert_eq!(t.lookup(0, mac(2), 2010), None);
     }
 

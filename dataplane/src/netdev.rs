@@ -41,7 +41,11 @@ pub struct MemDev<P> {
 
 impl<P> Default for MemDev<P> {
     fn default() -> Self {
-        MemDev { rxq: Mutex::new(VecDeque::new()), sent: Mutex::new(Vec::new()), tx_capacity: usize::MAX }
+        MemDev {
+            rxq: Mutex::new(VecDeque::new()),
+            sent: Mutex::new(Vec::new()),
+            tx_capacity: usize::MAX,
+        }
     }
 }
 
@@ -72,6 +76,9 @@ impl<P: PacketBuf> NetDev<P> for MemDev<P> {
         n
     }
     fn status(&self) -> DevStatus {
-        DevStatus { link_up: true, ..Default::default() }
+        DevStatus {
+            link_up: true,
+            ..Default::default()
+        }
     }
 }

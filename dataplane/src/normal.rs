@@ -11,7 +11,14 @@ use crate::Burst;
 
 /// Forwards every packet of `pkts` (which it empties) that arrived on port
 /// `in_slot`, queueing the results in `tx`.
-pub fn process_batch<P: PacketBuf>(snap: &Snapshot<P>, in_slot: u16, pkts: &mut Burst<P>, now: u32, stats: &PmdStats, tx: &mut TxBuffers<P>) {
+pub fn process_batch<P: PacketBuf>(
+    snap: &Snapshot<P>,
+    in_slot: u16,
+    pkts: &mut Burst<P>,
+    now: u32,
+    stats: &PmdStats,
+    tx: &mut TxBuffers<P>,
+) {
     let n = pkts.len() as u64;
     let port = match snap.port(in_slot) {
         Some(p) => p,
@@ -45,7 +52,11 @@ pub fn process_batch<P: PacketBuf>(snap: &Snapshot<P>, in_slot: u16, pkts: &mut 
         if !src.is_multicast() {
             bridge.macs.learn(vlan, src, in_slot, now);
         }
-        let known = if dst.is_multicast() { None } else { bridge.macs.lookup(vlan, dst, now) };
+        let known = if dst.is_multicast() {
+            None
+        } else {
+            bridge.macs.lookup(vlan, dst, now)
+        };
         match known {
             Some(out) if out == in_slot => {
                 stats.mac_hits.add(1);
@@ -64,7 +75,13 @@ pub fn process_batch<P: PacketBuf>(snap: &Snapshot<P>, in_slot: u16, pkts: &mut 
 }
 
 #[inline]
-fn egress_ok<P: PacketBuf>(snap: &Snapshot<P>, _bridge: &BridgeEntry, bridge_idx: u16, out: u16, vlan: u16) -> bool {
+fn egress_ok<P: PacketBuf>(
+    snap: &Snapshot<P>,
+    _bridge: &BridgeEntry,
+    bridge_idx: u16,
+    out: u16,
+    vlan: u16,
+) -> bool {
     // A learned slot may belong to a port that has since left the bridge or
     // the VLAN: never forward across either.
     matches!(snap.port(out), Some(p) if p.bridge == bridge_idx && p.vlan.member(vlan))
@@ -72,7 +89,16 @@ fn egress_ok<P: PacketBuf>(snap: &Snapshot<P>, _bridge: &BridgeEntry, bridge_idx
 
 #[allow(clippy::too_many_arguments)]
 #[inline]
-fn flood<P: PacketBuf>(snap: &Snapshot<P>, bridge: &BridgeEntry, stats: &PmdStats, tx: &mut TxBuffers<P>, in_slot: u16, vlan: u16, tagged: bool, pkt: P) {
+fn flood<P: PacketBuf>(
+    snap: &Snapshot<P>,
+    bridge: &BridgeEntry,
+    stats: &PmdStats,
+    tx: &mut TxBuffers<P>,
+    in_slot: u16,
+    vlan: u16,
+    tagged: bool,
+    pkt: P,
+) {
     stats.flood_packets.add(1);
     let mut pending: Option<u16> = None;
     for &s in &bridge.ports {
@@ -100,7 +126,16 @@ fn flood<P: PacketBuf>(snap: &Snapshot<P>, bridge: &BridgeEntry, stats: &PmdStat
 
 #[allow(clippy::too_many_arguments)]
 #[inline]
-fn output<P: PacketBuf>(snap: &Snapshot<P>, stats: &PmdStats, tx: &mut TxBuffers<P>, _in_slot: u16, out: u16, vlan: u16, tagged: bool, mut pkt: P) {
+fn output<P: PacketBuf>(
+    snap: &Snapshot<P>,
+    stats: &PmdStats,
+    tx: &mut TxBuffers<P>,
+    _in_slot: u16,
+    out: u16,
+    vlan: u16,
+    tagged: bool,
+    mut pkt: P,
+) {
     let Some(port) = snap.port(out) else {
         stats.drop(DropReason::NoPort, None, 1);
         return;

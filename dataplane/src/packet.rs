@@ -29,7 +29,10 @@ impl HeapBuf {
     pub fn new(frame: &[u8]) -> HeapBuf {
         let mut buf = vec![0u8; Self::HEADROOM];
         buf.extend_from_slice(frame);
-        HeapBuf { buf, off: Self::HEADROOM }
+        HeapBuf {
+            buf,
+            off: Self::HEADROOM,
+        }
     }
 }
 

@@ -25,24 +25,38 @@ impl Clock {
             static T0: OnceLock<Instant> = OnceLock::new();
             T0.get_or_init(Instant::now).elapsed().as_nanos() as u64
         }
-        Clock { cycles: nanos, hz: 1_000_000_000 }
+        Clock {
+            cycles: nanos,
+            hz: 1_000_000_000,
+        }
     }
 }
 
 /// Runs one loop iteration: polls every rx queue assigned to PMD `me` once.
 /// Returns the packets received.
-pub fn poll_once<P: PacketBuf>(switch: &Switch<P>, me: &PmdShared, tx: &mut TxBuffers<P>, burst: &mut Burst<P>, clock: &Clock) -> usize {
+pub fn poll_once<P: PacketBuf>(
+    switch: &Switch<P>,
+    me: &PmdShared,
+    tx: &mut TxBuffers<P>,
+    burst: &mut Burst<P>,
+    clock: &Clock,
+) -> usize {
     // Announce the epoch before loading the snapshot: once the control
     // thread sees this epoch, we hold nothing older than its swap.
-    me.seen_epoch.store(switch.epoch.load(Ordering::SeqCst), Ordering::SeqCst);
+    me.seen_epoch
+        .store(switch.epoch.load(Ordering::SeqCst), Ordering::SeqCst);
     let snap = switch.snap.load();
     let t0 = (clock.cycles)();
     let now = switch.now_secs();
     let stats = &me.stats;
     let mut got = 0;
-    let Some(rxqs) = snap.rxqs.get(me.index) else { return 0 };
+    let Some(rxqs) = snap.rxqs.get(me.index) else {
+        return 0;
+    };
     for rq in rxqs {
-        let Some(port) = snap.port(rq.slot) else { continue };
+        let Some(port) = snap.port(rq.slot) else {
+            continue;
+        };
         let n = port.dev.rx(rq.queue, burst);
         if n == 0 {
             continue;
@@ -103,8 +117,7 @@ pub fn run<P: PacketBuf>(switch: Arc<Switch<P>>, me: Arc<PmdShared>, clock: Cloc
         let got = poll_once(&switch, &me, &mut tx, &mut burst, &clock);
         // A PMD with nothing to poll naps instead of burning its core; one
         // with queues stays hot.
-        let has_queues = switch.snap.load().rxqs.get(me.index).map_or(false, |q| !q.is_empty());
-        if got == 0 && !has_queues {
+        if got == 0 && switch.snap.load().rxqs.get(me.index).is_none_or(|q| q.is_empty()) {
             idle_spins += 1;
             if idle_spins > 1000 {
                 std::thread::sleep(std::time::Duration::from_millis(1));
@@ -119,15 +132,27 @@ pub fn run<P: PacketBuf>(switch: Arc<Switch<P>>, me: Arc<PmdShared>, clock: Cloc
 /// Assigns rx queues to PMDs: each queue to the least loaded PMD on the
 /// port's NUMA node, or on any node when that node has no PMD (as OVS's
 /// pmd-rxq-assign=cycles does when it has no history yet).
-pub fn assign_rxqs(pmds: &[(usize, i32)], queues: &[(u16, u16, i32)]) -> Vec<Vec<crate::snapshot::RxqRef>> {
+pub fn assign_rxqs(
+    pmds: &[(usize, i32)],
+    queues: &[(u16, u16, i32)],
+) -> Vec<Vec<crate::snapshot::RxqRef>> {
     let mut out = vec![Vec::new(); pmds.len()];
     if pmds.is_empty() {
         return out;
     }
     for &(slot, queue, numa) in queues {
-        let local: Vec<usize> = (0..pmds.len()).filter(|&i| pmds[i].1 == numa || numa < 0).collect();
-        let cands = if local.is_empty() { (0..pmds.len()).collect() } else { local };
-        let best = cands.into_iter().min_by_key(|&i| (out[i].len(), i)).expect("non-empty");
+        let local: Vec<usize> = (0..pmds.len())
+            .filter(|&i| pmds[i].1 == numa || numa < 0)
+            .collect();
+        let cands = if local.is_empty() {
+            (0..pmds.len()).collect()
+        } else {
+            local
+        };
+        let best = cands
+            .into_iter()
+            .min_by_key(|&i| (out[i].len(), i))
+            .expect("non-empty");
         out[best].push(crate::snapshot::RxqRef { slot, queue });
     }
     out

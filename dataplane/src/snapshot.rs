@@ -44,7 +44,12 @@ pub struct Snapshot<P: PacketBuf> {
 
 impl<P: PacketBuf> Snapshot<P> {
     pub fn empty(n_pmds: usize) -> Self {
-        Snapshot { version: 0, ports: Vec::new(), bridges: Vec::new(), rxqs: vec![Vec::new(); n_pmds] }
+        Snapshot {
+            version: 0,
+            ports: Vec::new(),
+            bridges: Vec::new(),
+            rxqs: vec![Vec::new(); n_pmds],
+        }
     }
 
     #[inline]
@@ -79,10 +84,23 @@ impl<P: PacketBuf> Switch<P> {
             .iter()
             .enumerate()
             .map(|(i, &(core, numa))| {
-                Arc::new(PmdShared { index: i, core, numa, stats: PmdStats::default(), seen_epoch: AtomicU64::new(0), running: AtomicBool::new(false), stop: AtomicBool::new(false) })
+                Arc::new(PmdShared {
+                    index: i,
+                    core,
+                    numa,
+                    stats: PmdStats::default(),
+                    seen_epoch: AtomicU64::new(0),
+                    running: AtomicBool::new(false),
+                    stop: AtomicBool::new(false),
+                })
             })
             .collect::<Vec<_>>();
-        Arc::new(Switch { snap: ArcSwap::from_pointee(Snapshot::empty(pmds.len())), epoch: AtomicU64::new(0), pmds, started: Instant::now() })
+        Arc::new(Switch {
+            snap: ArcSwap::from_pointee(Snapshot::empty(pmds.len())),
+            epoch: AtomicU64::new(0),
+            pmds,
+            started: Instant::now(),
+        })
     }
 
     pub fn now_secs(&self) -> u32 {
@@ -104,7 +122,11 @@ impl<P: PacketBuf> Switch<P> {
         for p in &self.pmds {
             while p.running.load(Ordering::SeqCst) && p.seen_epoch.load(Ordering::SeqCst) < e {
                 if Instant::now() > deadline {
-                    log::error!("PMD {} on core {} did not quiesce within 5 s", p.index, p.core);
+                    log::error!(
+                        "PMD {} on core {} did not quiesce within 5 s",
+                        p.index,
+                        p.core
+                    );
                     break;
                 }
                 std::thread::yield_now();

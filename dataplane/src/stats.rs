@@ -10,7 +10,10 @@ impl Counter {
     #[inline]
     pub fn add(&self, n: u64) {
         // Single writer (the owning PMD): no read-modify-write needed.
-        self.0.store(self.0.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+        self.0.store(
+            self.0.load(Ordering::Relaxed).wrapping_add(n),
+            Ordering::Relaxed,
+        );
     }
     #[inline]
     pub fn get(&self) -> u64 {

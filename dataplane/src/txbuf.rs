@@ -10,7 +10,10 @@ pub struct TxBuffers<P> {
 
 impl<P: PacketBuf> Default for TxBuffers<P> {
     fn default() -> Self {
-        TxBuffers { bufs: (0..MAX_PORTS).map(|_| Burst::new()).collect(), dirty: Vec::with_capacity(MAX_PORTS) }
+        TxBuffers {
+            bufs: (0..MAX_PORTS).map(|_| Burst::new()).collect(),
+            dirty: Vec::with_capacity(MAX_PORTS),
+        }
     }
 }
 

@@ -19,7 +19,9 @@ impl VlanMode {
             "trunk" => VlanMode::Trunk,
             "native-tagged" => VlanMode::NativeTagged,
             "native-untagged" => VlanMode::NativeUntagged,
-            other => return Err(format!("vlan_mode {other:?} is not one of access, trunk, native-tagged, native-untagged")),
+            other => return Err(format!(
+                "vlan_mode {other:?} is not one of access, trunk, native-tagged, native-untagged"
+            )),
         })
     }
 }
@@ -36,16 +38,26 @@ pub struct VlanConf {
 
 impl Default for VlanConf {
     fn default() -> Self {
-        VlanConf { mode: VlanMode::Trunk, tag: 0, trunks: None }
+        VlanConf {
+            mode: VlanMode::Trunk,
+            tag: 0,
+            trunks: None,
+        }
     }
 }
 
 impl VlanConf {
     /// From the Port columns, with OVS's defaults: no vlan_mode means access
     /// when a tag is set and trunk otherwise.
-    pub fn from_ovsdb(mode: Option<&str>, tag: Option<i64>, trunks: &[i64]) -> Result<VlanConf, String> {
+    pub fn from_ovsdb(
+        mode: Option<&str>,
+        tag: Option<i64>,
+        trunks: &[i64],
+    ) -> Result<VlanConf, String> {
         let tag = match tag {
-            Some(t) if !(0..4096).contains(&t) => return Err(format!("tag {t} is not a VLAN id (0-4095)")),
+            Some(t) if !(0..4096).contains(&t) => {
+                return Err(format!("tag {t} is not a VLAN id (0-4095)"))
+            }
             Some(t) => Some(t as u16),
             None => None,
         };
@@ -69,11 +81,19 @@ impl VlanConf {
             }
             Some(Arc::new(bits))
         };
-        Ok(VlanConf { mode, tag: tag.unwrap_or(0), trunks })
+        Ok(VlanConf {
+            mode,
+            tag: tag.unwrap_or(0),
+            trunks,
+        })
     }
 
     pub fn access(tag: u16) -> VlanConf {
-        VlanConf { mode: VlanMode::Access, tag, trunks: None }
+        VlanConf {
+            mode: VlanMode::Access,
+            tag,
+            trunks: None,
+        }
     }
 
     #[inline]
@@ -110,7 +130,9 @@ impl VlanConf {
         match self.mode {
             VlanMode::Access => vlan == self.tag,
             VlanMode::Trunk => self.trunk_allows(vlan),
-            VlanMode::NativeTagged | VlanMode::NativeUntagged => vlan == self.tag || self.trunk_allows(vlan),
+            VlanMode::NativeTagged | VlanMode::NativeUntagged => {
+                vlan == self.tag || self.trunk_allows(vlan)
+            }
         }
     }
 
@@ -169,8 +191,14 @@ mod tests {
 
     #[test]
     fn ovs_defaults() {
-        assert_eq!(VlanConf::from_ovsdb(None, Some(30), &[]).unwrap().mode, VlanMode::Access);
-        assert_eq!(VlanConf::from_ovsdb(None, None, &[]).unwrap().mode, VlanMode::Trunk);
+        assert_eq!(
+            VlanConf::from_ovsdb(None, Some(30), &[]).unwrap().mode,
+            VlanMode::Access
+        );
+        assert_eq!(
+            VlanConf::from_ovsdb(None, None, &[]).unwrap().mode,
+            VlanMode::Trunk
+        );
         assert!(VlanConf::from_ovsdb(Some("access"), None, &[]).is_err());
         assert!(VlanConf::from_ovsdb(Some("sideways"), Some(1), &[]).is_err());
         assert!(VlanConf::from_ovsdb(None, Some(4096), &[]).is_err());

@@ -24,21 +24,40 @@ fn lab(n_bridges: usize, ports: &[(u16, VlanConf)]) -> Lab {
     let devs: Vec<_> = ports.iter().map(|_| Arc::new(MemDev::default())).collect();
     let mut snap = Snapshot::empty(1);
     for b in 0..n_bridges {
-        snap.bridges.push(BridgeEntry { name: format!("br{b}").into(), ports: vec![], macs: Arc::new(MacTable::new(1024, 300)) });
+        snap.bridges.push(BridgeEntry {
+            name: format!("br{b}").into(),
+            ports: vec![],
+            macs: Arc::new(MacTable::new(1024, 300)),
+        });
     }
     for (i, (b, v)) in ports.iter().enumerate() {
-        snap.ports.push(Some(PortEntry { name: format!("p{i}").into(), ofport: i as u32 + 1, bridge: *b, vlan: v.clone(), dev: devs[i].clone() }));
+        snap.ports.push(Some(PortEntry {
+            name: format!("p{i}").into(),
+            ofport: i as u32 + 1,
+            bridge: *b,
+            vlan: v.clone(),
+            dev: devs[i].clone(),
+        }));
         snap.bridges[*b as usize].ports.push(i as u16);
     }
     let q: Vec<(u16, u16, i32)> = (0..ports.len()).map(|i| (i as u16, 0, 0)).collect();
     snap.rxqs = assign_rxqs(&[(0, 0)], &q);
     sw.publish(snap);
-    Lab { sw, devs, tx: TxBuffers::default(), burst: Burst::new() }
+    Lab {
+        sw,
+        devs,
+        tx: TxBuffers::default(),
+        burst: Burst::new(),
+    }
 }
 
 fn frame(dst: u8, src: u8, vid: Option<u16>) -> HeapBuf {
     let mut f = vec![0u8; 60];
-    f[0..6].copy_from_slice(&if dst == 0xff { [0xff; 6] } else { [2, 0, 0, 0, 0, dst] });
+    f[0..6].copy_from_slice(&if dst == 0xff {
+        [0xff; 6]
+    } else {
+        [2, 0, 0, 0, 0, dst]
+    });
     f[6..12].copy_from_slice(&[2, 0, 0, 0, 0, src]);
     match vid {
         Some(v) => {
@@ -55,7 +74,14 @@ impl Lab {
     fn send(&mut self, port: usize, pkts: Vec<HeapBuf>) {
         self.devs[port].rxq.lock().unwrap().extend(pkts);
         let me = self.sw.pmds[0].clone();
-        while poll_once(&self.sw, &me, &mut self.tx, &mut self.burst, &Clock::monotonic()) > 0 {}
+        while poll_once(
+            &self.sw,
+            &me,
+            &mut self.tx,
+            &mut self.burst,
+            &Clock::monotonic(),
+        ) > 0
+        {}
     }
     fn take(&self, port: usize) -> Vec<HeapBuf> {
         std::mem::take(&mut *self.devs[port].sent.lock().unwrap())
@@ -73,9 +99,17 @@ fn floods_unknown_then_forwards_learned_unicast_only() {
     let t = VlanConf::default();
     let mut l = lab(1, &[(0, t.clone()), (0, t.clone()), (0, t)]);
     l.send(0, (0..10).map(|_| frame(2, 1, None)).collect());
-    assert_eq!(l.counts(), vec![0, 10, 10], "unknown destination is flooded to all but the ingress port");
+    assert_eq!(
+        l.counts(),
+        vec![0, 10, 10],
+        "unknown destination is flooded to all but the ingress port"
+    );
     l.send(1, (0..7).map(|_| frame(1, 2, None)).collect());
-    assert_eq!(l.counts(), vec![7, 0, 0], "learned destination: only its port");
+    assert_eq!(
+        l.counts(),
+        vec![7, 0, 0],
+        "learned destination: only its port"
+    );
     l.send(0, (0..5).map(|_| frame(2, 1, None)).collect());
     assert_eq!(l.counts(), vec![0, 5, 0], "both learned now");
     l.send(2, vec![frame(0xff, 3, None)]);
@@ -101,12 +135,27 @@ fn station_seen_on_own_port_is_dropped_and_counted() {
 
 #[test]
 fn access_ports_of_different_tags_exchange_nothing() {
-    let mut l = lab(1, &[(0, VlanConf::access(10)), (0, VlanConf::access(10)), (0, VlanConf::access(20)), (0, VlanConf::default())]);
+    let mut l = lab(
+        1,
+        &[
+            (0, VlanConf::access(10)),
+            (0, VlanConf::access(10)),
+            (0, VlanConf::access(20)),
+            (0, VlanConf::default()),
+        ],
+    );
     l.send(0, (0..4).map(|_| frame(0xff, 1, None)).collect());
     let out: Vec<_> = (0..4).map(|i| l.take(i)).collect();
-    assert_eq!(out.iter().map(|v| v.len()).collect::<Vec<_>>(), vec![0, 4, 0, 4]);
+    assert_eq!(
+        out.iter().map(|v| v.len()).collect::<Vec<_>>(),
+        vec![0, 4, 0, 4]
+    );
     assert_eq!(out[1][0].data().len(), 60, "access egress is untagged");
-    assert_eq!(&out[3][0].data()[12..16], &[0x81, 0, 0, 10], "trunk egress carries the tag");
+    assert_eq!(
+        &out[3][0].data()[12..16],
+        &[0x81, 0, 0, 10],
+        "trunk egress carries the tag"
+    );
     l.send(2, vec![frame(0xff, 3, None)]);
     let c = l.counts();
     assert_eq!(c, vec![0, 0, 0, 1], "tag 20 reaches only the trunk");
@@ -128,14 +177,26 @@ fn trunks_list_filters_and_native_untagged_strips_native() {
     let nu = VlanConf::from_ovsdb(Some("native-untagged"), Some(10), &[20]).unwrap();
     let mut l = lab(1, &[(0, trunk), (0, nu), (0, VlanConf::access(20))]);
     l.send(0, vec![frame(0xff, 1, Some(10)), frame(0xff, 1, Some(20))]);
-    assert_eq!(l.drops(DropReason::VlanDenied), 1, "VLAN 20 not in the trunk's list");
+    assert_eq!(
+        l.drops(DropReason::VlanDenied),
+        1,
+        "VLAN 20 not in the trunk's list"
+    );
     let got = l.take(1);
     assert_eq!(got.len(), 1);
-    assert_eq!(got[0].data().len(), 56, "native VLAN leaves untagged (tag removed)");
+    assert_eq!(
+        got[0].data().len(),
+        56,
+        "native VLAN leaves untagged (tag removed)"
+    );
     assert_eq!(&got[0].data()[12..14], &[0x08, 0]);
     l.send(2, vec![frame(0xff, 3, None)]);
     let got = l.take(1);
-    assert_eq!(&got[0].data()[12..16], &[0x81, 0, 0, 20], "non-native VLAN leaves tagged");
+    assert_eq!(
+        &got[0].data()[12..16],
+        &[0x81, 0, 0, 20],
+        "non-native VLAN leaves tagged"
+    );
     assert_eq!(l.take(0).len(), 0, "trunk without 20 gets nothing");
 }
 
@@ -162,11 +223,30 @@ fn tx_refusals_are_counted_per_port() {
     let sw_ports = [(0u16, VlanConf::default()), (0, VlanConf::default())];
     let mut l = lab(1, &sw_ports);
     // Rebuild port 1 with a device that takes only 3 frames.
-    let small = Arc::new(MemDev::<HeapBuf> { tx_capacity: 3, ..Default::default() });
+    let small = Arc::new(MemDev::<HeapBuf> {
+        tx_capacity: 3,
+        ..Default::default()
+    });
     let mut snap = Snapshot::empty(1);
-    snap.bridges.push(BridgeEntry { name: "br0".into(), ports: vec![0, 1], macs: Arc::new(MacTable::new(64, 300)) });
-    snap.ports.push(Some(PortEntry { name: "p0".into(), ofport: 1, bridge: 0, vlan: VlanConf::default(), dev: l.devs[0].clone() }));
-    snap.ports.push(Some(PortEntry { name: "p1".into(), ofport: 2, bridge: 0, vlan: VlanConf::default(), dev: small.clone() }));
+    snap.bridges.push(BridgeEntry {
+        name: "br0".into(),
+        ports: vec![0, 1],
+        macs: Arc::new(MacTable::new(64, 300)),
+    });
+    snap.ports.push(Some(PortEntry {
+        name: "p0".into(),
+        ofport: 1,
+        bridge: 0,
+        vlan: VlanConf::default(),
+        dev: l.devs[0].clone(),
+    }));
+    snap.ports.push(Some(PortEntry {
+        name: "p1".into(),
+        ofport: 2,
+        bridge: 0,
+        vlan: VlanConf::default(),
+        dev: small.clone(),
+    }));
     snap.rxqs = assign_rxqs(&[(0, 0)], &[(0, 0, 0), (1, 0, 0)]);
     l.sw.publish(snap);
     l.send(0, (0..8).map(|_| frame(0xff, 1, None)).collect());
@@ -178,7 +258,10 @@ fn tx_refusals_are_counted_per_port() {
 
 #[test]
 fn rxqs_prefer_local_numa_and_balance() {
-    let a = assign_rxqs(&[(1, 0), (3, 1)], &[(0, 0, 1), (1, 0, 1), (2, 0, 0), (3, 0, -1)]);
+    let a = assign_rxqs(
+        &[(1, 0), (3, 1)],
+        &[(0, 0, 1), (1, 0, 1), (2, 0, 0), (3, 0, -1)],
+    );
     assert_eq!(a[1].len(), 2, "both node-1 queues on the node-1 PMD");
     assert_eq!(a[0].len(), 2);
 }

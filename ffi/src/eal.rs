@@ -13,7 +13,9 @@ pub fn init(args: &[String]) -> Result<(), String> {
     let mut owned: Vec<CString> = Vec::with_capacity(args.len() + 1);
     owned.push(CString::new("rvsd").expect("no NUL"));
     for a in args {
-        owned.push(CString::new(a.as_str()).map_err(|_| format!("EAL argument {a:?} contains NUL"))?);
+        owned.push(
+            CString::new(a.as_str()).map_err(|_| format!("EAL argument {a:?} contains NUL"))?,
+        );
     }
     // The EAL keeps pointers into argv for the life of the process: leak it.
     let mut argv: Vec<*mut libc::c_char> = owned.into_iter().map(|c| c.into_raw()).collect();
@@ -39,19 +41,29 @@ pub fn last_error() -> String {
     // per-thread buffer that stays valid until the next call on this thread.
     unsafe {
         let e = raw::rvs_errno();
-        CStr::from_ptr(raw::rte_strerror(e)).to_string_lossy().into_owned()
+        CStr::from_ptr(raw::rte_strerror(e))
+            .to_string_lossy()
+            .into_owned()
     }
 }
 
 /// Text for a negative DPDK return code.
 pub fn strerror(rc: i32) -> String {
     // SAFETY: as in last_error.
-    unsafe { CStr::from_ptr(raw::rte_strerror(rc.abs())).to_string_lossy().into_owned() }
+    unsafe {
+        CStr::from_ptr(raw::rte_strerror(rc.abs()))
+            .to_string_lossy()
+            .into_owned()
+    }
 }
 
 pub fn version() -> String {
     // SAFETY: rte_version returns a pointer to a static string.
-    unsafe { CStr::from_ptr(raw::rte_version()).to_string_lossy().into_owned() }
+    unsafe {
+        CStr::from_ptr(raw::rte_version())
+            .to_string_lossy()
+            .into_owned()
+    }
 }
 
 pub fn has_hugepages() -> bool {

@@ -43,11 +43,16 @@ pub fn probe(devargs: &str) -> Result<(u16, String, bool), String> {
     // SAFETY: c is a valid C string; rte_dev_probe copies what it keeps.
     let rc = unsafe { raw::rte_dev_probe(c.as_ptr()) };
     if rc < 0 {
-        return Err(format!("Error attaching device '{devargs}' to DPDK: {}", eal::strerror(rc)));
+        return Err(format!(
+            "Error attaching device '{devargs}' to DPDK: {}",
+            eal::strerror(rc)
+        ));
     }
     port_by_name(&name)
         .map(|id| (id, name.clone(), true))
-        .ok_or_else(|| format!("device '{name}' probed but no ethdev port appeared (not a network device?)"))
+        .ok_or_else(|| {
+            format!("device '{name}' probed but no ethdev port appeared (not a network device?)")
+        })
 }
 
 fn port_by_name(name: &str) -> Option<u16> {
@@ -61,9 +66,22 @@ fn port_by_name(name: &str) -> Option<u16> {
 impl EthDev {
     /// Probes, configures (`n_rxq` rx and `n_txq` tx queues of `ring` descriptors,
     /// rx buffers from `pool`), enables promiscuous mode and starts the port.
-    pub fn open(devargs: &str, n_rxq: u16, n_txq: u16, ring: u16, mtu: Option<u16>, pool: &Mempool) -> Result<EthDev, String> {
+    pub fn open(
+        devargs: &str,
+        n_rxq: u16,
+        n_txq: u16,
+        ring: u16,
+        mtu: Option<u16>,
+        pool: &Mempool,
+    ) -> Result<EthDev, String> {
         let (port_id, dev_name, probed_by_us) = probe(devargs)?;
-        let mut dev = EthDev { port_id, dev_name, n_rxq, n_txq, probed_by_us };
+        let mut dev = EthDev {
+            port_id,
+            dev_name,
+            n_rxq,
+            n_txq,
+            probed_by_us,
+        };
         let info = dev.info()?;
         dev.n_rxq = n_rxq.min(info.max_rx_queues).max(1);
         dev.n_txq = n_txq.min(info.max_tx_queues).max(1);
@@ -83,20 +101,43 @@ impl EthDev {
         // SAFETY: valid port id.
         let socket = unsafe { raw::rte_eth_dev_socket_id(port_id) };
         let socket = if socket < 0 { pool.socket } else { socket } as u32;
-        let rx_ring = ring.clamp(info.rx_desc_lim.nb_min.max(1), info.rx_desc_lim.nb_max.max(ring));
-        let tx_ring = ring.clamp(info.tx_desc_lim.nb_min.max(1), info.tx_desc_lim.nb_max.max(ring));
+        let rx_ring = ring.clamp(
+            info.rx_desc_lim.nb_min.max(1),
+            info.rx_desc_lim.nb_max.max(ring),
+        );
+        let tx_ring = ring.clamp(
+            info.tx_desc_lim.nb_min.max(1),
+            info.tx_desc_lim.nb_max.max(ring),
+        );
         for q in 0..dev.n_rxq {
             // SAFETY: valid port, queue index below the configured count, valid pool.
-            let rc = unsafe { raw::rte_eth_rx_queue_setup(port_id, q, rx_ring, socket, std::ptr::null(), pool.as_ptr()) };
+            let rc = unsafe {
+                raw::rte_eth_rx_queue_setup(
+                    port_id,
+                    q,
+                    rx_ring,
+                    socket,
+                    std::ptr::null(),
+                    pool.as_ptr(),
+                )
+            };
             if rc < 0 {
-                return Err(format!("cannot set up rx queue {q} of {devargs}: {}", eal::strerror(rc)));
+                return Err(format!(
+                    "cannot set up rx queue {q} of {devargs}: {}",
+                    eal::strerror(rc)
+                ));
             }
         }
         for q in 0..dev.n_txq {
             // SAFETY: as above.
-            let rc = unsafe { raw::rte_eth_tx_queue_setup(port_id, q, tx_ring, socket, std::ptr::null()) };
+            let rc = unsafe {
+                raw::rte_eth_tx_queue_setup(port_id, q, tx_ring, socket, std::ptr::null())
+            };
             if rc < 0 {
-                return Err(format!("cannot set up tx queue {q} of {devargs}: {}", eal::strerror(rc)));
+                return Err(format!(
+                    "cannot set up tx queue {q} of {devargs}: {}",
+                    eal::strerror(rc)
+                ));
             }
         }
         // SAFETY: valid, configured port.
@@ -115,7 +156,11 @@ impl EthDev {
         // SAFETY: info is a valid out pointer for one rte_eth_dev_info.
         let rc = unsafe { raw::rte_eth_dev_info_get(self.port_id, info.as_mut_ptr()) };
         if rc < 0 {
-            return Err(format!("rte_eth_dev_info_get({}): {}", self.dev_name, eal::strerror(rc)));
+            return Err(format!(
+                "rte_eth_dev_info_get({}): {}",
+                self.dev_name,
+                eal::strerror(rc)
+            ));
         }
         // SAFETY: initialised by the successful call (and zeroed before).
         Ok(unsafe { info.assume_init() })
@@ -151,7 +196,14 @@ impl EthDev {
         }
         // SAFETY: pkts holds len owned mbuf pointers; the driver takes
         // ownership of the first n returned, which we then forget.
-        let n = unsafe { raw::rvs_eth_tx_burst(self.port_id, q, pkts.as_mut_ptr() as *mut *mut raw::rte_mbuf, pkts.len() as u16) } as usize;
+        let n = unsafe {
+            raw::rvs_eth_tx_burst(
+                self.port_id,
+                q,
+                pkts.as_mut_ptr() as *mut *mut raw::rte_mbuf,
+                pkts.len() as u16,
+            )
+        } as usize;
         forget_front(pkts, n);
         n
     }

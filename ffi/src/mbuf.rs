@@ -34,14 +34,24 @@ impl Mbuf {
         let m = self.m();
         // SAFETY: buf_addr + data_off .. + data_len lies inside the mbuf's
         // buffer by DPDK's invariants, and we own the mbuf.
-        unsafe { std::slice::from_raw_parts((m.buf_addr as *const u8).add(m.data_off as usize), m.data_len as usize) }
+        unsafe {
+            std::slice::from_raw_parts(
+                (m.buf_addr as *const u8).add(m.data_off as usize),
+                m.data_len as usize,
+            )
+        }
     }
 
     #[inline]
     pub fn data_mut(&mut self) -> &mut [u8] {
         let m = self.m_mut();
         // SAFETY: as in data(), with unique access.
-        unsafe { std::slice::from_raw_parts_mut((m.buf_addr as *mut u8).add(m.data_off as usize), m.data_len as usize) }
+        unsafe {
+            std::slice::from_raw_parts_mut(
+                (m.buf_addr as *mut u8).add(m.data_off as usize),
+                m.data_len as usize,
+            )
+        }
     }
 
     #[inline]
@@ -142,7 +152,10 @@ pub fn free_burst<const N: usize>(pkts: &mut arrayvec::ArrayVec<Mbuf, N>) {
     // the ArrayVec's storage is an array of len owned mbuf pointers; after the
     // bulk free we set the length to 0 so none is dropped again.
     unsafe {
-        raw::rvs_pktmbuf_free_bulk(pkts.as_mut_ptr() as *mut *mut raw::rte_mbuf, pkts.len() as u32);
+        raw::rvs_pktmbuf_free_bulk(
+            pkts.as_mut_ptr() as *mut *mut raw::rte_mbuf,
+            pkts.len() as u32,
+        );
         pkts.set_len(0);
     }
 }

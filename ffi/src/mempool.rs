@@ -21,17 +21,30 @@ unsafe impl Sync for Mempool {}
 impl Mempool {
     /// Creates a pool of `n` mbufs with `data_room` bytes of buffer each on
     /// NUMA node `socket`. The pool is never freed (see module docs).
-    pub fn create(name: &str, n: u32, cache: u32, data_room: u16, socket: i32) -> Result<&'static Mempool, String> {
+    pub fn create(
+        name: &str,
+        n: u32,
+        cache: u32,
+        data_room: u16,
+        socket: i32,
+    ) -> Result<&'static Mempool, String> {
         let cname = CString::new(name).map_err(|_| "pool name contains NUL".to_string())?;
         // SAFETY: cname is a valid C string; DPDK copies it.
-        let p = unsafe { raw::rte_pktmbuf_pool_create(cname.as_ptr(), n, cache, 0, data_room, socket) };
+        let p =
+            unsafe { raw::rte_pktmbuf_pool_create(cname.as_ptr(), n, cache, 0, data_room, socket) };
         let ptr = NonNull::new(p).ok_or_else(|| {
             format!(
                 "cannot create mbuf pool {name} ({n} mbufs of {data_room} bytes on NUMA node {socket}): {}",
                 crate::eal::last_error()
             )
         })?;
-        Ok(Box::leak(Box::new(Mempool { ptr, name: name.into(), size: n, socket, data_room })))
+        Ok(Box::leak(Box::new(Mempool {
+            ptr,
+            name: name.into(),
+            size: n,
+            socket,
+            data_room,
+        })))
     }
 
     pub fn as_ptr(&self) -> *mut raw::rte_mempool {

@@ -62,7 +62,9 @@ fn state_of(vid: i32) -> Option<Arc<VhostState>> {
         return None;
     }
     // SAFETY: NUL-terminated by rte_vhost_get_ifname.
-    let path = unsafe { CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned();
+    let path = unsafe { CStr::from_ptr(buf.as_ptr()) }
+        .to_string_lossy()
+        .into_owned();
     registry().lock().ok()?.get(&path).cloned()
 }
 
@@ -77,7 +79,11 @@ unsafe extern "C" fn new_device(vid: i32) -> i32 {
                 // SAFETY: vid is the device being announced to us.
                 let rings = unsafe { raw::rte_vhost_get_vring_num(vid) } as u32;
                 let pairs = (rings / 2).min(64);
-                let mask = if pairs >= 64 { u64::MAX } else { (1u64 << pairs) - 1 };
+                let mask = if pairs >= 64 {
+                    u64::MAX
+                } else {
+                    (1u64 << pairs) - 1
+                };
                 s.enabled.store(mask, Ordering::Release);
             }
             s.vid.store(vid, Ordering::Release);
@@ -151,11 +157,18 @@ impl VhostDev {
     /// reconnects) to a server such as QEMU; otherwise rvsd listens there.
     pub fn register(path: &str, client: bool, max_queue_pairs: u32) -> Result<VhostDev, String> {
         let cpath = CString::new(path).map_err(|_| "vhost socket path contains NUL".to_string())?;
-        let state = Arc::new(VhostState { path: path.into(), vid: AtomicI32::new(-1), enabled: AtomicU64::new(0), connects: AtomicU64::new(0) });
+        let state = Arc::new(VhostState {
+            path: path.into(),
+            vid: AtomicI32::new(-1),
+            enabled: AtomicU64::new(0),
+            connects: AtomicU64::new(0),
+        });
         {
             let mut reg = registry().lock().map_err(|_| "vhost registry poisoned")?;
             if reg.contains_key(path) {
-                return Err(format!("vhost-user socket {path} is already used by another port"));
+                return Err(format!(
+                    "vhost-user socket {path} is already used by another port"
+                ));
             }
             reg.insert(path.into(), state.clone());
         }
@@ -163,7 +176,10 @@ impl VhostDev {
             if let Ok(mut reg) = registry().lock() {
                 reg.remove(path);
             }
-            Err(format!("{what} for vhost-user socket {path} failed: {}", crate::eal::last_error()))
+            Err(format!(
+                "{what} for vhost-user socket {path} failed: {}",
+                crate::eal::last_error()
+            ))
         };
         let mut flags: u64 = 0;
         if client {
@@ -207,7 +223,12 @@ impl VhostDev {
 
     /// Frames the guest sent on queue pair `q`, appended to `out`.
     #[inline]
-    pub fn dequeue<const N: usize>(&self, q: u16, pool: &Mempool, out: &mut ArrayVec<Mbuf, N>) -> usize {
+    pub fn dequeue<const N: usize>(
+        &self,
+        q: u16,
+        pool: &Mempool,
+        out: &mut ArrayVec<Mbuf, N>,
+    ) -> usize {
         let vid = self.vid();
         if vid < 0 || self.enabled_mask() & (1u64 << (q & 63)) == 0 {
             return 0;
@@ -234,7 +255,14 @@ impl VhostDev {
         if vid >= 0 && !pkts.is_empty() {
             // SAFETY: as in dequeue; enqueue copies the data and leaves the
             // mbufs with us.
-            sent = unsafe { raw::rte_vhost_enqueue_burst(vid, q * 2, pkts.as_mut_ptr() as *mut *mut raw::rte_mbuf, pkts.len() as u16) } as usize;
+            sent = unsafe {
+                raw::rte_vhost_enqueue_burst(
+                    vid,
+                    q * 2,
+                    pkts.as_mut_ptr() as *mut *mut raw::rte_mbuf,
+                    pkts.len() as u16,
+                )
+            } as usize;
         }
         free_burst(pkts);
         sent

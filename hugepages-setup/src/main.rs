@@ -6,7 +6,11 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 #[derive(Parser)]
-#[command(name = "rvs-hugepages", version, about = "Report, reserve and mount hugepages for rvs")]
+#[command(
+    name = "rvs-hugepages",
+    version,
+    about = "Report, reserve and mount hugepages for rvs"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Option<Cmd>,
@@ -42,7 +46,16 @@ fn size_kb(s: &str) -> Result<u64, String> {
 
 fn nodes() -> Vec<u32> {
     let mut v: Vec<u32> = fs::read_dir("/sys/devices/system/node")
-        .map(|rd| rd.flatten().filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_prefix("node")).and_then(|n| n.parse().ok())).collect())
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| {
+                    e.file_name()
+                        .to_str()
+                        .and_then(|n| n.strip_prefix("node"))
+                        .and_then(|n| n.parse().ok())
+                })
+                .collect()
+        })
         .unwrap_or_default();
     v.sort();
     v
@@ -52,7 +65,9 @@ fn nodes() -> Vec<u32> {
 /// kernel has no NUMA directories.
 fn pool_dir(node: Option<u32>, kb: u64) -> PathBuf {
     match node {
-        Some(n) => PathBuf::from(format!("/sys/devices/system/node/node{n}/hugepages/hugepages-{kb}kB")),
+        Some(n) => PathBuf::from(format!(
+            "/sys/devices/system/node/node{n}/hugepages/hugepages-{kb}kB"
+        )),
         None => PathBuf::from(format!("/sys/kernel/mm/hugepages/hugepages-{kb}kB")),
     }
 }
@@ -77,7 +92,11 @@ fn show() -> Result<(), String> {
     println!("{:<6} {:<6} {:>8} {:>8}", "node", "size", "total", "free");
     for kb in [2048u64, 1_048_576] {
         let label = if kb == 2048 { "2M" } else { "1G" };
-        let targets: Vec<Option<u32>> = if ns.is_empty() { vec![None] } else { ns.iter().map(|n| Some(*n)).collect() };
+        let targets: Vec<Option<u32>> = if ns.is_empty() {
+            vec![None]
+        } else {
+            ns.iter().map(|n| Some(*n)).collect()
+        };
         for n in targets {
             let d = pool_dir(n, kb);
             if !d.exists() {
@@ -106,7 +125,9 @@ fn reserve(pages: u64, size: &str, node: Option<u32>, mount: &Path) -> Result<()
     let kb = size_kb(size)?;
     let ns = nodes();
     let targets: Vec<Option<u32>> = match node {
-        Some(n) if !ns.contains(&n) => return Err(format!("NUMA node {n} does not exist (nodes: {ns:?})")),
+        Some(n) if !ns.contains(&n) => {
+            return Err(format!("NUMA node {n} does not exist (nodes: {ns:?})"))
+        }
         Some(n) => vec![Some(n)],
         None if ns.is_empty() => vec![None],
         None => ns.iter().map(|n| Some(*n)).collect(),
@@ -114,24 +135,45 @@ fn reserve(pages: u64, size: &str, node: Option<u32>, mount: &Path) -> Result<()
     for n in targets {
         let d = pool_dir(n, kb);
         let f = d.join("nr_hugepages");
-        let have = read_u64(&f).ok_or_else(|| format!("{} is missing: this kernel has no {size} hugepages", f.display()))?;
+        let have = read_u64(&f).ok_or_else(|| {
+            format!(
+                "{} is missing: this kernel has no {size} hugepages",
+                f.display()
+            )
+        })?;
         if have < pages {
-            fs::write(&f, pages.to_string()).map_err(|e| format!("cannot write {}: {e}", f.display()))?;
+            fs::write(&f, pages.to_string())
+                .map_err(|e| format!("cannot write {}: {e}", f.display()))?;
         }
         let got = read_u64(&f).unwrap_or(0);
-        let where_ = n.map(|x| format!("node {x}")).unwrap_or_else(|| "host".into());
+        let where_ = n
+            .map(|x| format!("node {x}"))
+            .unwrap_or_else(|| "host".into());
         if got < pages {
             return Err(format!("asked for {pages} {size} pages on {where_}, the kernel gave {got} (memory too fragmented or too small: reserve at boot with hugepages= on the kernel command line)"));
         }
         println!("{where_}: {got} x {size} hugepages reserved");
     }
     let mount_s = mount.to_string_lossy().to_string();
-    let want_opt = if kb == 2048 { None } else { Some("pagesize=1G") };
-    let already = mounts().iter().any(|(p, o)| *p == mount_s && want_opt.map_or(true, |w| o.contains(w) || o.contains("pagesize=1024M")));
+    let want_opt = if kb == 2048 {
+        None
+    } else {
+        Some("pagesize=1G")
+    };
+    let already = mounts().iter().any(|(p, o)| {
+        *p == mount_s && want_opt.is_none_or(|w| o.contains(w) || o.contains("pagesize=1024M"))
+    });
     if !already {
         fs::create_dir_all(mount).map_err(|e| format!("cannot create {}: {e}", mount.display()))?;
         let data = want_opt;
-        nix::mount::mount(Some("hugetlbfs"), mount, Some("hugetlbfs"), nix::mount::MsFlags::empty(), data).map_err(|e| format!("cannot mount hugetlbfs on {}: {e}", mount.display()))?;
+        nix::mount::mount(
+            Some("hugetlbfs"),
+            mount,
+            Some("hugetlbfs"),
+            nix::mount::MsFlags::empty(),
+            data,
+        )
+        .map_err(|e| format!("cannot mount hugetlbfs on {}: {e}", mount.display()))?;
         println!("hugetlbfs mounted on {}", mount.display());
     }
     Ok(())
@@ -141,7 +183,12 @@ fn main() {
     let cli = Cli::parse();
     let r = match cli.cmd.unwrap_or(Cmd::Show) {
         Cmd::Show => show(),
-        Cmd::Reserve { pages, size, node, mount } => reserve(pages, &size, node, &mount),
+        Cmd::Reserve {
+            pages,
+            size,
+            node,
+            mount,
+        } => reserve(pages, &size, node, &mount),
     };
     if let Err(e) = r {
         eprintln!("rvs-hugepages: {e}");

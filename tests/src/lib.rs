@@ -19,25 +19,40 @@ pub fn rvsd_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("test exe path");
     let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
     let p = dir.join("rvsd");
-    assert!(p.exists(), "{} not built: run the tests with `cargo test --workspace` (ci/test.sh does)", p.display());
+    assert!(
+        p.exists(),
+        "{} not built: run the tests with `cargo test --workspace` (ci/test.sh does)",
+        p.display()
+    );
     p
 }
 
 pub fn run(cmd: &str, args: &[&str]) -> Output {
-    Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("cannot run {cmd}: {e}"))
+    Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd}: {e}"))
 }
 
 /// Runs a command that must succeed; returns its stdout.
 pub fn sh(cmd: &str, args: &[&str]) -> String {
     let o = run(cmd, args);
-    assert!(o.status.success(), "{cmd} {args:?} failed: {}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "{cmd} {args:?} failed: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     let t0 = Instant::now();
     while !f() {
-        assert!(t0.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            t0.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -90,7 +105,13 @@ impl Netns {
     pub fn spawn(&self, args: &[&str]) -> Child {
         let mut a = vec!["netns", "exec", &self.name];
         a.extend_from_slice(args);
-        Command::new("ip").args(&a).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn in netns")
+        Command::new("ip")
+            .args(&a)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn in netns")
     }
 }
 
@@ -103,7 +124,13 @@ impl Drop for Netns {
 /// Creates veth `a` in namespace `ns_a` (None: the host side stays where it
 /// is created) and `b` in `ns_b`.
 pub fn veth(a: &str, ns_a: &Netns, b: &str, ns_b: &Netns) {
-    sh("ip", &["link", "add", a, "netns", &ns_a.name, "type", "veth", "peer", "name", b, "netns", &ns_b.name]);
+    sh(
+        "ip",
+        &[
+            "link", "add", a, "netns", &ns_a.name, "type", "veth", "peer", "name", b, "netns",
+            &ns_b.name,
+        ],
+    );
     ns_a.exec(&["ip", "link", "set", a, "up"]);
     ns_b.exec(&["ip", "link", "set", b, "up"]);
 }
@@ -131,22 +158,52 @@ impl Host {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let db = dir.join("conf.db");
-        sh("ovsdb-tool", &["create", db.to_str().unwrap(), "/usr/share/openvswitch/vswitch.ovsschema"]);
+        sh(
+            "ovsdb-tool",
+            &[
+                "create",
+                db.to_str().unwrap(),
+                "/usr/share/openvswitch/vswitch.ovsschema",
+            ],
+        );
         let sock = dir.join("db.sock");
         let log = std::fs::File::create(dir.join("ovsdb-server.log")).unwrap();
         let ovsdb = Command::new("ovsdb-server")
             .arg(format!("--remote=punix:{}", sock.display()))
-            .arg(format!("--unixctl={}", dir.join("ovsdb-server.ctl").display()))
+            .arg(format!(
+                "--unixctl={}",
+                dir.join("ovsdb-server.ctl").display()
+            ))
             .arg(db.to_str().unwrap())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .expect("ovsdb-server (Debian's openvswitch-switch) must be installed: bash ci/setup.sh");
-        wait_for("ovsdb-server socket", Duration::from_secs(10), || sock.exists());
+            .expect(
+                "ovsdb-server (Debian's openvswitch-switch) must be installed: bash ci/setup.sh",
+            );
+        wait_for("ovsdb-server socket", Duration::from_secs(10), || {
+            sock.exists()
+        });
         let ns = Netns::new(&format!("rvs-{name}-"));
-        let h = Host { name: name.into(), prefix: format!("rvs-{}", unique(name)), dir, ns, ovsdb, rvsd: None };
+        let h = Host {
+            name: name.into(),
+            prefix: format!("rvs-{}", unique(name)),
+            dir,
+            ns,
+            ovsdb,
+            rvsd: None,
+        };
         h.vsctl(&["--no-wait", "init"]);
-        h.vsctl(&["--no-wait", "set", "Open_vSwitch", ".", "other_config:pmd-cpu-mask=0x2", "other_config:dpdk-socket-mem=256", "other_config:stats-update-interval=1000", "other_config:dpdk-init=true"]);
+        h.vsctl(&[
+            "--no-wait",
+            "set",
+            "Open_vSwitch",
+            ".",
+            "other_config:pmd-cpu-mask=0x2",
+            "other_config:dpdk-socket-mem=256",
+            "other_config:stats-update-interval=1000",
+            "other_config:dpdk-init=true",
+        ]);
         h
     }
 
@@ -157,12 +214,24 @@ impl Host {
     pub fn start_rvsd(&mut self) {
         assert!(self.rvsd.is_none());
         let _ = std::fs::remove_file(self.dir.join("ovs-vswitchd.pid"));
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("rvsd.log")).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("rvsd.log"))
+            .unwrap();
         let bin = rvsd_bin();
         let child = Command::new("ip")
             .args(["netns", "exec", &self.ns.name])
             .arg(bin)
-            .args(["--db", &self.db(), "--rundir", self.dir.to_str().unwrap(), "--file-prefix", &self.prefix, "--pidfile"])
+            .args([
+                "--db",
+                &self.db(),
+                "--rundir",
+                self.dir.to_str().unwrap(),
+                "--file-prefix",
+                &self.prefix,
+                "--pidfile",
+            ])
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
@@ -174,7 +243,11 @@ impl Host {
             if let Some(st) = self.rvsd.as_mut().unwrap().try_wait().unwrap() {
                 panic!("rvsd exited at start-up ({st}):\n{}", self.log());
             }
-            assert!(t0.elapsed() < Duration::from_secs(30), "rvsd did not start:\n{}", self.log());
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "rvsd did not start:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -204,7 +277,12 @@ impl Host {
     /// ovs-vsctl with this host's database; must succeed.
     pub fn vsctl(&self, args: &[&str]) -> String {
         let o = self.vsctl_raw(args);
-        assert!(o.status.success(), "ovs-vsctl {args:?} failed: {}\nrvsd log:\n{}", String::from_utf8_lossy(&o.stderr), self.log_tail());
+        assert!(
+            o.status.success(),
+            "ovs-vsctl {args:?} failed: {}\nrvsd log:\n{}",
+            String::from_utf8_lossy(&o.stderr),
+            self.log_tail()
+        );
         String::from_utf8_lossy(&o.stdout).into_owned()
     }
 
@@ -216,7 +294,8 @@ impl Host {
     }
 
     pub fn ctl_path(&self) -> PathBuf {
-        let pid = std::fs::read_to_string(self.dir.join("ovs-vswitchd.pid")).expect("rvsd pid file");
+        let pid =
+            std::fs::read_to_string(self.dir.join("ovs-vswitchd.pid")).expect("rvsd pid file");
         self.dir.join(format!("ovs-vswitchd.{}.ctl", pid.trim()))
     }
 
@@ -237,26 +316,40 @@ impl Host {
     }
 
     pub fn stats(&self, iface: &str) -> BTreeMap<String, u64> {
-        parse_map(&self.get("Interface", iface, "statistics")).into_iter().map(|(k, v)| (k, v.parse().unwrap_or(0))).collect()
+        parse_map(&self.get("Interface", iface, "statistics"))
+            .into_iter()
+            .map(|(k, v)| (k, v.parse().unwrap_or(0)))
+            .collect()
     }
 
     /// Waits until the database's statistics of `iface` satisfy `f`
     /// (rvsd refreshes them every stats-update-interval).
-    pub fn wait_stats(&self, iface: &str, what: &str, f: impl Fn(&BTreeMap<String, u64>) -> bool) -> BTreeMap<String, u64> {
+    pub fn wait_stats(
+        &self,
+        iface: &str,
+        what: &str,
+        f: impl Fn(&BTreeMap<String, u64>) -> bool,
+    ) -> BTreeMap<String, u64> {
         let t0 = Instant::now();
         loop {
             let s = self.stats(iface);
             if f(&s) {
                 return s;
             }
-            assert!(t0.elapsed() < Duration::from_secs(10), "{iface} statistics never showed {what}: {s:?}");
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "{iface} statistics never showed {what}: {s:?}"
+            );
             std::thread::sleep(Duration::from_millis(200));
         }
     }
 
     pub fn log_tail(&self) -> String {
         let l = self.log();
-        let lines: Vec<&str> = l.lines().filter(|l| !l.starts_with("VHOST_CONFIG")).collect();
+        let lines: Vec<&str> = l
+            .lines()
+            .filter(|l| !l.starts_with("VHOST_CONFIG"))
+            .collect();
         lines[lines.len().saturating_sub(30)..].join("\n")
     }
 
@@ -271,7 +364,11 @@ impl Host {
 impl Drop for Host {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!("--- rvsd log of host {} ---\n{}", self.name, self.log_tail());
+            eprintln!(
+                "--- rvsd log of host {} ---\n{}",
+                self.name,
+                self.log_tail()
+            );
         }
         if self.rvsd.is_some() {
             let st = self.stop_rvsd();
@@ -313,15 +410,39 @@ impl TestPmd {
         let mut cmd = Command::new("stdbuf");
         cmd.args(["-o0", "-e0", "dpdk-testpmd"]);
         // Both testpmd lcores on CPU 0: CPU 1 belongs to rvsd's PMD.
-        cmd.args(["--lcores", "0@0,1@0", "--no-pci", "--file-prefix", &prefix, "--single-file-segments", "-m", "256"]);
+        cmd.args([
+            "--lcores",
+            "0@0,1@0",
+            "--no-pci",
+            "--file-prefix",
+            &prefix,
+            "--single-file-segments",
+            "-m",
+            "256",
+        ]);
         for v in vdevs {
             cmd.args(["--vdev", v]);
         }
-        cmd.args(["--", "-i", "--nb-cores=1", "--forward-mode=rxonly", "--total-num-mbufs=8192", "--no-flush-rx"]);
-        let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("dpdk-testpmd (Debian's dpdk-dev) must be installed: bash ci/setup.sh");
+        cmd.args([
+            "--",
+            "-i",
+            "--nb-cores=1",
+            "--forward-mode=rxonly",
+            "--total-num-mbufs=8192",
+            "--no-flush-rx",
+        ]);
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("dpdk-testpmd (Debian's dpdk-dev) must be installed: bash ci/setup.sh");
         let stdin = child.stdin.take().unwrap();
         let out = Arc::new(Mutex::new(String::new()));
-        for stream in [Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>, Box::new(child.stderr.take().unwrap())] {
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
             let o = out.clone();
             std::thread::spawn(move || {
                 let mut r = BufReader::new(stream);
@@ -335,7 +456,13 @@ impl TestPmd {
                 }
             });
         }
-        let mut t = TestPmd { child, stdin, out, n_ports: vdevs.len(), prefix };
+        let mut t = TestPmd {
+            child,
+            stdin,
+            out,
+            n_ports: vdevs.len(),
+            prefix,
+        };
         t.wait_prompt(0, Duration::from_secs(30));
         t
     }
@@ -350,7 +477,11 @@ impl TestPmd {
             if let Ok(Some(st)) = self.child.try_wait() {
                 panic!("testpmd exited ({st}):\n{}", self.output());
             }
-            assert!(t0.elapsed() < timeout, "testpmd did not answer:\n{}", self.output());
+            assert!(
+                t0.elapsed() < timeout,
+                "testpmd did not answer:\n{}",
+                self.output()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -370,7 +501,10 @@ impl TestPmd {
     }
 
     pub fn all_ports(&self) -> String {
-        (0..self.n_ports).map(|p| p.to_string()).collect::<Vec<_>>().join(",")
+        (0..self.n_ports)
+            .map(|p| p.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     /// Sends `n` frames (n <= 512) from `port` to `dst` (a MAC), then goes
@@ -408,7 +542,10 @@ impl TestPmd {
         (0..self.n_ports)
             .map(|p| {
                 let s = self.cmd(&format!("show port stats {p}"));
-                PortCounts { rx: field(&s, "RX-packets:"), tx: field(&s, "TX-packets:") }
+                PortCounts {
+                    rx: field(&s, "RX-packets:"),
+                    tx: field(&s, "TX-packets:"),
+                }
             })
             .collect()
     }
@@ -433,7 +570,11 @@ impl TestPmd {
 }
 
 fn field(s: &str, key: &str) -> u64 {
-    s.split(key).nth(1).and_then(|r| r.split_whitespace().next()).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("no {key} in testpmd output: {s}"))
+    s.split(key)
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {key} in testpmd output: {s}"))
 }
 
 impl Drop for TestPmd {
@@ -448,10 +589,16 @@ impl Drop for TestPmd {
 
 /// virtio-user devargs for a vhost-user socket rvsd serves.
 pub fn virtio_user(idx: usize, path: &Path, mac: &str) -> String {
-    format!("net_virtio_user{idx},path={},queues=1,mac={mac}", path.display())
+    format!(
+        "net_virtio_user{idx},path={},queues=1,mac={mac}",
+        path.display()
+    )
 }
 
 /// virtio-user devargs where testpmd is the vhost-user server (rvsd connects).
 pub fn virtio_user_server(idx: usize, path: &Path, mac: &str) -> String {
-    format!("net_virtio_user{idx},path={},queues=1,server=1,mac={mac}", path.display())
+    format!(
+        "net_virtio_user{idx},path={},queues=1,server=1,mac={mac}",
+        path.display()
+    )
 }

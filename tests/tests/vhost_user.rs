@@ -13,16 +13,34 @@ fn server_mode_learns_floods_and_counts_exactly() {
     let h = Host::start("vhs");
     h.vsctl(&["add-br", "br0"]);
     for p in ["vm-a", "vm-b", "vm-c"] {
-        h.vsctl(&["add-port", "br0", p, "--", "set", "Interface", p, "type=dpdkvhostuser"]);
+        h.vsctl(&[
+            "add-port",
+            "br0",
+            p,
+            "--",
+            "set",
+            "Interface",
+            p,
+            "type=dpdkvhostuser",
+        ]);
     }
     assert_eq!(h.ofport("vm-a"), 1);
     assert_eq!(h.ofport("vm-b"), 2);
     assert_eq!(h.ofport("vm-c"), 3);
     assert_eq!(h.ofport("br0"), 65534);
-    let mut tp = TestPmd::start("vhs", &[virtio_user(0, &h.dir.join("vm-a"), A), virtio_user(1, &h.dir.join("vm-b"), B), virtio_user(2, &h.dir.join("vm-c"), C)]);
+    let mut tp = TestPmd::start(
+        "vhs",
+        &[
+            virtio_user(0, &h.dir.join("vm-a"), A),
+            virtio_user(1, &h.dir.join("vm-b"), B),
+            virtio_user(2, &h.dir.join("vm-c"), C),
+        ],
+    );
     tp.cmd("start");
     for p in ["vm-a", "vm-b", "vm-c"] {
-        rvs_tests::wait_for("link up", std::time::Duration::from_secs(10), || h.get("Interface", p, "link_state") == "up");
+        rvs_tests::wait_for("link up", std::time::Duration::from_secs(10), || {
+            h.get("Interface", p, "link_state") == "up"
+        });
     }
 
     // A to B, unknown yet: flooded to B, C (and the bridge's own port).
@@ -32,7 +50,11 @@ fn server_mode_learns_floods_and_counts_exactly() {
     // B answers A, whom the switch has learned: only A gets it.
     tp.send(1, A, 25);
     let c = tp.settle();
-    assert_eq!((c[1].tx, c[0].rx, c[2].rx), (25, 25, 40), "learned unicast reaches A only");
+    assert_eq!(
+        (c[1].tx, c[0].rx, c[2].rx),
+        (25, 25, 40),
+        "learned unicast reaches A only"
+    );
     // A to B again: B is learned now, C sees nothing more.
     tp.send(0, B, 10);
     let c = tp.settle();
@@ -43,29 +65,48 @@ fn server_mode_learns_floods_and_counts_exactly() {
     assert_eq!((c[0].rx, c[1].rx, c[2].rx, c[2].tx), (32, 57, 40, 7));
 
     let fdb = h.appctl(&["fdb/show", "br0"]);
-    assert!(fdb.starts_with(" port  VLAN  MAC                Age\n"), "{fdb}");
+    assert!(
+        fdb.starts_with(" port  VLAN  MAC                Age\n"),
+        "{fdb}"
+    );
     for (port, mac) in [(1, A), (2, B), (3, C)] {
-        assert!(fdb.lines().any(|l| l.split_whitespace().collect::<Vec<_>>()[..3] == [port.to_string().as_str(), "0", mac]), "{mac} on {port}: {fdb}");
+        assert!(
+            fdb.lines()
+                .any(|l| l.split_whitespace().collect::<Vec<_>>()[..3]
+                    == [port.to_string().as_str(), "0", mac]),
+            "{mac} on {port}: {fdb}"
+        );
     }
 
     // The database shows what the switch counted (rx = from the VM).
     let a = h.wait_stats("vm-a", "50 rx", |s| s["rx_packets"] == 50);
-    assert_eq!((a["rx_packets"], a["tx_packets"], a["rx_bytes"]), (50, 32, 50 * 64));
+    assert_eq!(
+        (a["rx_packets"], a["tx_packets"], a["rx_bytes"]),
+        (50, 32, 50 * 64)
+    );
     let b = h.wait_stats("vm-b", "25 rx", |s| s["rx_packets"] == 25);
     assert_eq!((b["rx_packets"], b["tx_packets"]), (25, 57));
     let c = h.wait_stats("vm-c", "7 rx", |s| s["rx_packets"] == 7);
     assert_eq!((c["rx_packets"], c["tx_packets"]), (7, 40));
     let br = h.wait_stats("br0", "flooded frames", |s| s["tx_packets"] == 47);
-    assert_eq!(br["rx_packets"], 0, "the isolated host sends nothing of its own");
+    assert_eq!(
+        br["rx_packets"], 0,
+        "the isolated host sends nothing of its own"
+    );
 
     let pmd = h.appctl(&["dpif-netdev/pmd-stats-show"]);
     assert!(pmd.contains("pmd thread numa_id 0 core_id 1:"), "{pmd}");
     assert!(pmd.contains("  packets received: 82\n"), "{pmd}");
     assert!(pmd.contains("  packets dropped: 0\n"), "{pmd}");
     let rxq = h.appctl(&["dpif-netdev/pmd-rxq-show"]);
-    assert!(rxq.contains("port: vm-a") && rxq.contains("port: br0"), "{rxq}");
+    assert!(
+        rxq.contains("port: vm-a") && rxq.contains("port: br0"),
+        "{rxq}"
+    );
     tp.quit();
-    rvs_tests::wait_for("link down", std::time::Duration::from_secs(10), || h.get("Interface", "vm-a", "link_state") == "down");
+    rvs_tests::wait_for("link down", std::time::Duration::from_secs(10), || {
+        h.get("Interface", "vm-a", "link_state") == "down"
+    });
 }
 
 #[test]
@@ -76,22 +117,48 @@ fn client_mode_reconnects_after_the_vm_side_restarts() {
     let dir = h.dir.to_str().unwrap().to_string();
     for p in ["csdpdk-1", "csdpdk-2"] {
         let opt = format!("options:vhost-server-path={dir}//{p}");
-        h.vsctl(&["add-port", "br0", p, "--", "set", "Interface", p, "type=dpdkvhostuserclient", &opt]);
+        h.vsctl(&[
+            "add-port",
+            "br0",
+            p,
+            "--",
+            "set",
+            "Interface",
+            p,
+            "type=dpdkvhostuserclient",
+            &opt,
+        ]);
     }
-    assert_eq!(h.get("Interface", "csdpdk-1", "options"), format!("{{vhost-server-path=\"{dir}//csdpdk-1\"}}"));
-    let devs = [virtio_user_server(0, &h.dir.join("csdpdk-1"), A), virtio_user_server(1, &h.dir.join("csdpdk-2"), B)];
+    assert_eq!(
+        h.get("Interface", "csdpdk-1", "options"),
+        format!("{{vhost-server-path=\"{dir}//csdpdk-1\"}}")
+    );
+    let devs = [
+        virtio_user_server(0, &h.dir.join("csdpdk-1"), A),
+        virtio_user_server(1, &h.dir.join("csdpdk-2"), B),
+    ];
     for round in 0..2 {
         let mut tp = TestPmd::start("vhc", &devs);
         tp.cmd("start");
         for p in ["csdpdk-1", "csdpdk-2"] {
-            rvs_tests::wait_for("rvsd to connect", std::time::Duration::from_secs(15), || h.get("Interface", p, "link_state") == "up");
+            rvs_tests::wait_for(
+                "rvsd to connect",
+                std::time::Duration::from_secs(15),
+                || h.get("Interface", p, "link_state") == "up",
+            );
         }
         tp.send(0, B, 30);
         tp.send(1, A, 20);
         let c = tp.settle();
-        assert_eq!((c[0].tx, c[1].rx, c[1].tx, c[0].rx), (30, 30, 20, 20), "round {round}");
+        assert_eq!(
+            (c[0].tx, c[1].rx, c[1].tx, c[0].rx),
+            (30, 30, 20, 20),
+            "round {round}"
+        );
         tp.quit();
-        rvs_tests::wait_for("link down", std::time::Duration::from_secs(10), || h.get("Interface", "csdpdk-1", "link_state") == "down");
+        rvs_tests::wait_for("link down", std::time::Duration::from_secs(10), || {
+            h.get("Interface", "csdpdk-1", "link_state") == "down"
+        });
     }
     let s = h.wait_stats("csdpdk-1", "both rounds", |s| s["rx_packets"] == 60);
     assert_eq!(s["tx_packets"], 40);

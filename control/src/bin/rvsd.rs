@@ -26,7 +26,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 #[derive(Parser, Debug)]
-#[command(name = "rvsd", version, about = "rvs userspace virtual switch daemon (DPDK), in place of ovs-vswitchd")]
+#[command(
+    name = "rvsd",
+    version,
+    about = "rvs userspace virtual switch daemon (DPDK), in place of ovs-vswitchd"
+)]
 struct Args {
     /// The Open_vSwitch database to follow, as unix:PATH.
     #[arg(long, default_value = "unix:/var/run/openvswitch/db.sock")]
@@ -66,11 +70,17 @@ impl DbConn {
         let s = UnixStream::connect(path)?;
         let r = s.try_clone()?;
         let tx = tx.clone();
-        std::thread::Builder::new().name("ovsdb-rx".into()).spawn(move || {
-            let why = read_messages(r, |m| tx.send(Ev::Db(m)).is_ok());
-            let _ = tx.send(Ev::DbClosed(why));
-        })?;
-        let mut c = DbConn { w: s, next_id: 1, monitor_id: 0 };
+        std::thread::Builder::new()
+            .name("ovsdb-rx".into())
+            .spawn(move || {
+                let why = read_messages(r, |m| tx.send(Ev::Db(m)).is_ok());
+                let _ = tx.send(Ev::DbClosed(why));
+            })?;
+        let mut c = DbConn {
+            w: s,
+            next_id: 1,
+            monitor_id: 0,
+        };
         c.monitor_id = c.id();
         send(&mut c.w, &monitor_request(c.monitor_id))?;
         Ok(c)
@@ -112,7 +122,10 @@ fn first_sync(path: &str, tx: &Sender<Ev>, rx: &Receiver<Ev>) -> Result<(DbConn,
                 match rx.recv_timeout(Duration::from_secs(30)) {
                     Ok(Ev::Db(m)) => {
                         if m.get("method").and_then(|x| x.as_str()) == Some("echo") {
-                            let _ = send(&mut c.w, &json!({"id": m["id"], "result": m["params"], "error": null}));
+                            let _ = send(
+                                &mut c.w,
+                                &json!({"id": m["id"], "result": m["params"], "error": null}),
+                            );
                         } else if m.get("id").and_then(|i| i.as_u64()) == Some(c.monitor_id) {
                             if !m["error"].is_null() {
                                 return Err(format!("the database refused rvsd's monitor request: {} (is {path} an Open_vSwitch database?)", m["error"]));
@@ -153,7 +166,8 @@ fn main() {
 fn run(args: Args) -> Result<(), String> {
     let sigs = block_signals();
     let db_path = unix_path(&args.db)?.to_string();
-    std::fs::create_dir_all(&args.rundir).map_err(|e| format!("cannot create run directory {}: {e}", args.rundir.display()))?;
+    std::fs::create_dir_all(&args.rundir)
+        .map_err(|e| format!("cannot create run directory {}: {e}", args.rundir.display()))?;
     let (tx, rx) = unbounded::<Ev>();
     {
         let tx = tx.clone();
@@ -171,7 +185,8 @@ fn run(args: Args) -> Result<(), String> {
     let (mut conn, mut db) = first_sync(&db_path, &tx, &rx)?;
     let d = desired(&db);
     let cpus = allowed_cpus();
-    let p = plan(&d.global, &args.file_prefix, &cpus, hugepages_available()).map_err(|e| format!("bad configuration: {e}"))?;
+    let p = plan(&d.global, &args.file_prefix, &cpus, hugepages_available())
+        .map_err(|e| format!("bad configuration: {e}"))?;
     for w in &p.warnings {
         warn!("{w}");
     }
@@ -191,7 +206,10 @@ fn run(args: Args) -> Result<(), String> {
         nodes = vec![0];
     }
     let mut pools = BTreeMap::new();
-    let mut budget = Budget::new(MBUF_BYTES, (rvs_dataplane::BURST * 8 * p.pmds.len().max(1)) as u64);
+    let mut budget = Budget::new(
+        MBUF_BYTES,
+        (rvs_dataplane::BURST * 8 * p.pmds.len().max(1)) as u64,
+    );
     for n in nodes {
         let pool = Mempool::create(&format!("rvs_mp_{n}"), p.pool_mbufs, 256, 2048 + 128, n)?;
         info!("mbuf pool on NUMA node {n}: {} mbufs", pool.size);
@@ -200,7 +218,10 @@ fn run(args: Args) -> Result<(), String> {
     }
 
     let switch = Switch::<Mbuf>::new(&p.pmds);
-    let clock = Clock { cycles: eal::rdtsc, hz: eal::tsc_hz() };
+    let clock = Clock {
+        cycles: eal::rdtsc,
+        hz: eal::tsc_hz(),
+    };
     let mut pmd_threads = Vec::new();
     for me in switch.pmds.clone() {
         let sw = switch.clone();
@@ -209,11 +230,15 @@ fn run(args: Args) -> Result<(), String> {
             .name(format!("pmd-c{core:02}"))
             .spawn(move || {
                 let mut set = nix::sched::CpuSet::new();
-                if set.set(core).is_err() || nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).is_err() {
+                if set.set(core).is_err()
+                    || nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).is_err()
+                {
                     error!("cannot pin PMD thread to core {core}");
                 }
                 if let Err(e) = eal::register_thread() {
-                    warn!("PMD on core {core}: {e}; mbuf allocations will bypass the per-core cache");
+                    warn!(
+                        "PMD on core {core}: {e}; mbuf allocations will bypass the per-core cache"
+                    );
                 }
                 pmd::run(sw, me, clock);
                 eal::unregister_thread();
@@ -224,7 +249,10 @@ fn run(args: Args) -> Result<(), String> {
     {
         let sw = switch.clone();
         let tx2 = tx.clone();
-        rvs_ffi::vhost::set_hooks(Box::new(move || sw.quiesce()), Box::new(move || drop(tx2.send(Ev::LinkChanged))));
+        rvs_ffi::vhost::set_hooks(
+            Box::new(move || sw.quiesce()),
+            Box::new(move || drop(tx2.send(Ev::LinkChanged))),
+        );
     }
 
     let vhost_dir = {
@@ -235,36 +263,69 @@ fn run(args: Args) -> Result<(), String> {
             args.rundir.join(v)
         }
     };
-    let factory = DpdkFactory { pools, n_pmds: p.pmds.len(), vhost_dir };
-    let rec = Arc::new(Mutex::new(Reconciler::new(switch.clone(), Box::new(factory), budget)));
+    let factory = DpdkFactory {
+        pools,
+        n_pmds: p.pmds.len(),
+        vhost_dir,
+    };
+    let rec = Arc::new(Mutex::new(Reconciler::new(
+        switch.clone(),
+        Box::new(factory),
+        budget,
+    )));
 
     let pid = std::process::id();
-    let ctl = args.unixctl.clone().unwrap_or_else(|| args.rundir.join(format!("ovs-vswitchd.{pid}.ctl")));
+    let ctl = args
+        .unixctl
+        .clone()
+        .unwrap_or_else(|| args.rundir.join(format!("ovs-vswitchd.{pid}.ctl")));
     let mut cmds = Commands::default();
     let tx_exit = tx.clone();
     let version = format!("rvsd (rvs) {}\n{dpdk_version}", env!("CARGO_PKG_VERSION"));
-    appctl::register(&mut cmds, Arc::new(AppCtx { switch: switch.clone(), rec: rec.clone(), version, exit: Box::new(move || drop(tx_exit.send(Ev::Exit))) }));
+    appctl::register(
+        &mut cmds,
+        Arc::new(AppCtx {
+            switch: switch.clone(),
+            rec: rec.clone(),
+            version,
+            exit: Box::new(move || drop(tx_exit.send(Ev::Exit))),
+        }),
+    );
     unixctl::serve(&ctl.to_string_lossy(), Arc::new(cmds))?;
-    let pidfile = args.pidfile.as_ref().map(|p| if p.is_empty() { args.rundir.join("ovs-vswitchd.pid") } else { PathBuf::from(p) });
+    let pidfile = args.pidfile.as_ref().map(|p| {
+        if p.is_empty() {
+            args.rundir.join("ovs-vswitchd.pid")
+        } else {
+            PathBuf::from(p)
+        }
+    });
     if let Some(pf) = &pidfile {
-        std::fs::write(pf, format!("{pid}\n")).map_err(|e| format!("cannot write pid file {}: {e}", pf.display()))?;
+        std::fs::write(pf, format!("{pid}\n"))
+            .map_err(|e| format!("cannot write pid file {}: {e}", pf.display()))?;
     }
     info!("unixctl socket {}", ctl.display());
 
     let global_ops = |dpdk_version: &str| {
-        vec![json!({"op": "update", "table": "Open_vSwitch", "where": [], "row": {
-            "dpdk_initialized": true,
-            "dpdk_version": dpdk_version,
-            "datapath_types": datum::make_set(["netdev"]),
-            "iface_types": datum::make_set(TYPES.iter().map(|t| t.to_string())),
-        }})]
+        vec![
+            json!({"op": "update", "table": "Open_vSwitch", "where": [], "row": {
+                "dpdk_initialized": true,
+                "dpdk_version": dpdk_version,
+                "datapath_types": datum::make_set(["netdev"]),
+                "iface_types": datum::make_set(TYPES.iter().map(|t| t.to_string())),
+            }}),
+        ]
     };
     let mut connected = true;
     let mut dirty = true;
     conn.transact(global_ops(&dpdk_version));
     let stats_interval = |db: &Db| {
         let g = desired(db).global;
-        Duration::from_millis(g.get("stats-update-interval").and_then(|v| v.parse().ok()).unwrap_or(5000u64).max(1000))
+        Duration::from_millis(
+            g.get("stats-update-interval")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(5000u64)
+                .max(1000),
+        )
     };
     let mut interval = stats_interval(&db);
     let mut next_stats = Instant::now();
@@ -272,7 +333,9 @@ fn run(args: Args) -> Result<(), String> {
     let mut write_status = false;
 
     loop {
-        let timeout = next_stats.saturating_duration_since(Instant::now()).min(Duration::from_secs(1));
+        let timeout = next_stats
+            .saturating_duration_since(Instant::now())
+            .min(Duration::from_secs(1));
         let ev = rx.recv_timeout(timeout);
         let mut evs = Vec::new();
         match ev {
@@ -298,7 +361,10 @@ fn run(args: Args) -> Result<(), String> {
                     }
                     match m.get("method").and_then(|x| x.as_str()) {
                         Some("echo") => {
-                            let _ = send(&mut conn.w, &json!({"id": m["id"], "result": m["params"], "error": null}));
+                            let _ = send(
+                                &mut conn.w,
+                                &json!({"id": m["id"], "result": m["params"], "error": null}),
+                            );
                         }
                         Some("update") => match db.apply(&m["params"][1]) {
                             Ok(()) => dirty = true,

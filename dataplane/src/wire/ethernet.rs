@@ -32,7 +32,11 @@ impl MacAddr {
 impl std::fmt::Display for MacAddr {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let m = self.0;
-        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            m[0], m[1], m[2], m[3], m[4], m[5]
+        )
     }
 }
 
@@ -41,7 +45,9 @@ impl std::str::FromStr for MacAddr {
     fn from_str(s: &str) -> Result<Self, String> {
         let parts: Vec<&str> = s.split(':').collect();
         if parts.len() != 6 {
-            return Err(format!("{s:?} is not a MAC address (want xx:xx:xx:xx:xx:xx)"));
+            return Err(format!(
+                "{s:?} is not a MAC address (want xx:xx:xx:xx:xx:xx)"
+            ));
         }
         let mut m = [0u8; 6];
         for (i, p) in parts.iter().enumerate() {
@@ -115,7 +121,7 @@ mod tests {
 
     #[test]
     fn parses_tagged_and_untagged() {
-        let mut f = vec![0u8; 18];
+        let mut f = [0u8; 18];
         f[0..6].copy_from_slice(&[0xff; 6]);
         f[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 1]);
         f[12..14].copy_from_slice(&0x8100u16.to_be_bytes());
@@ -126,8 +132,14 @@ mod tests {
         assert_eq!(e.src().to_string(), "02:00:00:00:00:01");
         assert_eq!(e.vlan_tci(), Some(0x2000 | 30));
         assert_eq!(e.inner_ethertype(), 0x0800);
-        assert_eq!(EthernetFrame::new_checked(&f[..16]).err(), Some(WireError::Truncated));
-        assert_eq!(EthernetFrame::new_checked(&f[..13]).err(), Some(WireError::Truncated));
+        assert_eq!(
+            EthernetFrame::new_checked(&f[..16]).err(),
+            Some(WireError::Truncated)
+        );
+        assert_eq!(
+            EthernetFrame::new_checked(&f[..13]).err(),
+            Some(WireError::Truncated)
+        );
     }
 
     #[test]
