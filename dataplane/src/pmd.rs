@@ -117,7 +117,14 @@ pub fn run<P: PacketBuf>(switch: Arc<Switch<P>>, me: Arc<PmdShared>, clock: Cloc
         let got = poll_once(&switch, &me, &mut tx, &mut burst, &clock);
         // A PMD with nothing to poll naps instead of burning its core; one
         // with queues stays hot.
-        if got == 0 && switch.snap.load().rxqs.get(me.index).is_none_or(|q| q.is_empty()) {
+        if got == 0
+            && switch
+                .snap
+                .load()
+                .rxqs
+                .get(me.index)
+                .is_none_or(|q| q.is_empty())
+        {
             idle_spins += 1;
             if idle_spins > 1000 {
                 std::thread::sleep(std::time::Duration::from_millis(1));

@@ -19,9 +19,11 @@ impl VlanMode {
             "trunk" => VlanMode::Trunk,
             "native-tagged" => VlanMode::NativeTagged,
             "native-untagged" => VlanMode::NativeUntagged,
-            other => return Err(format!(
+            other => {
+                return Err(format!(
                 "vlan_mode {other:?} is not one of access, trunk, native-tagged, native-untagged"
-            )),
+            ))
+            }
         })
     }
 }

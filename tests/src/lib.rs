@@ -602,3 +602,98 @@ pub fn virtio_user_server(idx: usize, path: &Path, mac: &str) -> String {
         path.display()
     )
 }
+
+/// Sends raw Ethernet frames (hex) out of `iface` in `ns` through an
+/// AF_PACKET socket: for frames the kernel here cannot build (802.1Q).
+pub fn send_raw(ns: &Netns, iface: &str, frames_hex: &[String]) {
+    let script = format!(
+        "import socket,binascii\ns=socket.socket(socket.AF_PACKET,socket.SOCK_RAW)\ns.bind(('{iface}',0))\nfor h in {frames_hex:?}:\n    s.send(binascii.unhexlify(h))\n"
+    );
+    ns.exec(&["python3", "-c", &script]);
+}
+
+/// An ARP request (optionally 802.1Q-tagged) as hex.
+pub fn arp_request_hex(
+    src_mac: [u8; 6],
+    vid: Option<u16>,
+    sender_ip: [u8; 4],
+    target_ip: [u8; 4],
+) -> String {
+    let mut f: Vec<u8> = vec![0xff; 6];
+    f.extend_from_slice(&src_mac);
+    if let Some(v) = vid {
+        f.extend_from_slice(&[0x81, 0x00]);
+        f.extend_from_slice(&v.to_be_bytes());
+    }
+    f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
+    f.extend_from_slice(&src_mac);
+    f.extend_from_slice(&sender_ip);
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&target_ip);
+    f.resize(f.len().max(60), 0);
+    f.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// tshark capturing on an interface in a namespace, printing the fields
+/// asked for, one line per frame that matches the display filter.
+pub struct Capture {
+    child: Child,
+    err: Arc<Mutex<String>>,
+}
+
+impl Capture {
+    pub fn start(
+        ns: &Netns,
+        iface: &str,
+        display_filter: &str,
+        fields: &[&str],
+        seconds: u32,
+    ) -> Capture {
+        let dur = format!("duration:{seconds}");
+        let mut args = vec![
+            "tshark",
+            "-l",
+            "-n",
+            "-i",
+            iface,
+            "-a",
+            &dur,
+            "-Y",
+            display_filter,
+            "-T",
+            "fields",
+        ];
+        for f in fields {
+            args.push("-e");
+            args.push(f);
+        }
+        let mut child = ns.spawn(&args);
+        let err = Arc::new(Mutex::new(String::new()));
+        let e = err.clone();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for l in BufReader::new(stderr).lines().map_while(Result::ok) {
+                e.lock().unwrap().push_str(&(l + "\n"));
+            }
+        });
+        wait_for("tshark to capture", Duration::from_secs(20), || {
+            err.lock().unwrap().contains("Capturing on")
+        });
+        Capture { child, err }
+    }
+
+    /// Waits for the capture to end (its duration) and returns its lines.
+    pub fn finish(self) -> Vec<String> {
+        let out = self.child.wait_with_output().unwrap();
+        let s = String::from_utf8_lossy(&out.stdout).into_owned();
+        let lines: Vec<String> = s
+            .lines()
+            .map(String::from)
+            .filter(|l| !l.is_empty())
+            .collect();
+        if lines.is_empty() {
+            eprintln!("tshark said: {}", self.err.lock().unwrap());
+        }
+        lines
+    }
+}
