@@ -171,6 +171,14 @@ impl DeviceFactory<Mbuf> for DpdkFactory {
                 ))
             }
         };
+        // DPDK 22.11's net_tap passes an fd per rx and per tx queue to
+        // secondary processes in an 8-slot array and smashes its stack
+        // beyond that: at most 4 queue pairs.
+        let (n_rxq, n_txq) = if devargs.starts_with("net_tap") {
+            (n_rxq.min(4), n_txq.min(4))
+        } else {
+            (n_rxq, n_txq)
+        };
         let pool = self.pool(0);
         let dev = EthDev::open(&devargs, n_rxq, n_txq, RING, mtu, pool)?;
         let numa = dev.socket_id().max(0);

@@ -87,7 +87,20 @@ impl EthDev {
         dev.n_txq = n_txq.min(info.max_tx_queues).max(1);
         let conf: raw::rte_eth_conf = Default::default();
         // SAFETY: conf is a valid zeroed configuration (no offloads).
-        let rc = unsafe { raw::rte_eth_dev_configure(port_id, dev.n_rxq, dev.n_txq, &conf) };
+        let mut rc = unsafe { raw::rte_eth_dev_configure(port_id, dev.n_rxq, dev.n_txq, &conf) };
+        if rc < 0 && dev.n_rxq != dev.n_txq {
+            // Some drivers (net_tap) want as many tx as rx queues: extra tx
+            // queues cost nothing, PMDs use the first ones.
+            let n = dev
+                .n_rxq
+                .max(dev.n_txq)
+                .min(info.max_rx_queues)
+                .min(info.max_tx_queues);
+            dev.n_rxq = n;
+            dev.n_txq = n;
+            // SAFETY: as above.
+            rc = unsafe { raw::rte_eth_dev_configure(port_id, dev.n_rxq, dev.n_txq, &conf) };
+        }
         if rc < 0 {
             return Err(format!("cannot configure {devargs}: {}", eal::strerror(rc)));
         }

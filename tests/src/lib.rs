@@ -135,6 +135,30 @@ pub fn veth(a: &str, ns_a: &Netns, b: &str, ns_b: &Netns) {
     ns_b.exec(&["ip", "link", "set", b, "up"]);
 }
 
+fn spawn_ovsdb(dir: &Path) -> Child {
+    let sock = dir.join("db.sock");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("ovsdb-server.log"))
+        .unwrap();
+    let c = Command::new("ovsdb-server")
+        .arg(format!("--remote=punix:{}", sock.display()))
+        .arg(format!(
+            "--unixctl={}",
+            dir.join("ovsdb-server.ctl").display()
+        ))
+        .arg(dir.join("conf.db"))
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("ovsdb-server (Debian's openvswitch-switch) must be installed: bash ci/setup.sh");
+    wait_for("ovsdb-server socket", Duration::from_secs(10), || {
+        sock.exists()
+    });
+    c
+}
+
 /// One hypervisor: ovsdb-server, rvsd in its own namespace.
 pub struct Host {
     pub name: String,
@@ -205,6 +229,15 @@ impl Host {
             "other_config:dpdk-init=true",
         ]);
         h
+    }
+
+    /// Kills ovsdb-server (as a crash would) and starts it again on the
+    /// same database file.
+    pub fn restart_ovsdb(&mut self) {
+        let _ = self.ovsdb.kill();
+        let _ = self.ovsdb.wait();
+        let _ = std::fs::remove_file(self.dir.join("db.sock"));
+        self.ovsdb = spawn_ovsdb(&self.dir);
     }
 
     pub fn db(&self) -> String {
@@ -351,6 +384,23 @@ impl Host {
             .filter(|l| !l.starts_with("VHOST_CONFIG"))
             .collect();
         lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    /// Waits for rvsd to exit by itself (after `ovs-appctl exit`).
+    pub fn wait_rvsd_exit(&mut self) -> std::process::ExitStatus {
+        let mut c = self.rvsd.take().expect("rvsd running");
+        let t0 = Instant::now();
+        loop {
+            if let Some(st) = c.try_wait().unwrap() {
+                return st;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(15),
+                "rvsd did not exit:\n{}",
+                self.log_tail()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     pub fn rvsd_running(&mut self) -> bool {

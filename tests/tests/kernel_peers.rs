@@ -64,7 +64,7 @@ fn ping_and_tcp_between_namespace_host_and_vm() {
     let _ = srv.wait();
     assert_eq!(body, "through rvs\n");
     // And the other way: nc from the host to a listener in the tenant.
-    let mut lis = tenant.spawn(&["sh", "-c", "nc -l -N 10.9.0.2 9099 > /dev/null; echo done"]);
+    let lis = tenant.spawn(&["sh", "-c", "nc -l -N 10.9.0.2 9099 > /dev/null; echo done"]);
     wait_for("nc listener", Duration::from_secs(10), || {
         tenant
             .try_exec(&["sh", "-c", "ss -ltn | grep -q 10.9.0.2:9099"])
