@@ -11,14 +11,24 @@ use std::process::{Child, ChildStdin, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// Debian's OVS-DPDK switch (package openvswitch-switch-dpdk).
+pub const OVS_VSWITCHD_DPDK: &str = "/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk";
+
 /// The rvsd binary built next to this test binary.
 pub fn rvsd_bin() -> PathBuf {
     if let Ok(p) = std::env::var("RVSD") {
         return PathBuf::from(p);
     }
-    let exe = std::env::current_exe().expect("test exe path");
-    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
-    let p = dir.join("rvsd");
+    // Test binaries live in target/<profile>/deps, tools in target/<profile>.
+    let exe = std::env::current_exe().expect("own exe path");
+    let here = exe.parent().expect("exe dir");
+    let p = [
+        here.join("rvsd"),
+        here.parent().map(|d| d.join("rvsd")).unwrap_or_default(),
+    ]
+    .into_iter()
+    .find(|p| p.exists())
+    .unwrap_or_else(|| here.join("rvsd"));
     assert!(
         p.exists(),
         "{} not built: run the tests with `cargo test --workspace` (ci/test.sh does)",
@@ -245,6 +255,47 @@ impl Host {
     }
 
     pub fn start_rvsd(&mut self) {
+        let bin = rvsd_bin();
+        let (db, dir) = (self.db(), self.dir.to_str().unwrap().to_string());
+        let prefix = self.prefix.clone();
+        self.start_switch(
+            bin.to_str().unwrap(),
+            &[
+                "--db",
+                &db,
+                "--rundir",
+                &dir,
+                "--file-prefix",
+                &prefix,
+                "--pidfile",
+            ],
+            &[],
+        );
+    }
+
+    /// Runs Debian's OVS-DPDK ovs-vswitchd in rvsd's place, on the same
+    /// database and run directory (for side-by-side benchmarks).
+    pub fn start_ovs_vswitchd(&mut self) {
+        let db = self.db();
+        let dir = self.dir.to_str().unwrap().to_string();
+        let prefix = format!("--file-prefix {}-ovs", self.prefix);
+        self.vsctl(&[
+            "--no-wait",
+            "set",
+            "Open_vSwitch",
+            ".",
+            &format!("other_config:dpdk-extra={prefix}"),
+        ]);
+        let pidfile = format!("--pidfile={dir}/ovs-vswitchd.pid");
+        let logfile = format!("--log-file={dir}/ovs-vswitchd.log");
+        self.start_switch(
+            OVS_VSWITCHD_DPDK,
+            &[&db, &pidfile, &logfile],
+            &[("OVS_RUNDIR", &dir), ("OVS_LOGDIR", &dir)],
+        );
+    }
+
+    fn start_switch(&mut self, program: &str, args: &[&str], env: &[(&str, &str)]) {
         assert!(self.rvsd.is_none());
         let _ = std::fs::remove_file(self.dir.join("ovs-vswitchd.pid"));
         let log = std::fs::OpenOptions::new()
@@ -252,33 +303,38 @@ impl Host {
             .append(true)
             .open(self.dir.join("rvsd.log"))
             .unwrap();
-        let bin = rvsd_bin();
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.ns.name])
-            .arg(bin)
-            .args([
-                "--db",
-                &self.db(),
-                "--rundir",
-                self.dir.to_str().unwrap(),
-                "--file-prefix",
-                &self.prefix,
-                "--pidfile",
-            ])
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.ns.name, program])
+            .args(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
-            .expect("spawn rvsd");
+            .expect("spawn the switch");
         self.rvsd = Some(child);
         let pidf = self.dir.join("ovs-vswitchd.pid");
         let t0 = Instant::now();
-        while !pidf.exists() {
+        while !pidf.exists()
+            || std::fs::read_to_string(&pidf)
+                .map(|p| p.trim().is_empty())
+                .unwrap_or(true)
+            || !self
+                .dir
+                .join(format!(
+                    "ovs-vswitchd.{}.ctl",
+                    std::fs::read_to_string(&pidf).unwrap_or_default().trim()
+                ))
+                .exists()
+        {
             if let Some(st) = self.rvsd.as_mut().unwrap().try_wait().unwrap() {
-                panic!("rvsd exited at start-up ({st}):\n{}", self.log());
+                panic!("{program} exited at start-up ({st}):\n{}", self.log());
             }
             assert!(
-                t0.elapsed() < Duration::from_secs(30),
-                "rvsd did not start:\n{}",
+                t0.elapsed() < Duration::from_secs(60),
+                "{program} did not start:\n{}",
                 self.log()
             );
             std::thread::sleep(Duration::from_millis(50));
@@ -455,12 +511,8 @@ impl TestPmd {
     /// `send` transmits from one port at a time.
     pub fn start(name: &str, vdevs: &[String]) -> TestPmd {
         let prefix = format!("tp-{}", unique(name));
-        // Unbuffered stdio: on a pipe testpmd's printf output would lag
-        // behind its prompt, which it writes directly.
-        let mut cmd = Command::new("stdbuf");
-        cmd.args(["-o0", "-e0", "dpdk-testpmd"]);
         // Both testpmd lcores on CPU 0: CPU 1 belongs to rvsd's PMD.
-        cmd.args([
+        let mut eal: Vec<String> = [
             "--lcores",
             "0@0,1@0",
             "--no-pci",
@@ -469,18 +521,44 @@ impl TestPmd {
             "--single-file-segments",
             "-m",
             "256",
-        ]);
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         for v in vdevs {
-            cmd.args(["--vdev", v]);
+            eal.push("--vdev".into());
+            eal.push(v.clone());
         }
-        cmd.args([
-            "--",
-            "-i",
-            "--nb-cores=1",
-            "--forward-mode=rxonly",
-            "--total-num-mbufs=8192",
-            "--no-flush-rx",
-        ]);
+        let eal: Vec<&str> = eal.iter().map(String::as_str).collect();
+        let mut t = TestPmd::start_with(
+            name,
+            &eal,
+            &[
+                "-i",
+                "--nb-cores=1",
+                "--forward-mode=rxonly",
+                "--total-num-mbufs=8192",
+                "--no-flush-rx",
+            ],
+        );
+        t.n_ports = vdevs.len();
+        t
+    }
+
+    /// testpmd with the given EAL and application arguments (interactive).
+    pub fn start_with(name: &str, eal: &[&str], app: &[&str]) -> TestPmd {
+        let prefix = eal
+            .iter()
+            .position(|a| *a == "--file-prefix")
+            .map(|i| eal[i + 1].to_string())
+            .unwrap_or_else(|| format!("tp-{}", unique(name)));
+        // Unbuffered stdio: on a pipe testpmd's printf output would lag
+        // behind its prompt, which it writes directly.
+        let mut cmd = Command::new("stdbuf");
+        cmd.args(["-o0", "-e0", "dpdk-testpmd"])
+            .args(eal)
+            .arg("--")
+            .args(app);
         let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -506,11 +584,12 @@ impl TestPmd {
                 }
             });
         }
+        let n_ports = eal.iter().filter(|a| **a == "--vdev").count();
         let mut t = TestPmd {
             child,
             stdin,
             out,
-            n_ports: vdevs.len(),
+            n_ports,
             prefix,
         };
         t.wait_prompt(0, Duration::from_secs(30));

@@ -79,14 +79,22 @@ fn server_mode_learns_floods_and_counts_exactly() {
     }
 
     // The database shows what the switch counted (rx = from the VM).
-    let a = h.wait_stats("vm-a", "50 rx", |s| s["rx_packets"] == 50);
+    // Statistics are written every second: wait for a write that follows
+    // the last frame, then hold every counter to its exact value.
+    let a = h.wait_stats("vm-a", "rx 50, tx 32", |s| {
+        (s["rx_packets"], s["tx_packets"]) == (50, 32)
+    });
     assert_eq!(
         (a["rx_packets"], a["tx_packets"], a["rx_bytes"]),
         (50, 32, 50 * 64)
     );
-    let b = h.wait_stats("vm-b", "25 rx", |s| s["rx_packets"] == 25);
+    let b = h.wait_stats("vm-b", "rx 25, tx 57", |s| {
+        (s["rx_packets"], s["tx_packets"]) == (25, 57)
+    });
     assert_eq!((b["rx_packets"], b["tx_packets"]), (25, 57));
-    let c = h.wait_stats("vm-c", "7 rx", |s| s["rx_packets"] == 7);
+    let c = h.wait_stats("vm-c", "rx 7, tx 40", |s| {
+        (s["rx_packets"], s["tx_packets"]) == (7, 40)
+    });
     assert_eq!((c["rx_packets"], c["tx_packets"]), (7, 40));
     let br = h.wait_stats("br0", "flooded frames", |s| s["tx_packets"] == 47);
     assert_eq!(
@@ -160,6 +168,8 @@ fn client_mode_reconnects_after_the_vm_side_restarts() {
             h.get("Interface", "csdpdk-1", "link_state") == "down"
         });
     }
-    let s = h.wait_stats("csdpdk-1", "both rounds", |s| s["rx_packets"] == 60);
+    let s = h.wait_stats("csdpdk-1", "rx 60, tx 40", |s| {
+        (s["rx_packets"], s["tx_packets"]) == (60, 40)
+    });
     assert_eq!(s["tx_packets"], 40);
 }

@@ -1,0 +1,308 @@
+//! rvs-bench: rvs and OVS-DPDK side by side, and testpmd's plain forwarding
+//! as the ceiling, on this machine, in one run.
+//!
+//! Method (no NIC): a generator dpdk-testpmd on CPU 0 with two virtio-user
+//! ports in `mac` forwarding loops frames through the switch under test,
+//! whose one PMD is pinned to CPU 1: testpmd -> switch -> testpmd -> ...
+//! Both switches get the same database written with ovs-vsctl. Throughput is
+//! what the generator receives per second over a fixed window after a
+//! warm-up; cycles per packet come from each switch's own pmd-stats-show.
+//! Switches alternate within every run; medians and spread are reported.
+use clap::Parser;
+use rvs_tests::{Host, TestPmd};
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+#[derive(Parser)]
+#[command(
+    name = "rvs-bench",
+    about = "rvs vs OVS-DPDK vs testpmd ceiling, same machine, same run"
+)]
+struct Args {
+    /// Scenarios: normal (MAC learning, port to port), vlan (access port to trunk: a tag pushed and popped per round trip).
+    #[arg(long, value_delimiter = ',', default_value = "normal,vlan")]
+    scenarios: Vec<String>,
+    /// Frame sizes in bytes.
+    #[arg(long, value_delimiter = ',', default_value = "64")]
+    sizes: Vec<usize>,
+    /// Switches: ceiling, ovs, rvs.
+    #[arg(long, value_delimiter = ',', default_value = "ceiling,ovs,rvs")]
+    switches: Vec<String>,
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Seconds of warm-up before the window.
+    #[arg(long, default_value_t = 3)]
+    warmup: u64,
+    /// Seconds measured.
+    #[arg(long, default_value_t = 10)]
+    window: u64,
+    /// Append the table here.
+    #[arg(long, default_value = "benches/RESULTS.md")]
+    results: String,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Sample {
+    mpps: f64,
+    cycles_per_pkt: Option<f64>,
+}
+
+const MAC0: &str = "02:00:00:00:00:01";
+const MAC1: &str = "02:00:00:00:00:02";
+
+fn generator(h_dir: &std::path::Path, size: usize) -> TestPmd {
+    let devs = [
+        rvs_tests::virtio_user(0, &h_dir.join("p0"), MAC0),
+        rvs_tests::virtio_user(1, &h_dir.join("p1"), MAC1),
+    ];
+    let mut tp = TestPmd::start("gen", &devs);
+    tp.cmd("stop");
+    tp.cmd("set fwd mac");
+    tp.cmd(&format!("set eth-peer 0 {MAC1}"));
+    tp.cmd(&format!("set eth-peer 1 {MAC0}"));
+    tp.cmd(&format!("set txpkts {size}"));
+    tp.cmd("set burst 32");
+    tp
+}
+
+/// Runs the loop and measures what comes back to the generator.
+/// Runs an ovs-appctl command against the switch under test.
+type Appctl<'a> = &'a dyn Fn(&[&str]) -> String;
+
+fn measure(tp: &mut TestPmd, a: &Args, pmd_stats: Option<Appctl>) -> Sample {
+    tp.cmd("start tx_first 16");
+    std::thread::sleep(Duration::from_secs(a.warmup));
+    if let Some(ctl) = pmd_stats {
+        ctl(&["dpif-netdev/pmd-stats-clear"]);
+    }
+    let rx = |tp: &mut TestPmd| tp.counts().iter().map(|c| c.rx).sum::<u64>();
+    let (r0, t0) = (rx(tp), Instant::now());
+    std::thread::sleep(Duration::from_secs(a.window));
+    let (r1, t1) = (rx(tp), Instant::now());
+    let cycles = pmd_stats.and_then(|ctl| {
+        let s = ctl(&["dpif-netdev/pmd-stats-show"]);
+        s.split("avg processing cycles per packet: ")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+    });
+    tp.cmd("stop");
+    Sample {
+        mpps: (r1 - r0) as f64 / (t1 - t0).as_secs_f64() / 1e6,
+        cycles_per_pkt: cycles,
+    }
+}
+
+fn configure(h: &Host) {
+    h.vsctl(&[
+        "--no-wait",
+        "set",
+        "Open_vSwitch",
+        ".",
+        "other_config:dpdk-socket-mem=1024",
+        "other_config:dpdk-lcore-mask=0x1",
+        "other_config:pmd-cpu-mask=0x2",
+    ]);
+}
+
+fn ports(h: &Host, scenario: &str) {
+    h.vsctl(&[
+        "add-br",
+        "br0",
+        "--",
+        "set",
+        "Bridge",
+        "br0",
+        "datapath_type=netdev",
+    ]);
+    let (t0, t1): (&[&str], &[&str]) = match scenario {
+        "vlan" => (&["tag=10"], &["vlan_mode=trunk", "trunks=10"]),
+        _ => (&[], &[]),
+    };
+    for (p, extra) in [("p0", t0), ("p1", t1)] {
+        let mut a = vec!["add-port", "br0", p];
+        a.extend_from_slice(extra);
+        a.extend_from_slice(&["--", "set", "Interface", p, "type=dpdkvhostuser"]);
+        h.vsctl(&a);
+    }
+}
+
+fn run_switch(kind: &str, scenario: &str, size: usize, a: &Args) -> Sample {
+    match kind {
+        "ceiling" => {
+            let dir =
+                std::path::PathBuf::from(format!("/tmp/rvs-bench-ceiling-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            let fwd = TestPmd::start_with(
+                "ceil",
+                &[
+                    "--lcores",
+                    "0@0,1@1",
+                    "--no-pci",
+                    "--file-prefix",
+                    "bench-ceil",
+                    "-m",
+                    "1024",
+                    "--vdev",
+                    &format!("net_vhost0,iface={}/p0,queues=1", dir.display()),
+                    "--vdev",
+                    &format!("net_vhost1,iface={}/p1,queues=1", dir.display()),
+                ],
+                &[
+                    "-i",
+                    "--nb-cores=1",
+                    "--forward-mode=io",
+                    "--total-num-mbufs=32768",
+                ],
+            );
+            let mut fwd = fwd;
+            fwd.cmd("start");
+            let mut tp = generator(&dir, size);
+            let s = measure(&mut tp, a, None);
+            tp.quit();
+            fwd.quit();
+            let _ = std::fs::remove_dir_all(&dir);
+            s
+        }
+        "rvs" | "ovs" => {
+            let mut h = Host::without_rvsd(&format!("bench-{kind}"));
+            configure(&h);
+            if kind == "rvs" {
+                h.start_rvsd();
+            } else {
+                h.start_ovs_vswitchd();
+            }
+            ports(&h, scenario);
+            let mut tp = generator(&h.dir, size);
+            let ctl = |args: &[&str]| h.appctl(args);
+            let s = measure(&mut tp, a, Some(&ctl));
+            tp.quit();
+            drop(h);
+            s
+        }
+        other => panic!("unknown switch {other:?} (ceiling, ovs, rvs)"),
+    }
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let n = v.len();
+    if n == 0 {
+        f64::NAN
+    } else if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn sh(cmd: &str) -> String {
+    std::process::Command::new("sh")
+        .args(["-c", cmd])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+fn main() {
+    let a = Args::parse();
+    let started = sh("date -u '+%Y-%m-%d %H:%M UTC'");
+    let mut table = String::new();
+    let _ = writeln!(table, "| scenario | size | ceiling Mpps | OVS-DPDK Mpps | rvs Mpps | rvs/OVS | rvs/ceiling | rvs cyc/pkt | OVS cyc/pkt |");
+    let _ = writeln!(
+        table,
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+    );
+    for scenario in &a.scenarios {
+        for &size in &a.sizes {
+            let mut got: std::collections::BTreeMap<String, Vec<Sample>> = Default::default();
+            for run in 0..a.runs {
+                // Alternate the order so drift in the host's speed hits both switches alike.
+                let mut order = a.switches.clone();
+                if run % 2 == 1 {
+                    order.reverse();
+                }
+                for sw in &order {
+                    let s = run_switch(sw, scenario, size, &a);
+                    eprintln!(
+                        "run {run} {scenario} {size}B {sw}: {:.2} Mpps, {:?} cycles/pkt",
+                        s.mpps, s.cycles_per_pkt
+                    );
+                    got.entry(sw.clone()).or_default().push(s);
+                }
+            }
+            let stat = |k: &str| -> (f64, f64, f64, Option<f64>) {
+                let v = got.get(k).cloned().unwrap_or_default();
+                let mut m: Vec<f64> = v.iter().map(|s| s.mpps).collect();
+                let lo = m.iter().cloned().fold(f64::INFINITY, f64::min);
+                let hi = m.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let mut c: Vec<f64> = v.iter().filter_map(|s| s.cycles_per_pkt).collect();
+                let cyc = if c.is_empty() {
+                    None
+                } else {
+                    Some(median(&mut c))
+                };
+                (median(&mut m), lo, hi, cyc)
+            };
+            let (ce, cel, ceh, _) = stat("ceiling");
+            let (ov, ovl, ovh, ovc) = stat("ovs");
+            let (rv, rvl, rvh, rvc) = stat("rvs");
+            let f = |m: f64, l: f64, h: f64| {
+                if m.is_nan() {
+                    "-".to_string()
+                } else {
+                    format!("{m:.2} ({l:.2}-{h:.2})")
+                }
+            };
+            let c = |x: Option<f64>| x.map(|v| format!("{v:.0}")).unwrap_or_else(|| "-".into());
+            let r = |x: f64, y: f64| {
+                if x.is_nan() || y.is_nan() {
+                    "-".to_string()
+                } else {
+                    format!("{:.2}", x / y)
+                }
+            };
+            let _ = writeln!(
+                table,
+                "| {scenario} | {size} | {} | {} | {} | {} | {} | {} | {} |",
+                f(ce, cel, ceh),
+                f(ov, ovl, ovh),
+                f(rv, rvl, rvh),
+                r(rv, ov),
+                r(rv, ce),
+                c(rvc),
+                c(ovc)
+            );
+        }
+    }
+    let cpu = sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2");
+    let cmdline: Vec<String> = std::env::args().collect();
+    let ovs_ver = sh("/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk --version | head -1");
+    let dpdk_ver = sh("pkg-config --modversion libdpdk");
+    let mut out = String::new();
+    let _ = writeln!(out, "\n## {started}\n");
+    let _ = writeln!(
+        out,
+        "- machine: {} CPUs,{cpu}; kernel {}",
+        sh("nproc"),
+        sh("uname -r")
+    );
+    let _ = writeln!(
+        out,
+        "- versions: rvs {} (git {}), {ovs_ver}, DPDK {dpdk_ver}",
+        env!("CARGO_PKG_VERSION"),
+        sh("git rev-parse --short HEAD")
+    );
+    let _ = writeln!(out, "- command: `{}`", cmdline.join(" "));
+    let _ = writeln!(out, "- method: generator testpmd (mac fwd, 2 virtio-user ports, 512 frames in flight per port) on CPU 0, the switch's single PMD on CPU 1; Mpps = frames the generator received per second over {} s after {} s warm-up; median (min-max) of {} runs, switches alternating\n", a.window, a.warmup, a.runs);
+    out.push_str(&table);
+    print!("{out}");
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&a.results)
+        .expect("results file");
+    f.write_all(out.as_bytes()).unwrap();
+}
