@@ -122,6 +122,10 @@ pub fn plan(
         let sm = g.get("dpdk-socket-mem").unwrap_or("512");
         socket_mem_mb = sm.split(',').next().and_then(|v| v.trim().parse().ok()).ok_or_else(|| format!("other_config:dpdk-socket-mem={sm:?} is not a comma-separated list of MB per NUMA node"))?;
         args.extend(["--socket-mem".into(), sm.to_string()]);
+        // rvsd never shares its own memory (it is the vhost-user back end
+        // and has no secondary processes): unlinked hugepage files cannot
+        // outlive it, even after SIGKILL.
+        args.push("--huge-unlink".into());
         if let Some(l) = g.get("dpdk-socket-limit") {
             args.extend(["--socket-limit".into(), l.to_string()]);
         }

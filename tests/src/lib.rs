@@ -494,6 +494,8 @@ impl Drop for Host {
         }
         let _ = self.ovsdb.kill();
         let _ = self.ovsdb.wait();
+        remove_hugepage_files(&self.prefix);
+        remove_hugepage_files(&format!("{}-ovs", self.prefix));
         if !std::thread::panicking() {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
@@ -723,7 +725,24 @@ impl Drop for TestPmd {
             let _ = self.child.wait();
         }
         let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/{}", self.prefix));
+        remove_hugepage_files(&self.prefix);
     }
+}
+
+/// Hugepage files a DPDK process with `prefix` left behind (a killed
+/// process leaves them and they hold their pages until removed).
+pub fn remove_hugepage_files(prefix: &str) {
+    if let Ok(rd) = std::fs::read_dir("/dev/hugepages") {
+        for e in rd.flatten() {
+            if e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("{prefix}map_"))
+            {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/{prefix}"));
 }
 
 /// virtio-user devargs for a vhost-user socket rvsd serves.

@@ -156,6 +156,15 @@ fn first_sync(path: &str, tx: &Sender<Ev>, rx: &Receiver<Ev>) -> Result<(DbConn,
 fn main() {
     let args = Args::parse();
     logger::init(args.log_level);
+    // A panic anywhere (a PMD thread included) must not leave a switch that
+    // silently stopped forwarding: report it and abort, so the supervisor
+    // restarts rvsd and it converges to the database again.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default_hook(info);
+        error!("panic: {info}; aborting");
+        std::process::abort();
+    }));
     if let Err(e) = run(args) {
         error!("{e}");
         eprintln!("rvsd: {e}");
