@@ -12,6 +12,10 @@ PKGS=(
   iproute2 iputils-ping curl ethtool tshark netcat-openbsd busybox-static procps psmisc python3
 )
 
+# Callers may ask for more (benches/run.sh adds openvswitch-switch-dpdk).
+read -r -a EXTRA <<< "${RVS_EXTRA_PKGS:-}"
+PKGS+=("${EXTRA[@]}")
+
 if [ "$(id -u)" != 0 ]; then
   echo "ci/setup.sh: run as root (installs Debian packages and reserves hugepages)" >&2
   exit 1

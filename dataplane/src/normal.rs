@@ -32,8 +32,10 @@ pub fn process_batch<P: PacketBuf>(
     pc.rx_packets.add(n);
     stats.rx_packets.add(n);
     let bridge = &snap.bridges[port.bridge as usize];
+    // Per-batch tallies: one counter update per batch, not per packet.
+    let (mut bytes, mut hits, mut misses) = (0u64, 0u64, 0u64);
     for pkt in pkts.drain(..) {
-        pc.rx_bytes.add(pkt.wire_len() as u64);
+        bytes += pkt.wire_len() as u64;
         let (dst, src, vid) = match EthernetFrame::new_checked(pkt.data()) {
             Ok(f) => (f.dst(), f.src(), f.vlan_tci().map(|t| t & 0xfff)),
             Err(_) => {
@@ -59,29 +61,26 @@ pub fn process_batch<P: PacketBuf>(
         };
         match known {
             Some(out) if out == in_slot => {
-                stats.mac_hits.add(1);
+                hits += 1;
                 stats.drop(DropReason::SamePort, Some(in_slot), 1);
             }
-            Some(out) if egress_ok(snap, bridge, port.bridge, out, vlan) => {
-                stats.mac_hits.add(1);
-                output(snap, stats, tx, in_slot, out, vlan, tagged, pkt);
+            Some(out) if egress_ok(snap, port.bridge, out, vlan) => {
+                hits += 1;
+                output(snap, stats, tx, out, vlan, tagged, pkt);
             }
             _ => {
-                stats.mac_misses.add(1);
+                misses += 1;
                 flood(snap, bridge, stats, tx, in_slot, vlan, tagged, pkt);
             }
         }
     }
+    pc.rx_bytes.add(bytes);
+    stats.mac_hits.add(hits);
+    stats.mac_misses.add(misses);
 }
 
 #[inline]
-fn egress_ok<P: PacketBuf>(
-    snap: &Snapshot<P>,
-    _bridge: &BridgeEntry,
-    bridge_idx: u16,
-    out: u16,
-    vlan: u16,
-) -> bool {
+fn egress_ok<P: PacketBuf>(snap: &Snapshot<P>, bridge_idx: u16, out: u16, vlan: u16) -> bool {
     // A learned slot may belong to a port that has since left the bridge or
     // the VLAN: never forward across either.
     matches!(snap.port(out), Some(p) if p.bridge == bridge_idx && p.vlan.member(vlan))
@@ -113,13 +112,13 @@ fn flood<P: PacketBuf>(
         // last one: n members cost n-1 copies.
         if let Some(prev) = pending.replace(s) {
             match pkt.deep_copy() {
-                Some(c) => output(snap, stats, tx, in_slot, prev, vlan, tagged, c),
+                Some(c) => output(snap, stats, tx, prev, vlan, tagged, c),
                 None => stats.drop(DropReason::PoolEmpty, None, 1),
             }
         }
     }
     match pending {
-        Some(last) => output(snap, stats, tx, in_slot, last, vlan, tagged, pkt),
+        Some(last) => output(snap, stats, tx, last, vlan, tagged, pkt),
         None => stats.drop(DropReason::NoOutput, Some(in_slot), 1),
     }
 }
@@ -130,7 +129,6 @@ fn output<P: PacketBuf>(
     snap: &Snapshot<P>,
     stats: &PmdStats,
     tx: &mut TxBuffers<P>,
-    _in_slot: u16,
     out: u16,
     vlan: u16,
     tagged: bool,

@@ -173,3 +173,79 @@ fn client_mode_reconnects_after_the_vm_side_restarts() {
     });
     assert_eq!(s["tx_packets"], 40);
 }
+
+#[test]
+fn multiqueue_guest_uses_every_queue_pair() {
+    let h = Host::start("vhmq");
+    h.vsctl(&["add-br", "br0"]);
+    for p in ["mq", "sq"] {
+        h.vsctl(&[
+            "add-port",
+            "br0",
+            p,
+            "--",
+            "set",
+            "Interface",
+            p,
+            "type=dpdkvhostuser",
+        ]);
+    }
+    let mq = format!(
+        "net_virtio_user0,path={},queues=2,mac={A}",
+        h.dir.join("mq").display()
+    );
+    let sq = format!(
+        "net_virtio_user1,path={},queues=2,mac={B}",
+        h.dir.join("sq").display()
+    );
+    let prefix = format!("tp-vhmq{}", std::process::id());
+    let mut tp = TestPmd::start_with(
+        "vhmq",
+        &[
+            "--lcores",
+            "0@0,1@0",
+            "--no-pci",
+            "--file-prefix",
+            &prefix,
+            "--single-file-segments",
+            "-m",
+            "256",
+            "--vdev",
+            &mq,
+            "--vdev",
+            &sq,
+        ],
+        &[
+            "-i",
+            "--nb-cores=1",
+            "--forward-mode=rxonly",
+            "--rxq=2",
+            "--txq=2",
+            "--total-num-mbufs=8192",
+        ],
+    );
+    tp.cmd("start");
+    rvs_tests::wait_for(
+        "mq up with 2 pairs",
+        std::time::Duration::from_secs(10),
+        || {
+            rvs_tests::parse_map(&h.get("Interface", "mq", "status"))
+                .get("enabled_queue_pairs")
+                .map(String::as_str)
+                == Some("2")
+        },
+    );
+    // tx_first sends a burst on each of the port's two tx queues.
+    tp.send(0, B, 20);
+    let c = tp.settle();
+    assert_eq!(c[0].tx, 40, "20 frames on each of mq's two queues");
+    assert_eq!(c[1].rx, 40, "all of them reached sq");
+    let rxq = h.appctl(&["dpif-netdev/pmd-rxq-show"]);
+    assert!(
+        rxq.contains("port: mq                queue-id:  1"),
+        "{rxq}"
+    );
+    let s = h.wait_stats("mq", "rx 40", |s| s["rx_packets"] == 40);
+    assert_eq!(s["rx_bytes"], 40 * 64);
+    tp.quit();
+}

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The end-to-end benchmark in one command: installs OVS-DPDK (the incumbent),
+# builds, reserves hugepages, runs rvs-bench and appends to benches/RESULTS.md.
+# Arguments go to rvs-bench (e.g. --scenarios normal --sizes 64,1518 --runs 5).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RVS_EXTRA_PKGS=openvswitch-switch-dpdk bash ci/setup.sh
+cargo build --release --workspace --locked
+./target/release/rvs-hugepages reserve 2048
+exec ./target/release/rvs-bench "$@"
