@@ -6,7 +6,7 @@ use crate::snapshot::{BridgeEntry, Snapshot};
 use crate::stats::{DropReason, PmdStats};
 use crate::txbuf::TxBuffers;
 use crate::vlan::set_egress_tag;
-use crate::wire::EthernetFrame;
+use crate::wire::{EthernetFrame, MacAddr};
 use crate::Burst;
 
 /// Forwards every packet of `pkts` (which it empties) that arrived on port
@@ -34,6 +34,11 @@ pub fn process_batch<P: PacketBuf>(
     let bridge = &snap.bridges[port.bridge as usize];
     // Per-batch tallies: one counter update per batch, not per packet.
     let (mut bytes, mut hits, mut misses) = (0u64, 0u64, 0u64);
+    // A burst is mostly runs of one conversation: remember the last address
+    // learned and the last destination looked up (with its verdict) so a
+    // run costs one table access each, not one per frame.
+    let mut last_learned: Option<(u16, MacAddr)> = None;
+    let mut last_lookup: Option<(u16, MacAddr, Option<u16>)> = None;
     for pkt in pkts.drain(..) {
         bytes += pkt.wire_len() as u64;
         let (dst, src, vid) = match EthernetFrame::new_checked(pkt.data()) {
@@ -51,20 +56,32 @@ pub fn process_batch<P: PacketBuf>(
                 continue;
             }
         };
-        if !src.is_multicast() {
+        if !src.is_multicast() && last_learned != Some((vlan, src)) {
             bridge.macs.learn(vlan, src, in_slot, now);
+            last_learned = Some((vlan, src));
+            // What was just learned may be the cached destination.
+            if matches!(last_lookup, Some((v, d, _)) if v == vlan && d == src) {
+                last_lookup = None;
+            }
         }
-        let known = if dst.is_multicast() {
-            None
-        } else {
-            bridge.macs.lookup(vlan, dst, now)
+        let known = match last_lookup {
+            _ if dst.is_multicast() => None,
+            Some((v, d, verdict)) if v == vlan && d == dst => verdict,
+            _ => {
+                let out = bridge
+                    .macs
+                    .lookup(vlan, dst, now)
+                    .filter(|&o| o == in_slot || egress_ok(snap, port.bridge, o, vlan));
+                last_lookup = Some((vlan, dst, out));
+                out
+            }
         };
         match known {
             Some(out) if out == in_slot => {
                 hits += 1;
                 stats.drop(DropReason::SamePort, Some(in_slot), 1);
             }
-            Some(out) if egress_ok(snap, port.bridge, out, vlan) => {
+            Some(out) => {
                 hits += 1;
                 output(snap, stats, tx, out, vlan, tagged, pkt);
             }

@@ -40,14 +40,17 @@ pub fn poll_once<P: PacketBuf>(
     tx: &mut TxBuffers<P>,
     burst: &mut Burst<P>,
     clock: &Clock,
+    now: u32,
 ) -> usize {
-    // Announce the epoch before loading the snapshot: once the control
-    // thread sees this epoch, we hold nothing older than its swap.
-    me.seen_epoch
-        .store(switch.epoch.load(Ordering::SeqCst), Ordering::SeqCst);
+    // Announce a new epoch before loading the snapshot: once the control
+    // thread sees it, we hold nothing older than its swap. An unchanged
+    // epoch was announced already, so the common case is one plain load.
+    let epoch = switch.epoch.load(Ordering::Acquire);
+    if me.seen_epoch.load(Ordering::Relaxed) != epoch {
+        me.seen_epoch.store(epoch, Ordering::SeqCst);
+    }
     let snap = switch.snap.load();
     let t0 = (clock.cycles)();
-    let now = switch.now_secs();
     let stats = &me.stats;
     let mut got = 0;
     let Some(rxqs) = snap.rxqs.get(me.index) else {
@@ -113,8 +116,13 @@ pub fn run<P: PacketBuf>(switch: Arc<Switch<P>>, me: Arc<PmdShared>, clock: Cloc
     let mut burst = Burst::<P>::new();
     me.running.store(true, Ordering::SeqCst);
     let mut idle_spins = 0u32;
+    // MAC ageing needs seconds: derive them from the cycle counter rather
+    // than asking the OS clock every iteration.
+    let (base_secs, base_cycles) = (switch.now_secs(), (clock.cycles)());
+    let hz = clock.hz.max(1);
     while !me.stop.load(Ordering::Relaxed) {
-        let got = poll_once(&switch, &me, &mut tx, &mut burst, &clock);
+        let now = base_secs + ((clock.cycles)().wrapping_sub(base_cycles) / hz) as u32;
+        let got = poll_once(&switch, &me, &mut tx, &mut burst, &clock, now);
         // A PMD with nothing to poll naps instead of burning its core; one
         // with queues stays hot.
         if got == 0

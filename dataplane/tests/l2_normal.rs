@@ -80,6 +80,7 @@ impl Lab {
             &mut self.tx,
             &mut self.burst,
             &Clock::monotonic(),
+            self.sw.now_secs(),
         ) > 0
         {}
     }
@@ -264,4 +265,18 @@ fn rxqs_prefer_local_numa_and_balance() {
     );
     assert_eq!(a[1].len(), 2, "both node-1 queues on the node-1 PMD");
     assert_eq!(a[0].len(), 2);
+}
+
+#[test]
+fn a_destination_learned_mid_batch_is_not_served_from_a_stale_verdict() {
+    let t = VlanConf::default();
+    let mut l = lab(1, &[(0, t.clone()), (0, t)]);
+    // One batch from port 0: A->X (X unknown: flood), X->A (X is on port 0
+    // too now), A->X again: X is on the ingress port, so dropped.
+    l.send(
+        0,
+        vec![frame(9, 1, None), frame(1, 9, None), frame(9, 1, None)],
+    );
+    assert_eq!(l.counts(), vec![0, 1]);
+    assert_eq!(l.drops(DropReason::SamePort), 2);
 }

@@ -2,7 +2,8 @@
 //! as the ceiling, on this machine, in one run.
 //!
 //! Method (no NIC): a generator dpdk-testpmd on CPU 0 with two virtio-user
-//! ports in `mac` forwarding loops frames through the switch under test,
+//! ports, each reflecting what it receives (macswap, loop topology), keeps
+//! frames circling through the switch under test,
 //! whose one PMD is pinned to CPU 1: testpmd -> switch -> testpmd -> ...
 //! Both switches get the same database written with ovs-vsctl. Throughput is
 //! what the generator receives per second over a fixed window after a
@@ -19,7 +20,7 @@ use std::time::{Duration, Instant};
     about = "rvs vs OVS-DPDK vs testpmd ceiling, same machine, same run"
 )]
 struct Args {
-    /// Scenarios: normal (MAC learning, port to port), vlan (access port to trunk: a tag pushed and popped per round trip).
+    /// Scenarios: normal (MAC learning, port to port), vlan (access port to trunk: every frame gets a tag pushed or popped).
     #[arg(long, value_delimiter = ',', default_value = "normal,vlan")]
     scenarios: Vec<String>,
     /// Frame sizes in bytes.
@@ -57,7 +58,9 @@ fn generator(h_dir: &std::path::Path, size: usize) -> TestPmd {
     ];
     let mut tp = TestPmd::start("gen", &devs);
     tp.cmd("stop");
-    tp.cmd("set fwd mac");
+    // Each generator port reflects what it receives (macswap, loop
+    // topology): a frame keeps whatever tag the switch gave it on that port.
+    tp.cmd("set fwd macswap");
     tp.cmd(&format!("set eth-peer 0 {MAC1}"));
     tp.cmd(&format!("set eth-peer 1 {MAC0}"));
     tp.cmd(&format!("set txpkts {size}"));
@@ -295,7 +298,7 @@ fn main() {
         sh("git rev-parse --short HEAD")
     );
     let _ = writeln!(out, "- command: `{}`", cmdline.join(" "));
-    let _ = writeln!(out, "- method: generator testpmd (mac fwd, 2 virtio-user ports, 512 frames in flight per port) on CPU 0, the switch's single PMD on CPU 1; Mpps = frames the generator received per second over {} s after {} s warm-up; median (min-max) of {} runs, switches alternating\n", a.window, a.warmup, a.runs);
+    let _ = writeln!(out, "- method: generator testpmd (macswap, loop topology, 2 virtio-user ports, 512 frames in flight per port) on CPU 0, the switch's single PMD on CPU 1; Mpps = frames the generator received per second over {} s after {} s warm-up; median (min-max) of {} runs, switches alternating\n", a.window, a.warmup, a.runs);
     out.push_str(&table);
     print!("{out}");
     use std::io::Write;

@@ -1,5 +1,10 @@
-//! Zero-copy views over frame bytes, in the manner of smoltcp's `wire`.
+//! Zero-copy views over frame bytes, in the manner of smoltcp's `wire`:
+//! `new_checked` validates once what the accessors then read without checks.
+pub mod arp;
+pub mod checksum;
 pub mod ethernet;
+pub mod ipv4;
+pub mod l4;
 
 pub use ethernet::{EthernetFrame, MacAddr};
 
@@ -7,4 +12,6 @@ pub use ethernet::{EthernetFrame, MacAddr};
 pub enum WireError {
     /// The buffer is shorter than the header claims or needs.
     Truncated,
+    /// A field holds a value the header cannot have (version, lengths).
+    Malformed,
 }
