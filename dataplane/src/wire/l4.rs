@@ -169,7 +169,7 @@ mod tests {
 
     #[test]
     fn tcp() {
-        let mut s = vec![0u8; 24];
+        let mut s = [0u8; 24];
         s[0..4].copy_from_slice(&[0x04, 0xd2, 0x00, 0x50]);
         s[4..8].copy_from_slice(&7u32.to_be_bytes());
         s[12] = 6 << 4;
