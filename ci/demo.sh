@@ -21,13 +21,14 @@ fi
 [ -f "$DB" ] || ovsdb-tool create "$DB" /usr/share/openvswitch/vswitch.ovsschema
 if ! ovs-appctl -t ovsdb-server version >/dev/null 2>&1; then
   ovsdb-server "$DB" --remote=punix:$RUN/db.sock --pidfile=$RUN/ovsdb-server.pid \
-    --unixctl=$RUN/ovsdb-server.ctl --log-file=$LOG/ovsdb-server.log --detach
+    --log-file=$LOG/ovsdb-server.log --detach
 fi
 ovs-vsctl --no-wait init
 ovs-vsctl --no-wait set Open_vSwitch . other_config:dpdk-init=true
 if ! ovs-appctl -t ovs-vswitchd version 2>/dev/null | grep -q rvsd; then
+  rm -f $RUN/ovs-vswitchd.pid
   nohup ./target/release/rvsd --db unix:$RUN/db.sock --rundir $RUN --pidfile >>$LOG/rvsd.log 2>&1 &
-  for _ in $(seq 100); do [ -f $RUN/ovs-vswitchd.pid ] && break; sleep 0.1; done
+  for _ in $(seq 300); do ovs-appctl -t ovs-vswitchd version >/dev/null 2>&1 && break; sleep 0.1; done
 fi
 ovs-vsctl --may-exist add-br br0
 ovs-vsctl --may-exist add-port br0 vhost-user-1 -- set Interface vhost-user-1 type=dpdkvhostuser

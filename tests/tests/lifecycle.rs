@@ -90,6 +90,37 @@ fn appctl_version_list_commands_and_exit() {
         .unwrap();
     assert!(String::from_utf8_lossy(&o.stderr).contains("is not a valid command"));
     assert!(h.appctl(&["version"]).contains("rvsd"));
+    // A bare target name works as for ovs-vswitchd: OVS_RUNDIR's pid file
+    // (locked by its owner) names the socket.
+    let o = Command::new("ovs-appctl")
+        .env("OVS_RUNDIR", &h.dir)
+        .args(["-t", "ovs-vswitchd", "version"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&o.stdout).starts_with("rvsd (rvs)"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // A second switch on the same run directory is refused at once.
+    let o = Command::new(rvs_tests::rvsd_bin())
+        .args([
+            "--db",
+            &h.db(),
+            "--rundir",
+            h.dir.to_str().unwrap(),
+            "--file-prefix",
+            "second",
+            "--pidfile",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("is locked by another running switch"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     // exit: a clean stop that removes what rvsd created.
     h.appctl(&["exit"]);
     let st = h.wait_rvsd_exit();

@@ -13,7 +13,7 @@ use rvs_control::jsonrpc::{read_messages, send, unix_path};
 use rvs_control::ports::{DpdkFactory, TYPES};
 use rvs_control::reconcile::Reconciler;
 use rvs_control::unixctl::{self, Commands};
-use rvs_control::{datum, logger};
+use rvs_control::{datum, logger, pidfile};
 use rvs_dataplane::pmd::{self, Clock};
 use rvs_dataplane::snapshot::Switch;
 use rvs_ffi::{eal, Mbuf, Mempool};
@@ -177,6 +177,20 @@ fn run(args: Args) -> Result<(), String> {
     let db_path = unix_path(&args.db)?.to_string();
     std::fs::create_dir_all(&args.rundir)
         .map_err(|e| format!("cannot create run directory {}: {e}", args.rundir.display()))?;
+    // Own the pid file first: a second switch on this run directory is
+    // refused before it touches DPDK or the database.
+    let pid = std::process::id();
+    let pidfile = args.pidfile.as_ref().map(|p| {
+        if p.is_empty() {
+            args.rundir.join("ovs-vswitchd.pid")
+        } else {
+            PathBuf::from(p)
+        }
+    });
+    let _pidfile_lock = match &pidfile {
+        Some(pf) => Some(pidfile::create(pf, pid)?),
+        None => None,
+    };
     let (tx, rx) = unbounded::<Ev>();
     {
         let tx = tx.clone();
@@ -283,7 +297,6 @@ fn run(args: Args) -> Result<(), String> {
         budget,
     )));
 
-    let pid = std::process::id();
     let ctl = args
         .unixctl
         .clone()
@@ -301,17 +314,6 @@ fn run(args: Args) -> Result<(), String> {
         }),
     );
     unixctl::serve(&ctl.to_string_lossy(), Arc::new(cmds))?;
-    let pidfile = args.pidfile.as_ref().map(|p| {
-        if p.is_empty() {
-            args.rundir.join("ovs-vswitchd.pid")
-        } else {
-            PathBuf::from(p)
-        }
-    });
-    if let Some(pf) = &pidfile {
-        std::fs::write(pf, format!("{pid}\n"))
-            .map_err(|e| format!("cannot write pid file {}: {e}", pf.display()))?;
-    }
     info!("unixctl socket {}", ctl.display());
 
     let global_ops = |dpdk_version: &str| {
