@@ -28,7 +28,7 @@ pub fn create(path: &Path, pid: u32) -> Result<File, String> {
         e => err(&e),
     })?;
     f.set_len(0).map_err(|e| err(&e))?;
-    write!(f, "{pid}\n").map_err(|e| err(&e))?;
+    writeln!(f, "{pid}").map_err(|e| err(&e))?;
     Ok(f)
 }
 
