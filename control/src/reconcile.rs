@@ -423,14 +423,18 @@ impl<P: PacketBuf + 'static> Reconciler<P> {
                 "link_state": if st.link_up { "up" } else { "down" },
                 "admin_state": "up",
                 "status": make_map(status),
-                "statistics": make_map([
-                    ("rx_packets", t.rx_packets),
-                    ("rx_bytes", t.rx_bytes),
-                    ("tx_packets", t.tx_packets),
-                    ("tx_bytes", t.tx_bytes),
-                    ("rx_dropped", t.rx_dropped),
-                    ("tx_dropped", t.tx_dropped),
-                ]),
+                "statistics": make_map(
+                    [
+                        ("rx_packets", t.rx_packets),
+                        ("rx_bytes", t.rx_bytes),
+                        ("tx_packets", t.tx_packets),
+                        ("tx_bytes", t.tx_bytes),
+                        ("rx_dropped", t.rx_dropped),
+                        ("tx_dropped", t.tx_dropped),
+                    ]
+                    .into_iter()
+                    .chain(lp.dev.device_stats()),
+                ),
             });
             if let Some(m) = st.mtu {
                 row["mtu"] = json!(m);

@@ -76,6 +76,16 @@ impl EthPort {
 }
 
 impl NetDev<Mbuf> for EthPort {
+    fn device_stats(&self) -> Vec<(&'static str, u64)> {
+        let s = self.dev.stats();
+        vec![
+            ("rx_missed_errors", s.rx_missed),
+            ("rx_errors", s.rx_errors),
+            ("tx_errors", s.tx_errors),
+            ("rx_mbuf_allocation_errors", s.rx_nombuf),
+        ]
+    }
+
     fn n_rxq(&self) -> u16 {
         self.dev.n_rxq
     }

@@ -30,6 +30,11 @@ pub trait NetDev<P: PacketBuf>: Send + Sync {
     fn tx_down(&self) -> bool {
         false
     }
+    /// Counters only the device knows (a NIC's missed frames, an empty
+    /// pool at rx), with OVS's Interface statistics names.
+    fn device_stats(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
 }
 
 /// An in-memory port: tests push frames in and collect what was sent.

@@ -188,6 +188,23 @@ fn ports_the_mbuf_pool_cannot_back_are_refused_with_the_shortfall() {
         "{e}"
     );
     assert_eq!(h.ofport("big2"), -1);
+    let pools = h.appctl(&["rvs/mempool-show"]);
+    assert!(
+        pools.starts_with("NUMA node 0: pool rvs_mp_0: 85019 mbufs of 2176 bytes, "),
+        "{pools}"
+    );
+    assert!(
+        pools.contains("68672 reserved by ports"),
+        "br0 (2080) and big1 (66592) hold their reservations: {pools}"
+    );
+    // A NIC-type port reports the device's own error counters too.
+    let st = h.wait_stats("big1", "device counters", |s| {
+        s.contains_key("rx_mbuf_allocation_errors")
+    });
+    assert_eq!(
+        (st["rx_missed_errors"], st["rx_mbuf_allocation_errors"]),
+        (0, 0)
+    );
     // Freeing the first makes room for the second (retried on the change).
     h.vsctl(&["del-port", "big1"]);
     h.vsctl(&["set", "Interface", "big2", "options:n_rxq=32"]);

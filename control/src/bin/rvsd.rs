@@ -286,6 +286,7 @@ fn run(args: Args) -> Result<(), String> {
             args.rundir.join(v)
         }
     };
+    let pool_list: Vec<&'static Mempool> = pools.values().copied().collect();
     let factory = DpdkFactory {
         pools,
         n_pmds: p.pmds.len(),
@@ -313,6 +314,34 @@ fn run(args: Args) -> Result<(), String> {
             exit: Box::new(move || drop(tx_exit.send(Ev::Exit))),
         }),
     );
+    {
+        let rec = rec.clone();
+        cmds.add(
+            "rvs/mempool-show",
+            "",
+            0,
+            0,
+            Box::new(move |_| {
+                use std::fmt::Write;
+                let rec = rec.lock().map_err(|_| "lock poisoned")?;
+                let mut out = String::new();
+                for p in &pool_list {
+                    let _ = writeln!(
+                        out,
+                        "NUMA node {}: pool {}: {} mbufs of {} bytes, {} free, {} in use; {} reserved by ports",
+                        p.socket,
+                        p.name,
+                        p.size,
+                        p.data_room,
+                        p.avail(),
+                        p.in_use(),
+                        rec.budget.reserved(p.socket)
+                    );
+                }
+                Ok(out)
+            }),
+        );
+    }
     unixctl::serve(&ctl.to_string_lossy(), Arc::new(cmds))?;
     info!("unixctl socket {}", ctl.display());
 
