@@ -358,6 +358,32 @@ impl Host {
         std::fs::read_to_string(self.dir.join("rvsd.log")).unwrap_or_default()
     }
 
+    /// Adds `bridge` (unless it exists) with a dpdkvhostuser port per name.
+    pub fn add_vhost_ports(&self, bridge: &str, ports: &[&str]) {
+        self.vsctl(&["--may-exist", "add-br", bridge]);
+        for p in ports {
+            self.vsctl(&[
+                "add-port",
+                bridge,
+                p,
+                "--",
+                "set",
+                "Interface",
+                p,
+                "type=dpdkvhostuser",
+            ]);
+        }
+    }
+
+    /// Waits until the database shows each port's link up.
+    pub fn wait_link_up(&self, ports: &[&str]) {
+        for p in ports {
+            wait_for(&format!("{p} link up"), Duration::from_secs(10), || {
+                self.get("Interface", p, "link_state") == "up"
+            });
+        }
+    }
+
     /// ovs-vsctl with this host's database; must succeed.
     pub fn vsctl(&self, args: &[&str]) -> String {
         let o = self.vsctl_raw(args);
@@ -522,29 +548,10 @@ impl TestPmd {
     /// `vdevs` are net_virtio_user devargs. Ports are polled in rxonly mode;
     /// `send` transmits from one port at a time.
     pub fn start(name: &str, vdevs: &[String]) -> TestPmd {
-        let prefix = format!("tp-{}", unique(name));
-        // Both testpmd lcores on CPU 0: CPU 1 belongs to rvsd's PMD.
-        let mut eal: Vec<String> = [
-            "--lcores",
-            "0@0,1@0",
-            "--no-pci",
-            "--file-prefix",
-            &prefix,
-            "--single-file-segments",
-            "-m",
-            "256",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        for v in vdevs {
-            eal.push("--vdev".into());
-            eal.push(v.clone());
-        }
-        let eal: Vec<&str> = eal.iter().map(String::as_str).collect();
-        let mut t = TestPmd::start_with(
+        TestPmd::virtio(
             name,
-            &eal,
+            vdevs,
+            256,
             &[
                 "-i",
                 "--nb-cores=1",
@@ -552,9 +559,30 @@ impl TestPmd {
                 "--total-num-mbufs=8192",
                 "--no-flush-rx",
             ],
-        );
-        t.n_ports = vdevs.len();
-        t
+        )
+    }
+
+    /// testpmd with virtio-user `vdevs`, `mem_mb` of hugepages and the given
+    /// application arguments; both its lcores on CPU 0 (CPU 1 belongs to the
+    /// switch's PMD).
+    pub fn virtio(name: &str, vdevs: &[String], mem_mb: u32, app: &[&str]) -> TestPmd {
+        let prefix = format!("tp-{}", unique(name));
+        let mem = mem_mb.to_string();
+        let mut eal = vec![
+            "--lcores",
+            "0@0,1@0",
+            "--no-pci",
+            "--file-prefix",
+            &prefix,
+            "--single-file-segments",
+            "-m",
+            &mem,
+        ];
+        for v in vdevs {
+            eal.push("--vdev");
+            eal.push(v);
+        }
+        TestPmd::start_with(name, &eal, app)
     }
 
     /// testpmd with the given EAL and application arguments (interactive).

@@ -1,9 +1,8 @@
 //! Ports added and removed while traffic flows between two others: not one
 //! frame of that traffic is lost or misdirected.
-use rvs_tests::{virtio_user, wait_for, Host, TestPmd};
+use rvs_tests::{virtio_user, Host, TestPmd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 const A: &str = "02:00:00:00:00:0a";
 const B: &str = "02:00:00:00:00:0b";
@@ -11,19 +10,7 @@ const B: &str = "02:00:00:00:00:0b";
 #[test]
 fn port_churn_does_not_disturb_other_ports() {
     let h = Arc::new(Host::start("hp"));
-    h.vsctl(&["add-br", "br0"]);
-    for p in ["a", "b"] {
-        h.vsctl(&[
-            "add-port",
-            "br0",
-            p,
-            "--",
-            "set",
-            "Interface",
-            p,
-            "type=dpdkvhostuser",
-        ]);
-    }
+    h.add_vhost_ports("br0", &["a", "b"]);
     let mut tp = TestPmd::start(
         "hp",
         &[
@@ -32,11 +19,7 @@ fn port_churn_does_not_disturb_other_ports() {
         ],
     );
     tp.cmd("start");
-    for p in ["a", "b"] {
-        wait_for("link up", Duration::from_secs(10), || {
-            h.get("Interface", p, "link_state") == "up"
-        });
-    }
+    h.wait_link_up(&["a", "b"]);
     // Learn both stations, then count from zero.
     tp.send(0, B, 1);
     tp.send(1, A, 1);

@@ -8,17 +8,7 @@ use std::time::Duration;
 #[test]
 fn survives_an_ovsdb_server_restart_and_converges_after() {
     let mut h = Host::start("dbr");
-    h.vsctl(&["add-br", "br0"]);
-    h.vsctl(&[
-        "add-port",
-        "br0",
-        "a",
-        "--",
-        "set",
-        "Interface",
-        "a",
-        "type=dpdkvhostuser",
-    ]);
+    h.add_vhost_ports("br0", &["a"]);
     h.restart_ovsdb();
     // Changes made while rvsd reconnects are picked up: ovs-vsctl (which
     // waits for cur_cfg) returns only once rvsd applied them.
@@ -46,17 +36,7 @@ fn survives_an_ovsdb_server_restart_and_converges_after() {
 #[test]
 fn appctl_version_list_commands_and_exit() {
     let mut h = Host::start("ctl");
-    h.vsctl(&["add-br", "br0"]);
-    h.vsctl(&[
-        "add-port",
-        "br0",
-        "a",
-        "--",
-        "set",
-        "Interface",
-        "a",
-        "type=dpdkvhostuser",
-    ]);
+    h.add_vhost_ports("br0", &["a"]);
     let v = h.appctl(&["version"]);
     assert!(v.starts_with("rvsd (rvs) 0.1.0\nDPDK 22.11"), "{v}");
     let l = h.appctl(&["list-commands"]);

@@ -11,19 +11,7 @@ const BCAST: &str = "ff:ff:ff:ff:ff:ff";
 #[test]
 fn server_mode_learns_floods_and_counts_exactly() {
     let h = Host::start("vhs");
-    h.vsctl(&["add-br", "br0"]);
-    for p in ["vm-a", "vm-b", "vm-c"] {
-        h.vsctl(&[
-            "add-port",
-            "br0",
-            p,
-            "--",
-            "set",
-            "Interface",
-            p,
-            "type=dpdkvhostuser",
-        ]);
-    }
+    h.add_vhost_ports("br0", &["vm-a", "vm-b", "vm-c"]);
     assert_eq!(h.ofport("vm-a"), 1);
     assert_eq!(h.ofport("vm-b"), 2);
     assert_eq!(h.ofport("vm-c"), 3);
@@ -37,11 +25,7 @@ fn server_mode_learns_floods_and_counts_exactly() {
         ],
     );
     tp.cmd("start");
-    for p in ["vm-a", "vm-b", "vm-c"] {
-        rvs_tests::wait_for("link up", std::time::Duration::from_secs(10), || {
-            h.get("Interface", p, "link_state") == "up"
-        });
-    }
+    h.wait_link_up(&["vm-a", "vm-b", "vm-c"]);
 
     // A to B, unknown yet: flooded to B, C (and the bridge's own port).
     tp.send(0, B, 40);
@@ -177,19 +161,7 @@ fn client_mode_reconnects_after_the_vm_side_restarts() {
 #[test]
 fn multiqueue_guest_uses_every_queue_pair() {
     let h = Host::start("vhmq");
-    h.vsctl(&["add-br", "br0"]);
-    for p in ["mq", "sq"] {
-        h.vsctl(&[
-            "add-port",
-            "br0",
-            p,
-            "--",
-            "set",
-            "Interface",
-            p,
-            "type=dpdkvhostuser",
-        ]);
-    }
+    h.add_vhost_ports("br0", &["mq", "sq"]);
     let mq = format!(
         "net_virtio_user0,path={},queues=2,mac={A}",
         h.dir.join("mq").display()
@@ -198,23 +170,10 @@ fn multiqueue_guest_uses_every_queue_pair() {
         "net_virtio_user1,path={},queues=2,mac={B}",
         h.dir.join("sq").display()
     );
-    let prefix = format!("tp-vhmq{}", std::process::id());
-    let mut tp = TestPmd::start_with(
+    let mut tp = TestPmd::virtio(
         "vhmq",
-        &[
-            "--lcores",
-            "0@0,1@0",
-            "--no-pci",
-            "--file-prefix",
-            &prefix,
-            "--single-file-segments",
-            "-m",
-            "256",
-            "--vdev",
-            &mq,
-            "--vdev",
-            &sq,
-        ],
+        &[mq, sq],
+        256,
         &[
             "-i",
             "--nb-cores=1",

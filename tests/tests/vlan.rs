@@ -1,8 +1,7 @@
 //! VLANs and bridges with VM-side ports: access ports of different tags
 //! exchange nothing, same tag do, a trunk carries both tagged; nothing
 //! crosses bridges.
-use rvs_tests::{arp_request_hex, send_raw, virtio_user, wait_for, Capture, Host, Netns, TestPmd};
-use std::time::Duration;
+use rvs_tests::{arp_request_hex, send_raw, virtio_user, Capture, Host, Netns, TestPmd};
 
 const BCAST: &str = "ff:ff:ff:ff:ff:ff";
 
@@ -76,11 +75,7 @@ fn access_trunk_and_bridge_isolation() {
     let mut tp = TestPmd::start("vlan", &devs);
     tp.cmd("set verbose 1");
     tp.cmd("start");
-    for n in names {
-        wait_for("link up", Duration::from_secs(10), || {
-            h.get("Interface", n, "link_state") == "up"
-        });
-    }
+    h.wait_link_up(&names);
 
     tp.send(0, BCAST, 10); // a10: VLAN 10
     let c = tp.settle();

@@ -54,25 +54,12 @@ const MAC1: &str = "02:00:00:00:00:02";
 fn generator(h_dir: &std::path::Path, size: usize) -> TestPmd {
     let p0 = rvs_tests::virtio_user(0, &h_dir.join("p0"), MAC0);
     let p1 = rvs_tests::virtio_user(1, &h_dir.join("p1"), MAC1);
-    let prefix = format!("bench-gen-{}", std::process::id());
     // Each generator port reflects what it receives (macswap, loop
     // topology), so frames circle testpmd -> switch -> testpmd.
-    let mut tp = TestPmd::start_with(
+    let mut tp = TestPmd::virtio(
         "gen",
-        &[
-            "--lcores",
-            "0@0,1@0",
-            "--no-pci",
-            "--file-prefix",
-            &prefix,
-            "--single-file-segments",
-            "-m",
-            "1024",
-            "--vdev",
-            &p0,
-            "--vdev",
-            &p1,
-        ],
+        &[p0, p1],
+        1024,
         &[
             "-i",
             "--nb-cores=1",

@@ -1,6 +1,6 @@
 //! IPv4 header view. `new_checked` accepts only what is safe to read:
 //! version 4, IHL >= 5, header and total length within the buffer.
-use super::WireError;
+use super::{be16, WireError};
 
 pub const PROTO_ICMP: u8 = 1;
 pub const PROTO_TCP: u8 = 6;
@@ -43,21 +43,21 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
         self.b()[1]
     }
     pub fn total_len(&self) -> u16 {
-        u16::from_be_bytes([self.b()[2], self.b()[3]])
+        be16(self.b(), 2)
     }
     pub fn ident(&self) -> u16 {
-        u16::from_be_bytes([self.b()[4], self.b()[5]])
+        be16(self.b(), 4)
     }
     pub fn dont_frag(&self) -> bool {
         self.b()[6] & 0x40 != 0
     }
     /// A fragment other than the first, or a first fragment with more to come.
     pub fn is_fragment(&self) -> bool {
-        let f = u16::from_be_bytes([self.b()[6], self.b()[7]]);
+        let f = be16(self.b(), 6);
         f & 0x3fff != 0
     }
     pub fn frag_offset(&self) -> u16 {
-        (u16::from_be_bytes([self.b()[6], self.b()[7]]) & 0x1fff) * 8
+        (be16(self.b(), 6) & 0x1fff) * 8
     }
     pub fn ttl(&self) -> u8 {
         self.b()[8]
@@ -66,7 +66,7 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
         self.b()[9]
     }
     pub fn checksum(&self) -> u16 {
-        u16::from_be_bytes([self.b()[10], self.b()[11]])
+        be16(self.b(), 10)
     }
     pub fn src(&self) -> [u8; 4] {
         let b = self.b();

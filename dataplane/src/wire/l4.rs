@@ -1,5 +1,5 @@
 //! Transport headers: UDP, TCP and ICMP views over an IPv4 payload.
-use super::WireError;
+use super::{be16, WireError};
 
 pub const UDP_HEADER_LEN: usize = 8;
 pub const TCP_MIN_HEADER_LEN: usize = 20;
@@ -38,20 +38,20 @@ impl<T: AsRef<[u8]>> UdpDatagram<T> {
         self.buffer.as_ref()
     }
     pub fn src_port(&self) -> u16 {
-        u16::from_be_bytes([self.b()[0], self.b()[1]])
+        be16(self.b(), 0)
     }
     pub fn dst_port(&self) -> u16 {
-        u16::from_be_bytes([self.b()[2], self.b()[3]])
+        be16(self.b(), 2)
     }
     pub fn len(&self) -> u16 {
-        u16::from_be_bytes([self.b()[4], self.b()[5]])
+        be16(self.b(), 4)
     }
     pub fn is_empty(&self) -> bool {
         self.len() as usize == UDP_HEADER_LEN
     }
     /// 0 means the sender computed none (legal for UDP over IPv4).
     pub fn checksum(&self) -> u16 {
-        u16::from_be_bytes([self.b()[6], self.b()[7]])
+        be16(self.b(), 6)
     }
     pub fn payload(&self) -> &[u8] {
         &self.b()[UDP_HEADER_LEN..self.len() as usize]
@@ -87,10 +87,10 @@ impl<T: AsRef<[u8]>> TcpSegment<T> {
         self.buffer.as_ref()
     }
     pub fn src_port(&self) -> u16 {
-        u16::from_be_bytes([self.b()[0], self.b()[1]])
+        be16(self.b(), 0)
     }
     pub fn dst_port(&self) -> u16 {
-        u16::from_be_bytes([self.b()[2], self.b()[3]])
+        be16(self.b(), 2)
     }
     pub fn seq(&self) -> u32 {
         let b = self.b();
@@ -105,13 +105,13 @@ impl<T: AsRef<[u8]>> TcpSegment<T> {
     }
     /// The 12 flag bits, as OpenFlow's tcp_flags field.
     pub fn flags(&self) -> u16 {
-        u16::from_be_bytes([self.b()[12], self.b()[13]]) & 0x0fff
+        be16(self.b(), 12) & 0x0fff
     }
     pub fn window(&self) -> u16 {
-        u16::from_be_bytes([self.b()[14], self.b()[15]])
+        be16(self.b(), 14)
     }
     pub fn checksum(&self) -> u16 {
-        u16::from_be_bytes([self.b()[16], self.b()[17]])
+        be16(self.b(), 16)
     }
 }
 

@@ -8,6 +8,12 @@ pub mod l4;
 
 pub use ethernet::{EthernetFrame, MacAddr};
 
+/// The big-endian u16 at `at` (callers have checked the length).
+#[inline]
+pub(crate) fn be16(b: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([b[at], b[at + 1]])
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WireError {
     /// The buffer is shorter than the header claims or needs.
