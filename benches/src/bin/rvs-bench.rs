@@ -40,6 +40,128 @@ struct Args {
     /// Append the table here.
     #[arg(long, default_value = "benches/RESULTS.md")]
     results: String,
+    /// Draw the throughput table here (SVG: ceiling, OVS-DPDK, rvs per scenario).
+    #[arg(long, default_value = "benches/results.svg")]
+    plot: String,
+    /// Ports added and then removed with ovs-vsctl per switch to time the
+    /// control plane (0: skip).
+    #[arg(long, default_value_t = 20)]
+    port_ops: usize,
+}
+
+/// Median add-port and del-port latency (ms) through ovs-vsctl, which
+/// returns once the switch has applied the change (cur_cfg).
+fn port_latency(kind: &str, n: usize) -> (f64, f64) {
+    let mut h = Host::without_rvsd(&format!("ctl-{kind}"));
+    configure(&h);
+    if kind == "rvs" {
+        h.start_rvsd();
+    } else {
+        h.start_ovs_vswitchd();
+    }
+    h.vsctl(&[
+        "add-br",
+        "br0",
+        "--",
+        "set",
+        "Bridge",
+        "br0",
+        "datapath_type=netdev",
+    ]);
+    let time = |args: &[&str]| {
+        let t = Instant::now();
+        h.vsctl(args);
+        t.elapsed().as_secs_f64() * 1e3
+    };
+    let mut adds: Vec<f64> = (0..n)
+        .map(|i| {
+            let p = format!("c{i}");
+            time(&[
+                "add-port",
+                "br0",
+                &p,
+                "--",
+                "set",
+                "Interface",
+                &p,
+                "type=dpdkvhostuser",
+            ])
+        })
+        .collect();
+    let mut dels: Vec<f64> = (0..n)
+        .map(|i| time(&["del-port", &format!("c{i}")]))
+        .collect();
+    (median(&mut adds), median(&mut dels))
+}
+
+/// A grouped bar chart of Mpps per scenario and size, as plain SVG.
+fn svg(rows: &[(String, f64, f64, f64)]) -> String {
+    let (w, h, left, bottom, top) = (
+        120.0 * rows.len().max(1) as f64 + 80.0,
+        360.0,
+        50.0,
+        50.0,
+        30.0,
+    );
+    let max = rows
+        .iter()
+        .flat_map(|r| [r.1, r.2, r.3])
+        .filter(|v| v.is_finite())
+        .fold(1.0f64, f64::max)
+        * 1.1;
+    let y = |v: f64| h - bottom - (v / max) * (h - bottom - top);
+    let mut o = format!("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"11\">\n");
+    let _ = writeln!(o, "<text x=\"{left}\" y=\"18\" font-size=\"13\">Mpps through one PMD core (median): ceiling, OVS-DPDK 3.1, rvs</text>");
+    let _ = writeln!(
+        o,
+        "<line x1=\"{left}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>",
+        h - bottom,
+        w - 10.0,
+        h - bottom
+    );
+    for (i, (label, ce, ov, rv)) in rows.iter().enumerate() {
+        let x0 = left + 10.0 + i as f64 * 120.0;
+        for (j, (v, color)) in [(*ce, "#999999"), (*ov, "#d62728"), (*rv, "#1f77b4")]
+            .iter()
+            .enumerate()
+        {
+            if !v.is_finite() {
+                continue;
+            }
+            let x = x0 + j as f64 * 32.0;
+            let _ = writeln!(
+                o,
+                "<rect x=\"{x}\" y=\"{:.1}\" width=\"28\" height=\"{:.1}\" fill=\"{color}\"/>",
+                y(*v),
+                h - bottom - y(*v)
+            );
+            let _ = writeln!(
+                o,
+                "<text x=\"{}\" y=\"{:.1}\" text-anchor=\"middle\">{v:.1}</text>",
+                x + 14.0,
+                y(*v) - 3.0
+            );
+        }
+        let _ = writeln!(
+            o,
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{label}</text>",
+            x0 + 46.0,
+            h - bottom + 16.0
+        );
+    }
+    for (k, (name, color)) in [
+        ("ceiling (testpmd io)", "#999999"),
+        ("OVS-DPDK", "#d62728"),
+        ("rvs", "#1f77b4"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let x = left + k as f64 * 150.0;
+        let _ = writeln!(o, "<rect x=\"{x}\" y=\"{}\" width=\"10\" height=\"10\" fill=\"{color}\"/><text x=\"{}\" y=\"{}\">{name}</text>", h - 20.0, x + 14.0, h - 11.0);
+    }
+    o.push_str("</svg>\n");
+    o
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -235,6 +357,7 @@ fn main() {
         table,
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
     );
+    let mut rows: Vec<(String, f64, f64, f64)> = Vec::new();
     for scenario in &a.scenarios {
         for &size in &a.sizes {
             let mut got: std::collections::BTreeMap<String, Vec<Sample>> = Default::default();
@@ -269,6 +392,7 @@ fn main() {
             let (ce, cel, ceh, _) = stat("ceiling");
             let (ov, ovl, ovh, ovc) = stat("ovs");
             let (rv, rvl, rvh, rvc) = stat("rvs");
+            rows.push((format!("{scenario} {size}B"), ce, ov, rv));
             let f = |m: f64, l: f64, h: f64| {
                 if m.is_nan() {
                     "-".to_string()
@@ -305,7 +429,7 @@ fn main() {
     let _ = writeln!(out, "\n## {started}\n");
     let _ = writeln!(
         out,
-        "- machine: {} CPUs,{cpu}; kernel {}",
+        "- machine: {} CPUs, {cpu}; kernel {}",
         sh("nproc"),
         sh("uname -r")
     );
@@ -318,6 +442,24 @@ fn main() {
     let _ = writeln!(out, "- command: `{}`", cmdline.join(" "));
     let _ = writeln!(out, "- method: generator testpmd (macswap, loop topology, 2 virtio-user ports, 512 frames in flight per port) on CPU 0, the switch's single PMD on CPU 1; Mpps = frames the generator received per second over {} s after {} s warm-up; median (min-max) of {} runs, switches alternating\n", a.window, a.warmup, a.runs);
     out.push_str(&table);
+    if a.port_ops > 0 {
+        let (ra, rd) = port_latency("rvs", a.port_ops);
+        let (oa, od) = port_latency("ovs", a.port_ops);
+        let _ = writeln!(out, "\nControl plane: median latency of `ovs-vsctl add-port` / `del-port` of a dpdkvhostuser port ({} each; ovs-vsctl returns once the switch applied it)\n", a.port_ops);
+        let _ = writeln!(
+            out,
+            "| switch | add-port ms | del-port ms |\n| --- | --- | --- |"
+        );
+        let _ = writeln!(
+            out,
+            "| OVS-DPDK | {oa:.1} | {od:.1} |\n| rvs | {ra:.1} | {rd:.1} |"
+        );
+        let _ = writeln!(out, "| rvs/OVS | {:.2} | {:.2} |", ra / oa, rd / od);
+    }
+    if !rows.is_empty() {
+        std::fs::write(&a.plot, svg(&rows)).expect("plot file");
+        let _ = writeln!(out, "\nPlot: `{}`", a.plot);
+    }
     print!("{out}");
     use std::io::Write;
     let mut f = std::fs::OpenOptions::new()
