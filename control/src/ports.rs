@@ -128,12 +128,11 @@ impl DeviceFactory<Mbuf> for DpdkFactory {
                 if !client {
                     remove_stale_socket(&path);
                 }
-                let dev = VhostDev::register(&path, client, queues as u32)?;
+                let dev = VhostDev::register(&path, client)?;
                 let pool = self.pool(0);
                 return Ok(Opened {
                     dev: Arc::new(VhostPort::new(dev, pool, queues, client)),
                     numa: pool.socket,
-                    mbufs: 0,
                 });
             }
             "dpdk" => {
@@ -185,7 +184,6 @@ impl DeviceFactory<Mbuf> for DpdkFactory {
         Ok(Opened {
             dev: Arc::new(EthPort::new(dev, self.n_pmds)),
             numa,
-            mbufs: 0,
         })
     }
 }

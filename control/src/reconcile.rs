@@ -22,11 +22,10 @@ use std::sync::Arc;
 pub const OFPP_LOCAL: i64 = 65534;
 const OFPP_MAX: i64 = 0xff00;
 
-/// An opened device and what it costs.
+/// An opened device and the NUMA node it lives on.
 pub struct Opened<P: PacketBuf> {
     pub dev: Arc<dyn NetDev<P>>,
     pub numa: i32,
-    pub mbufs: u64,
 }
 
 /// Opens devices for interface rows (DPDK in rvsd, in-memory in tests).

@@ -155,7 +155,7 @@ pub struct VhostDev {
 impl VhostDev {
     /// Registers `path` as a vhost-user socket: `client` = rvsd connects (and
     /// reconnects) to a server such as QEMU; otherwise rvsd listens there.
-    pub fn register(path: &str, client: bool, max_queue_pairs: u32) -> Result<VhostDev, String> {
+    pub fn register(path: &str, client: bool) -> Result<VhostDev, String> {
         let cpath = CString::new(path).map_err(|_| "vhost socket path contains NUL".to_string())?;
         let state = Arc::new(VhostState {
             path: path.into(),
@@ -193,7 +193,6 @@ impl VhostDev {
         // SAFETY: the socket was registered above; OPS is 'static.
         unsafe {
             raw::rte_vhost_driver_disable_features(cpath.as_ptr(), DISABLED_FEATURES);
-            let _ = max_queue_pairs; // the library offers its maximum; pairs are used as enabled
             if raw::rte_vhost_driver_callback_register(cpath.as_ptr(), &OPS.0) != 0 {
                 raw::rte_vhost_driver_unregister(cpath.as_ptr());
                 return fail("rte_vhost_driver_callback_register");

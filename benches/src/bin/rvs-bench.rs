@@ -97,7 +97,7 @@ fn port_latency(kind: &str, n: usize) -> (f64, f64) {
 /// A grouped bar chart of Mpps per scenario and size, as plain SVG.
 fn svg(rows: &[(String, f64, f64, f64)]) -> String {
     let (w, h, left, bottom, top) = (
-        120.0 * rows.len().max(1) as f64 + 80.0,
+        (120.0 * rows.len().max(1) as f64 + 80.0).max(520.0),
         360.0,
         50.0,
         50.0,
