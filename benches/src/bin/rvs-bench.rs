@@ -52,22 +52,7 @@ struct Args {
 /// Median add-port and del-port latency (ms) through ovs-vsctl, which
 /// returns once the switch has applied the change (cur_cfg).
 fn port_latency(kind: &str, n: usize) -> (f64, f64) {
-    let mut h = Host::without_rvsd(&format!("ctl-{kind}"));
-    configure(&h);
-    if kind == "rvs" {
-        h.start_rvsd();
-    } else {
-        h.start_ovs_vswitchd();
-    }
-    h.vsctl(&[
-        "add-br",
-        "br0",
-        "--",
-        "set",
-        "Bridge",
-        "br0",
-        "datapath_type=netdev",
-    ]);
+    let h = switch_host(kind, "ctl");
     let time = |args: &[&str]| {
         let t = Instant::now();
         h.vsctl(args);
@@ -246,7 +231,16 @@ fn configure(h: &Host) {
     ]);
 }
 
-fn ports(h: &Host, scenario: &str) {
+/// A database configured for the bench, the switch `kind` (rvs or ovs)
+/// running on it, and bridge br0 on the netdev datapath.
+fn switch_host(kind: &str, tag: &str) -> Host {
+    let mut h = Host::without_rvsd(&format!("{tag}-{kind}"));
+    configure(&h);
+    if kind == "rvs" {
+        h.start_rvsd();
+    } else {
+        h.start_ovs_vswitchd();
+    }
     h.vsctl(&[
         "add-br",
         "br0",
@@ -256,6 +250,10 @@ fn ports(h: &Host, scenario: &str) {
         "br0",
         "datapath_type=netdev",
     ]);
+    h
+}
+
+fn ports(h: &Host, scenario: &str) {
     let (t0, t1): (&[&str], &[&str]) = match scenario {
         // Both VM ports access ports of VLAN 10 (testpmd's virtio-user strips
         // received tags, so a generator cannot reflect frames onto a trunk).
@@ -309,13 +307,7 @@ fn run_switch(kind: &str, scenario: &str, size: usize, a: &Args) -> Sample {
             s
         }
         "rvs" | "ovs" => {
-            let mut h = Host::without_rvsd(&format!("bench-{kind}"));
-            configure(&h);
-            if kind == "rvs" {
-                h.start_rvsd();
-            } else {
-                h.start_ovs_vswitchd();
-            }
+            let h = switch_host(kind, "bench");
             ports(&h, scenario);
             let mut tp = generator(&h.dir, size);
             let ctl = |args: &[&str]| h.appctl(args);
