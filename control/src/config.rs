@@ -15,6 +15,35 @@ impl GlobalConf {
     pub fn get(&self, k: &str) -> Option<&str> {
         self.other_config.get(k).map(String::as_str)
     }
+
+    /// How often statistics are written back: OVS's stats-update-interval
+    /// (ms, default 5000), no shorter than a second.
+    pub fn stats_interval(&self) -> std::time::Duration {
+        let ms = self
+            .get("stats-update-interval")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(5000u64);
+        std::time::Duration::from_millis(ms.max(1000))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stats_interval_defaults_and_floor() {
+        let g = |v: Option<&str>| GlobalConf {
+            next_cfg: 0,
+            other_config: v
+                .map(|v| [("stats-update-interval".to_string(), v.to_string())].into())
+                .unwrap_or_default(),
+        };
+        assert_eq!(g(None).stats_interval().as_millis(), 5000);
+        assert_eq!(g(Some("2000")).stats_interval().as_millis(), 2000);
+        assert_eq!(g(Some("10")).stats_interval().as_millis(), 1000);
+        assert_eq!(g(Some("soon")).stats_interval().as_millis(), 5000);
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

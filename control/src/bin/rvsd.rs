@@ -358,16 +358,7 @@ fn run(args: Args) -> Result<(), String> {
     let mut connected = true;
     let mut dirty = true;
     conn.transact(global_ops(&dpdk_version));
-    let stats_interval = |db: &Db| {
-        let g = desired(db).global;
-        Duration::from_millis(
-            g.get("stats-update-interval")
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(5000u64)
-                .max(1000),
-        )
-    };
-    let mut interval = stats_interval(&db);
+    let mut interval = d.global.stats_interval();
     let mut next_stats = Instant::now();
     let mut last_attempt = Instant::now();
     let mut write_status = false;
@@ -447,8 +438,8 @@ fn run(args: Args) -> Result<(), String> {
         }
         if connected && dirty {
             dirty = false;
-            interval = stats_interval(&db);
             let d = desired(&db);
+            interval = d.global.stats_interval();
             let ops = rec.lock().map_err(|_| "lock poisoned")?.apply(&d);
             conn.transact(ops);
             write_status = true;
