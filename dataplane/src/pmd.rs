@@ -91,7 +91,6 @@ fn flush<P: PacketBuf>(snap: &Snapshot<P>, txq: u16, stats: &PmdStats, tx: &mut 
         if port.dev.tx_down() {
             stats.drop(DropReason::TxPortDown, None, n);
             pc.tx_dropped.add(n);
-            b.clear();
             return;
         }
         let bytes: u64 = b.iter().map(|p| p.wire_len() as u64).sum();

@@ -28,7 +28,7 @@ impl<P: PacketBuf> TxBuffers<P> {
         b.try_push(pkt).map_err(|e| e.element())
     }
 
-    /// Hands every non-empty burst to `f` (which must empty it).
+    /// Hands every non-empty burst to `f`; what `f` leaves in it is freed.
     #[inline]
     pub fn flush(&mut self, mut f: impl FnMut(u16, &mut Burst<P>)) {
         for slot in self.dirty.drain(..) {
