@@ -10,6 +10,7 @@
 //! `snapshot`s; `stats` are per PMD and summed when read.
 #![deny(unsafe_code)]
 
+pub mod flow;
 pub mod mac_table;
 pub mod netdev;
 pub mod normal;

@@ -41,10 +41,22 @@ pub enum DropReason {
     PoolEmpty,
     /// Arrived on an rx queue of a port that is being removed.
     NoPort,
+    /// No flow in the tables matched (OpenFlow table miss).
+    TableMiss,
+    /// The matching flows' actions sent it nowhere (`actions=drop`).
+    FlowDrop,
+    /// dec_ttl on a packet whose TTL was 1 or 0.
+    TtlExpired,
+    /// resubmit/goto/group nesting passed 64 levels.
+    RecursionLimit,
+    /// A flow named a group that does not exist.
+    NoGroup,
+    /// Sent to the controller, and no controller takes packet-ins.
+    Controller,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 8] = [
+    pub const ALL: [DropReason; 14] = [
         DropReason::Malformed,
         DropReason::VlanDenied,
         DropReason::SamePort,
@@ -53,6 +65,12 @@ impl DropReason {
         DropReason::TxPortDown,
         DropReason::PoolEmpty,
         DropReason::NoPort,
+        DropReason::TableMiss,
+        DropReason::FlowDrop,
+        DropReason::TtlExpired,
+        DropReason::RecursionLimit,
+        DropReason::NoGroup,
+        DropReason::Controller,
     ];
 
     pub fn name(self) -> &'static str {
@@ -65,6 +83,12 @@ impl DropReason {
             DropReason::TxPortDown => "tx-port-down",
             DropReason::PoolEmpty => "pool-empty",
             DropReason::NoPort => "no-port",
+            DropReason::TableMiss => "table-miss",
+            DropReason::FlowDrop => "flow-drop",
+            DropReason::TtlExpired => "ttl-expired",
+            DropReason::RecursionLimit => "recursion-limit",
+            DropReason::NoGroup => "no-group",
+            DropReason::Controller => "to-controller",
         }
     }
 }
@@ -113,6 +137,9 @@ pub struct PmdStats {
     pub flood_packets: Counter,
     pub mac_hits: Counter,
     pub mac_misses: Counter,
+    /// Exact-match cache hits and misses, and classifier translations.
+    pub emc_hits: Counter,
+    pub emc_misses: Counter,
     pub drops: [Counter; DropReason::ALL.len()],
     pub ports: Box<[PortCounters]>,
 }
@@ -129,6 +156,8 @@ impl Default for PmdStats {
             flood_packets: Counter::default(),
             mac_hits: Counter::default(),
             mac_misses: Counter::default(),
+            emc_hits: Counter::default(),
+            emc_misses: Counter::default(),
             drops: Default::default(),
             ports: (0..MAX_PORTS).map(|_| PortCounters::default()).collect(),
         }

@@ -1,0 +1,138 @@
+//! The per-PMD exact-match cache: packet key -> translation. Two-way set
+//! associative over a power-of-two array, as OVS's EMC. An entry is valid
+//! only for the pipeline generation and port snapshot it was made under,
+//! so any published change retires old entries without touching them.
+use super::key::{FlowKey, PACKET_WORDS};
+use super::xlate::Xlate;
+use std::sync::Arc;
+
+pub const DEFAULT_ENTRIES: usize = 8192;
+
+struct Entry {
+    key: [u64; PACKET_WORDS],
+    stamp: (u64, u64),
+    xlate: Arc<Xlate>,
+}
+
+pub struct FlowCache {
+    slots: Box<[Option<Entry>]>,
+    mask: usize,
+}
+
+#[inline]
+pub fn hash_key(k: &FlowKey) -> u64 {
+    let mut h = 0u64;
+    for &w in &k.w[..PACKET_WORDS] {
+        h = (h.rotate_left(5) ^ w).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+    h ^ (h >> 29)
+}
+
+impl FlowCache {
+    /// A cache of `entries` (rounded up to a power of two, at least 2).
+    pub fn new(entries: usize) -> FlowCache {
+        let n = entries.max(2).next_power_of_two();
+        FlowCache {
+            slots: (0..n).map(|_| None).collect(),
+            mask: n - 1,
+        }
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.slots.len()
+    }
+
+    #[inline]
+    fn ways(&self, h: u64) -> [usize; 2] {
+        let a = h as usize & self.mask;
+        let b = ((h >> 32) as usize | 1) & self.mask;
+        [a, if b == a { a ^ 1 } else { b }]
+    }
+
+    #[inline]
+    pub fn lookup(&self, k: &FlowKey, h: u64, stamp: (u64, u64)) -> Option<&Arc<Xlate>> {
+        for i in self.ways(h) {
+            if let Some(e) = &self.slots[i] {
+                if e.stamp == stamp && e.key == k.w[..PACKET_WORDS] {
+                    return Some(&e.xlate);
+                }
+            }
+        }
+        None
+    }
+
+    /// Inserts into a free or stale way, else over the first way. Returns
+    /// the entry evicted, if a valid one was, for the caller to drop when
+    /// convenient.
+    pub fn insert(
+        &mut self,
+        k: &FlowKey,
+        h: u64,
+        stamp: (u64, u64),
+        xlate: Arc<Xlate>,
+    ) -> Option<Arc<Xlate>> {
+        let [a, b] = self.ways(h);
+        let free = |e: &Option<Entry>| e.as_ref().is_none_or(|e| e.stamp != stamp);
+        let at = if free(&self.slots[a]) {
+            a
+        } else if free(&self.slots[b]) {
+            b
+        } else {
+            // Alternate victims so two hot keys sharing a set both stay.
+            if h & (1 << 40) != 0 {
+                b
+            } else {
+                a
+            }
+        };
+        let mut key = [0u64; PACKET_WORDS];
+        key.copy_from_slice(&k.w[..PACKET_WORDS]);
+        self.slots[at]
+            .replace(Entry { key, stamp, xlate })
+            .map(|e| e.xlate)
+    }
+
+    pub fn clear(&mut self) {
+        for s in self.slots.iter_mut() {
+            *s = None;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::key::Field;
+
+    #[test]
+    fn stale_stamps_miss() {
+        let mut c = FlowCache::new(16);
+        let mut k = FlowKey::default();
+        k.set(Field::NwSrc, 1);
+        let h = hash_key(&k);
+        let x = Arc::new(Xlate::default());
+        c.insert(&k, h, (1, 1), x.clone());
+        assert!(c.lookup(&k, h, (1, 1)).is_some());
+        assert!(c.lookup(&k, h, (2, 1)).is_none());
+        assert!(c.lookup(&k, h, (1, 2)).is_none());
+        let mut k2 = k;
+        k2.set(Field::NwSrc, 2);
+        assert!(c.lookup(&k2, hash_key(&k2), (1, 1)).is_none());
+        // Metadata words are not part of the cached key.
+        let mut k3 = k;
+        k3.set(Field::Reg(0), 5);
+        assert!(c.lookup(&k3, h, (1, 1)).is_some());
+    }
+
+    #[test]
+    fn bounded() {
+        let mut c = FlowCache::new(8);
+        for i in 0..1000u64 {
+            let mut k = FlowKey::default();
+            k.set(Field::NwSrc, i);
+            c.insert(&k, hash_key(&k), (1, 1), Arc::new(Xlate::default()));
+        }
+        assert_eq!(c.capacity(), 8);
+        assert!(c.slots.iter().filter(|s| s.is_some()).count() <= 8);
+    }
+}

@@ -1,0 +1,234 @@
+//! Frame -> flow key, as OVS's miniflow_extract does it: fields of layers
+//! that are absent or truncated stay zero (the packet still matches rules
+//! that do not look at them); only a frame without a whole Ethernet header
+//! is refused.
+use super::key::{Field, FlowKey};
+use crate::wire::ethernet::{ETHERTYPE_VLAN, HEADER_LEN, VLAN_TAG_LEN};
+use crate::wire::ipv4::{Ipv4Packet, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
+use crate::wire::{be16, WireError};
+
+pub const ETH_TYPE_IP: u16 = 0x0800;
+pub const ETH_TYPE_ARP: u16 = 0x0806;
+/// vlan_tci's "a tag is present" bit (the CFI position, as OVS uses it).
+pub const VLAN_CFI: u16 = 0x1000;
+
+/// Where the headers after Ethernet start (0 = absent).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Offsets {
+    pub l3: u16,
+    pub l4: u16,
+}
+
+/// Tunnel metadata of a decapsulated frame.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TunnelMeta {
+    pub id: u64,
+    pub src: u32,
+    pub dst: u32,
+}
+
+pub fn extract(
+    frame: &[u8],
+    in_port: u32,
+    tun: Option<&TunnelMeta>,
+) -> Result<(FlowKey, Offsets), WireError> {
+    let mut k = FlowKey::default();
+    let mut off = Offsets::default();
+    if frame.len() < HEADER_LEN {
+        return Err(WireError::Truncated);
+    }
+    k.set(Field::InPort, in_port as u64);
+    if let Some(t) = tun {
+        k.set(Field::TunId, t.id);
+        k.set(Field::TunSrc, t.src as u64);
+        k.set(Field::TunDst, t.dst as u64);
+    }
+    k.set(Field::DlDst, mac48(&frame[0..6]));
+    k.set(Field::DlSrc, mac48(&frame[6..12]));
+    let mut ethertype = be16(frame, 12);
+    let mut l3 = HEADER_LEN;
+    if ethertype == ETHERTYPE_VLAN {
+        if frame.len() < HEADER_LEN + VLAN_TAG_LEN {
+            return Err(WireError::Truncated);
+        }
+        k.set(Field::VlanTci, (be16(frame, 14) | VLAN_CFI) as u64);
+        ethertype = be16(frame, 16);
+        l3 += VLAN_TAG_LEN;
+    }
+    k.set(Field::DlType, ethertype as u64);
+    let rest = &frame[l3..];
+    match ethertype {
+        ETH_TYPE_IP => {
+            let Ok(ip) = Ipv4Packet::new_checked(rest) else {
+                return Ok((k, off));
+            };
+            off.l3 = l3 as u16;
+            k.set(Field::NwSrc, u32::from_be_bytes(ip.src()) as u64);
+            k.set(Field::NwDst, u32::from_be_bytes(ip.dst()) as u64);
+            let proto = ip.protocol();
+            k.set(Field::NwProto, proto as u64);
+            k.set(Field::NwTos, (ip.dscp_ecn() & 0xfc) as u64);
+            k.set(Field::NwEcn, (ip.dscp_ecn() & 3) as u64);
+            k.set(Field::NwTtl, ip.ttl() as u64);
+            if ip.is_fragment() {
+                let later = ip.frag_offset() != 0;
+                k.set(Field::NwFrag, if later { 3 } else { 1 });
+                if later {
+                    return Ok((k, off));
+                }
+            }
+            let hl = ip.header_len();
+            let l4 = &rest[hl..ip.total_len() as usize];
+            off.l4 = (l3 + hl) as u16;
+            match proto {
+                PROTO_TCP if l4.len() >= 20 => {
+                    k.set(Field::TpSrc, be16(l4, 0) as u64);
+                    k.set(Field::TpDst, be16(l4, 2) as u64);
+                    k.set(Field::TcpFlags, (be16(l4, 12) & 0x0fff) as u64);
+                }
+                PROTO_UDP if l4.len() >= 8 => {
+                    k.set(Field::TpSrc, be16(l4, 0) as u64);
+                    k.set(Field::TpDst, be16(l4, 2) as u64);
+                }
+                PROTO_ICMP if l4.len() >= 4 => {
+                    k.set(Field::TpSrc, l4[0] as u64);
+                    k.set(Field::TpDst, l4[1] as u64);
+                }
+                _ => off.l4 = 0,
+            }
+        }
+        ETH_TYPE_ARP if rest.len() >= 28 => {
+            // Ethernet/IPv4 ARP only, as OVS.
+            if be16(rest, 0) == 1 && be16(rest, 2) == ETH_TYPE_IP && rest[4] == 6 && rest[5] == 4 {
+                off.l3 = l3 as u16;
+                let op = be16(rest, 6);
+                if op <= 0xff {
+                    k.set(Field::NwProto, op as u64);
+                }
+                k.set(Field::ArpSha, mac48(&rest[8..14]));
+                k.set(
+                    Field::NwSrc,
+                    u32::from_be_bytes([rest[14], rest[15], rest[16], rest[17]]) as u64,
+                );
+                k.set(Field::ArpTha, mac48(&rest[18..24]));
+                k.set(
+                    Field::NwDst,
+                    u32::from_be_bytes([rest[24], rest[25], rest[26], rest[27]]) as u64,
+                );
+            }
+        }
+        _ => {}
+    }
+    Ok((k, off))
+}
+
+#[inline]
+pub fn mac48(b: &[u8]) -> u64 {
+    ((b[0] as u64) << 40)
+        | ((b[1] as u64) << 32)
+        | ((b[2] as u64) << 24)
+        | ((b[3] as u64) << 16)
+        | ((b[4] as u64) << 8)
+        | (b[5] as u64)
+}
+
+#[inline]
+pub fn mac_bytes(v: u64) -> [u8; 6] {
+    let b = v.to_be_bytes();
+    [b[2], b[3], b[4], b[5], b[6], b[7]]
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// An Ethernet/IPv4/UDP or TCP frame with a valid IP checksum and a
+    /// valid L4 checksum.
+    pub fn ip_frame(
+        vlan: Option<u16>,
+        proto: u8,
+        src: [u8; 4],
+        dst: [u8; 4],
+        sp: u16,
+        dp: u16,
+    ) -> Vec<u8> {
+        let mut f = vec![0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1];
+        if let Some(t) = vlan {
+            f.extend_from_slice(&0x8100u16.to_be_bytes());
+            f.extend_from_slice(&t.to_be_bytes());
+        }
+        f.extend_from_slice(&0x0800u16.to_be_bytes());
+        let l4len = if proto == PROTO_TCP { 20 } else { 8 } + 4;
+        let total = 20 + l4len;
+        let mut ip = vec![
+            0x45,
+            0x10,
+            (total >> 8) as u8,
+            total as u8,
+            0,
+            1,
+            0x40,
+            0,
+            64,
+            proto,
+            0,
+            0,
+        ];
+        ip.extend_from_slice(&src);
+        ip.extend_from_slice(&dst);
+        let c = crate::wire::checksum::checksum(&ip);
+        ip[10..12].copy_from_slice(&c.to_be_bytes());
+        let mut l4 = vec![0u8; l4len];
+        l4[0..2].copy_from_slice(&sp.to_be_bytes());
+        l4[2..4].copy_from_slice(&dp.to_be_bytes());
+        if proto == PROTO_TCP {
+            l4[12] = 0x50;
+            l4[13] = 0x02;
+        } else {
+            l4[4..6].copy_from_slice(&(l4len as u16).to_be_bytes());
+        }
+        l4[l4len - 4..].copy_from_slice(b"data");
+        let ps = crate::wire::checksum::pseudo_header(src, dst, proto, l4len as u16);
+        let c = crate::wire::checksum::finish(crate::wire::checksum::sum(&l4, ps));
+        let at = if proto == PROTO_TCP { 16 } else { 6 };
+        l4[at..at + 2].copy_from_slice(&c.to_be_bytes());
+        f.extend_from_slice(&ip);
+        f.extend_from_slice(&l4);
+        f
+    }
+
+    #[test]
+    fn tcp_over_vlan() {
+        let f = ip_frame(
+            Some(0x2000 | 10),
+            PROTO_TCP,
+            [10, 0, 0, 1],
+            [10, 0, 0, 2],
+            1234,
+            80,
+        );
+        let (k, off) = extract(&f, 3, None).unwrap();
+        assert_eq!(k.get(Field::InPort), 3);
+        assert_eq!(k.get(Field::VlanTci), 0x3000 | 10);
+        assert_eq!(k.get(Field::DlType), 0x800);
+        assert_eq!(k.get(Field::NwSrc), 0x0a000001);
+        assert_eq!(k.get(Field::NwProto), 6);
+        assert_eq!(k.get(Field::NwTos), 0x10);
+        assert_eq!(k.get(Field::NwTtl), 64);
+        assert_eq!(k.get(Field::TpSrc), 1234);
+        assert_eq!(k.get(Field::TpDst), 80);
+        assert_eq!(k.get(Field::TcpFlags), 2);
+        assert_eq!(k.get(Field::DlSrc), 0x0200_0000_0001);
+        assert_eq!(off, Offsets { l3: 18, l4: 38 });
+    }
+
+    #[test]
+    fn truncated_layers_stay_zero() {
+        let f = ip_frame(None, PROTO_UDP, [1, 2, 3, 4], [5, 6, 7, 8], 5, 6);
+        let (k, off) = extract(&f[..30], 1, None).unwrap();
+        assert_eq!(k.get(Field::DlType), 0x800);
+        assert_eq!(k.get(Field::NwSrc), 0);
+        assert_eq!(off.l3, 0);
+        assert!(extract(&f[..10], 1, None).is_err());
+    }
+}

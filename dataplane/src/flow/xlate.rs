@@ -1,0 +1,486 @@
+//! Translation: runs a packet's flow key through the OpenFlow pipeline
+//! (tables, resubmits, goto, groups, register arithmetic) and produces the
+//! flat list of datapath operations that does the same to the packet, plus
+//! the counters it hit. Every action only edits the flow key; before an
+//! output the difference between the key and what the packet holds is
+//! "committed" as header rewrites (as OVS's xlate does). The result depends
+//! on nothing but the key and the published pipeline and ports, which is
+//! what lets PMDs cache it per exact key.
+use super::action::{ofpp, Action, GroupType, Learn, LearnSpec, LearnSrc};
+use super::extract::{ETH_TYPE_IP, VLAN_CFI};
+use super::key::{Field, FlowKey, Match};
+use super::rule::{Group, HitStats, Pipeline};
+use crate::stats::DropReason;
+use std::sync::Arc;
+
+/// OVS's limit on resubmit/goto nesting.
+pub const MAX_DEPTH: u32 = 64;
+
+/// What a translation does to the packet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DpOp {
+    SetDlSrc(u64),
+    SetDlDst(u64),
+    /// Push an 802.1Q header with this TCI.
+    PushVlan(u16),
+    SetVlan(u16),
+    PopVlan,
+    SetNwSrc(u32),
+    SetNwDst(u32),
+    SetNwTos(u8),
+    SetNwEcn(u8),
+    SetNwTtl(u8),
+    SetTpSrc(u16),
+    SetTpDst(u16),
+    Output(u16),
+    /// The L2 learning switch, on the packet as it is now.
+    Normal,
+    /// Run on a copy of the packet (group buckets).
+    Clone(Box<[DpOp]>),
+    /// The first bucket whose watched port (slot) is up.
+    FastFailover(Box<[(Option<u16>, Box<[DpOp]>)]>),
+    /// Install or refresh a flow (learn action).
+    Learn(Arc<LearnedFlow>),
+    /// Send to the controller: counted, since no controller connection
+    /// takes packet-ins yet.
+    Controller,
+}
+
+impl DpOp {
+    /// True when the op hands the packet (or a copy) somewhere.
+    fn consumes(&self) -> bool {
+        matches!(
+            self,
+            DpOp::Output(_)
+                | DpOp::Normal
+                | DpOp::Clone(_)
+                | DpOp::FastFailover(_)
+                | DpOp::Controller
+        )
+    }
+}
+
+/// A flow a learn action asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LearnedFlow {
+    pub table: u8,
+    pub priority: u16,
+    pub m: Match,
+    pub actions: Vec<Action>,
+    pub idle_timeout: u16,
+    pub hard_timeout: u16,
+    pub cookie: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct Xlate {
+    pub ops: Box<[DpOp]>,
+    /// Index of the last op that hands the packet on: it may take the packet
+    /// itself, every earlier one works on a copy.
+    pub last_consumer: Option<usize>,
+    /// Rule, group and bucket counters to add the packet to.
+    pub hits: Box<[Arc<HitStats>]>,
+    /// Why the packet ends up nowhere, when it does.
+    pub drop: Option<DropReason>,
+}
+
+/// The ports of one bridge as translation sees them.
+pub trait PortView {
+    /// Slot of an OpenFlow port number on this bridge.
+    fn slot(&self, ofport: u32) -> Option<u16>;
+    /// Every slot of the bridge, in flooding order.
+    fn slots(&self) -> &[u16];
+}
+
+struct Ctx<'a, V: PortView> {
+    pipe: &'a Pipeline,
+    ports: &'a V,
+    in_slot: u16,
+    flow: FlowKey,
+    base: FlowKey,
+    ops: Vec<DpOp>,
+    hits: Vec<Arc<HitStats>>,
+    depth: u32,
+    matched: bool,
+    stop: Option<DropReason>,
+}
+
+pub fn translate<V: PortView>(pipe: &Pipeline, ports: &V, in_slot: u16, key: &FlowKey) -> Xlate {
+    let mut c = Ctx {
+        pipe,
+        ports,
+        in_slot,
+        flow: *key,
+        base: *key,
+        ops: Vec::new(),
+        hits: Vec::new(),
+        depth: 0,
+        matched: false,
+        stop: None,
+    };
+    c.table(0);
+    let last_consumer = c.ops.iter().rposition(|o| o.consumes());
+    let drop = match (c.stop, last_consumer) {
+        (Some(r), None) => Some(r),
+        (None, None) if !c.matched => Some(DropReason::TableMiss),
+        (None, None) => Some(DropReason::FlowDrop),
+        (_, Some(_)) => None,
+    };
+    Xlate {
+        ops: c.ops.into(),
+        last_consumer,
+        hits: c.hits.into(),
+        drop,
+    }
+}
+
+impl<V: PortView> Ctx<'_, V> {
+    fn table(&mut self, id: u8) {
+        if self.depth >= MAX_DEPTH {
+            self.stop = Some(DropReason::RecursionLimit);
+            return;
+        }
+        let Some(t) = self.pipe.tables.get(id as usize) else {
+            return;
+        };
+        let Some((_, rule)) = t.lookup(&self.flow) else {
+            return;
+        };
+        let rule = rule.clone();
+        self.matched = true;
+        self.hits.push(rule.stats.clone());
+        self.depth += 1;
+        self.actions(&rule.actions, id);
+        self.depth -= 1;
+    }
+
+    fn actions(&mut self, acts: &[Action], table: u8) {
+        for a in acts {
+            if self.stop.is_some() {
+                return;
+            }
+            self.action(a, table);
+        }
+    }
+
+    fn action(&mut self, a: &Action, table: u8) {
+        let f = &mut self.flow;
+        match *a {
+            Action::Output { port, .. } => self.output(port),
+            Action::SetVlanVid { vid, push } => {
+                let tci = f.get(Field::VlanTci) as u16;
+                if tci & VLAN_CFI != 0 {
+                    f.set(Field::VlanTci, ((tci & !0xfff) | (vid & 0xfff)) as u64);
+                } else if push {
+                    f.set(Field::VlanTci, (VLAN_CFI | (vid & 0xfff)) as u64);
+                }
+            }
+            Action::SetVlanPcp { pcp, push } => {
+                let tci = f.get(Field::VlanTci) as u16;
+                let p = ((pcp as u16) & 7) << 13;
+                if tci & VLAN_CFI != 0 {
+                    f.set(Field::VlanTci, ((tci & 0x1fff) | p) as u64);
+                } else if push {
+                    f.set(Field::VlanTci, (VLAN_CFI | p) as u64);
+                }
+            }
+            Action::StripVlan => f.set(Field::VlanTci, 0),
+            Action::PushVlan(_) => {
+                // One tag is what the key models: pushing onto a tagged
+                // frame keeps its tag (a QinQ push is not supported).
+                let tci = f.get(Field::VlanTci) as u16;
+                if tci & VLAN_CFI == 0 {
+                    f.set(Field::VlanTci, VLAN_CFI as u64);
+                }
+            }
+            Action::SetDlSrc(m) => f.set(Field::DlSrc, m),
+            Action::SetDlDst(m) => f.set(Field::DlDst, m),
+            Action::SetNwSrc(a) => f.set(Field::NwSrc, a as u64),
+            Action::SetNwDst(a) => f.set(Field::NwDst, a as u64),
+            Action::SetNwTos(t) => f.set(Field::NwTos, (t & 0xfc) as u64),
+            Action::SetTpSrc(p) => f.set(Field::TpSrc, p as u64),
+            Action::SetTpDst(p) => f.set(Field::TpDst, p as u64),
+            Action::SetField { field, value, mask } => {
+                let cur = f.get(field);
+                f.set(field, (cur & !mask) | (value & mask));
+            }
+            Action::RegLoad {
+                field,
+                ofs,
+                n_bits,
+                value,
+            } => f.set_bits(field, ofs as u32, n_bits as u32, value),
+            Action::RegMove {
+                src,
+                src_ofs,
+                dst,
+                dst_ofs,
+                n_bits,
+            } => {
+                let v = f.get_bits(src, src_ofs as u32, n_bits as u32);
+                f.set_bits(dst, dst_ofs as u32, n_bits as u32, v);
+            }
+            Action::DecTtl => {
+                if f.get(Field::DlType) == ETH_TYPE_IP as u64 {
+                    let ttl = f.get(Field::NwTtl);
+                    if ttl <= 1 {
+                        self.stop = Some(DropReason::TtlExpired);
+                    } else {
+                        f.set(Field::NwTtl, ttl - 1);
+                    }
+                }
+            }
+            Action::SetTunnel { id, wide } => {
+                f.set(Field::TunId, if wide { id } else { id & 0xffff_ffff })
+            }
+            Action::Resubmit { port, table: t } => {
+                let saved = f.get(Field::InPort);
+                if let Some(p) = port {
+                    f.set(Field::InPort, p as u64);
+                }
+                self.table(t.unwrap_or(table));
+                self.flow.set(Field::InPort, saved);
+            }
+            Action::GotoTable(t) => self.table(t),
+            Action::WriteMetadata { value, mask } => {
+                let cur = f.get(Field::Metadata);
+                f.set(Field::Metadata, (cur & !mask) | (value & mask));
+            }
+            Action::Group(id) => match self.pipe.groups.get(&id) {
+                Some(g) => {
+                    let g = g.clone();
+                    self.group(&g, table);
+                }
+                None => self.stop = Some(DropReason::NoGroup),
+            },
+            Action::Learn(ref l) => {
+                let lf = learned_flow(l, &self.flow);
+                self.ops.push(DpOp::Learn(Arc::new(lf)));
+            }
+            Action::Note(_) => {}
+        }
+    }
+
+    fn output(&mut self, port: u32) {
+        let in_port = self.flow.get(Field::InPort) as u32;
+        match port {
+            ofpp::IN_PORT => {
+                self.commit();
+                self.ops.push(DpOp::Output(self.in_slot));
+            }
+            ofpp::NORMAL => {
+                self.commit();
+                self.ops.push(DpOp::Normal);
+            }
+            ofpp::FLOOD | ofpp::ALL => {
+                self.commit();
+                let in_slot = self.in_slot;
+                for &s in self.ports.slots() {
+                    if s != in_slot {
+                        self.ops.push(DpOp::Output(s));
+                    }
+                }
+            }
+            ofpp::CONTROLLER => self.ops.push(DpOp::Controller),
+            ofpp::LOCAL => self.output(ofpp::LOCAL_OFPORT),
+            p if p >= ofpp::MAX => {}
+            // OpenFlow: output to the ingress port only through IN_PORT.
+            p if p == in_port => {}
+            p => {
+                if let Some(s) = self.ports.slot(p) {
+                    self.commit();
+                    self.ops.push(DpOp::Output(s));
+                }
+            }
+        }
+    }
+
+    /// Runs `acts` on a copy of the packet: nothing they change leaks out.
+    fn sub(&mut self, acts: &[crate::flow::action::Action], table: u8) -> Box<[DpOp]> {
+        self.commit();
+        let saved_flow = self.flow;
+        let saved_ops = std::mem::take(&mut self.ops);
+        self.actions(acts, table);
+        let sub = std::mem::replace(&mut self.ops, saved_ops);
+        self.flow = saved_flow;
+        self.base = saved_flow;
+        sub.into()
+    }
+
+    fn group(&mut self, g: &Group, table: u8) {
+        if self.depth >= MAX_DEPTH {
+            self.stop = Some(DropReason::RecursionLimit);
+            return;
+        }
+        self.depth += 1;
+        self.hits.push(g.stats.clone());
+        match g.kind {
+            GroupType::All | GroupType::Indirect => {
+                for (b, st) in g.buckets.iter().zip(&g.bucket_stats) {
+                    self.hits.push(st.clone());
+                    let ops = self.sub(&b.actions, table);
+                    self.ops.push(DpOp::Clone(ops));
+                }
+            }
+            GroupType::Select => {
+                if let Some(i) = select_bucket(g, &self.flow) {
+                    self.hits.push(g.bucket_stats[i].clone());
+                    let ops = self.sub(&g.buckets[i].actions, table);
+                    self.ops.push(DpOp::Clone(ops));
+                }
+            }
+            GroupType::FastFailover => {
+                let mut alts = Vec::new();
+                for b in &g.buckets {
+                    let watch = self.ports.slot(b.watch_port);
+                    let ops = self.sub(&b.actions, table);
+                    alts.push((watch, ops));
+                }
+                self.ops.push(DpOp::FastFailover(alts.into()));
+            }
+        }
+        self.depth -= 1;
+    }
+
+    /// Emits the header rewrites that make the packet look like the key.
+    fn commit(&mut self) {
+        let (f, b) = (&self.flow, &self.base);
+        if f.w[..super::key::PACKET_WORDS] == b.w[..super::key::PACKET_WORDS] {
+            return;
+        }
+        let ch = |x: Field| f.get(x) != b.get(x);
+        let ops = &mut self.ops;
+        if ch(Field::DlSrc) {
+            ops.push(DpOp::SetDlSrc(f.get(Field::DlSrc)));
+        }
+        if ch(Field::DlDst) {
+            ops.push(DpOp::SetDlDst(f.get(Field::DlDst)));
+        }
+        if ch(Field::VlanTci) {
+            let (new, old) = (f.get(Field::VlanTci) as u16, b.get(Field::VlanTci) as u16);
+            match (old & VLAN_CFI != 0, new & VLAN_CFI != 0) {
+                (false, true) => ops.push(DpOp::PushVlan(new & !VLAN_CFI)),
+                (true, false) => ops.push(DpOp::PopVlan),
+                (true, true) => ops.push(DpOp::SetVlan(new & !VLAN_CFI)),
+                (false, false) => {}
+            }
+        }
+        if f.get(Field::DlType) == ETH_TYPE_IP as u64 {
+            if ch(Field::NwSrc) {
+                ops.push(DpOp::SetNwSrc(f.get(Field::NwSrc) as u32));
+            }
+            if ch(Field::NwDst) {
+                ops.push(DpOp::SetNwDst(f.get(Field::NwDst) as u32));
+            }
+            if ch(Field::NwTos) {
+                ops.push(DpOp::SetNwTos(f.get(Field::NwTos) as u8));
+            }
+            if ch(Field::NwEcn) {
+                ops.push(DpOp::SetNwEcn(f.get(Field::NwEcn) as u8));
+            }
+            if ch(Field::NwTtl) {
+                ops.push(DpOp::SetNwTtl(f.get(Field::NwTtl) as u8));
+            }
+            let proto = f.get(Field::NwProto);
+            if proto == 6 || proto == 17 {
+                if ch(Field::TpSrc) {
+                    ops.push(DpOp::SetTpSrc(f.get(Field::TpSrc) as u16));
+                }
+                if ch(Field::TpDst) {
+                    ops.push(DpOp::SetTpDst(f.get(Field::TpDst) as u16));
+                }
+            }
+        }
+        self.base = self.flow;
+    }
+}
+
+/// Highest-random-weight choice over the 5-tuple: a bucket's removal only
+/// moves the flows that were on it.
+fn select_bucket(g: &Group, k: &FlowKey) -> Option<usize> {
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    for f in [
+        Field::DlType,
+        Field::NwSrc,
+        Field::NwDst,
+        Field::NwProto,
+        Field::TpSrc,
+        Field::TpDst,
+    ] {
+        h = mix(h ^ k.get(f));
+    }
+    let mut best: Option<(f64, usize)> = None;
+    for (i, b) in g.buckets.iter().enumerate() {
+        if b.weight == 0 && g.buckets.len() > 1 {
+            continue;
+        }
+        let u = ((mix(h ^ (i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15)) >> 11) as f64 + 1.0)
+            / (1u64 << 53) as f64;
+        let score = -(b.weight.max(1) as f64) / u.ln();
+        if best.is_none_or(|(s, _)| score > s) {
+            best = Some((score, i));
+        }
+    }
+    best.map(|b| b.1)
+}
+
+#[inline]
+fn mix(mut h: u64) -> u64 {
+    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
+}
+
+fn learn_bits(src: &LearnSrc, n_bits: u8, flow: &FlowKey) -> u64 {
+    match *src {
+        LearnSrc::Field { field, ofs } => flow.get_bits(field, ofs as u32, n_bits as u32),
+        LearnSrc::Imm(v) => v,
+    }
+}
+
+fn learned_flow(l: &Learn, flow: &FlowKey) -> LearnedFlow {
+    let mut m = Match::any();
+    let mut actions = Vec::new();
+    for s in &l.specs {
+        match s {
+            LearnSpec::Match {
+                src,
+                dst,
+                dst_ofs,
+                n_bits,
+            } => {
+                let v = learn_bits(src, *n_bits, flow);
+                let nm = if *n_bits >= 64 {
+                    u64::MAX
+                } else {
+                    (1u64 << n_bits) - 1
+                };
+                m.set(*dst, v << dst_ofs, nm << dst_ofs);
+            }
+            LearnSpec::Load {
+                src,
+                dst,
+                dst_ofs,
+                n_bits,
+            } => actions.push(Action::RegLoad {
+                field: *dst,
+                ofs: *dst_ofs,
+                n_bits: *n_bits,
+                value: learn_bits(src, *n_bits, flow),
+            }),
+            LearnSpec::Output { src, n_bits } => actions.push(Action::Output {
+                port: learn_bits(src, *n_bits, flow) as u32,
+                max_len: 0,
+            }),
+        }
+    }
+    LearnedFlow {
+        table: l.table,
+        priority: l.priority,
+        m,
+        actions,
+        idle_timeout: l.idle_timeout,
+        hard_timeout: l.hard_timeout,
+        cookie: l.cookie,
+    }
+}
