@@ -6,7 +6,7 @@ use rvs_dataplane::mac_table::MacTable;
 use rvs_dataplane::netdev::{DevStatus, NetDev};
 use rvs_dataplane::normal::process_batch;
 use rvs_dataplane::packet::{HeapBuf, PacketBuf};
-use rvs_dataplane::snapshot::{BridgeEntry, PortEntry, Snapshot};
+use rvs_dataplane::snapshot::{BridgeEntry, BridgeFlows, PortEntry, Snapshot};
 use rvs_dataplane::stats::PmdStats;
 use rvs_dataplane::txbuf::TxBuffers;
 use rvs_dataplane::vlan::{set_egress_tag, VlanConf};
@@ -45,11 +45,14 @@ fn frame(dst: u8, src: u8) -> HeapBuf {
 
 fn snapshot(vlans: [VlanConf; 2]) -> Snapshot<HeapBuf> {
     let mut s = Snapshot::empty(1);
-    s.bridges.push(BridgeEntry {
-        name: "br0".into(),
-        ports: vec![0, 1],
-        macs: Arc::new(MacTable::new(8192, 300)),
-    });
+    let mut br = BridgeEntry::new(
+        "br0",
+        Arc::new(MacTable::new(8192, 300)),
+        BridgeFlows::new(0),
+    );
+    br.add_port(0, 1);
+    br.add_port(1, 2);
+    s.bridges.push(br);
     for (i, v) in vlans.into_iter().enumerate() {
         s.ports.push(Some(PortEntry {
             name: format!("p{i}").into(),

@@ -10,7 +10,7 @@ use rvs_dataplane::mac_table::MacTable;
 use rvs_dataplane::netdev::NetDev;
 use rvs_dataplane::packet::PacketBuf;
 use rvs_dataplane::pmd::assign_rxqs;
-use rvs_dataplane::snapshot::{BridgeEntry, PortEntry, Snapshot, Switch};
+use rvs_dataplane::snapshot::{BridgeEntry, BridgeFlows, PortEntry, Snapshot, Switch};
 use rvs_dataplane::stats::{port_totals, PortTotals};
 use rvs_dataplane::vlan::VlanConf;
 use rvs_dataplane::MAX_PORTS;
@@ -58,6 +58,9 @@ pub struct FailedPort {
 pub struct LiveBridge {
     pub spec: BridgeSpec,
     pub macs: Arc<MacTable>,
+    /// OpenFlow tables: a new bridge starts with `priority=0
+    /// actions=NORMAL`, as in OVS.
+    pub flows: Arc<BridgeFlows>,
 }
 
 pub struct Reconciler<P: PacketBuf> {
@@ -192,6 +195,7 @@ impl<P: PacketBuf + 'static> Reconciler<P> {
                         LiveBridge {
                             spec: bs.clone(),
                             macs: Arc::new(MacTable::new(size, aging)),
+                            flows: BridgeFlows::new(self.switch.now_ns()),
                         },
                     );
                 }
@@ -365,11 +369,8 @@ impl<P: PacketBuf + 'static> Reconciler<P> {
             .map(|(i, n)| (n.as_str(), i as u16))
             .collect();
         for (name, lb) in &self.bridges {
-            snap.bridges.push(BridgeEntry {
-                name: name.as_str().into(),
-                ports: Vec::new(),
-                macs: lb.macs.clone(),
-            });
+            snap.bridges
+                .push(BridgeEntry::new(name, lb.macs.clone(), lb.flows.clone()));
         }
         let max_slot = self
             .ports
@@ -393,7 +394,7 @@ impl<P: PacketBuf + 'static> Reconciler<P> {
                 vlan: lp.vlan.clone(),
                 dev: lp.dev.clone(),
             });
-            snap.bridges[bi as usize].ports.push(lp.slot);
+            snap.bridges[bi as usize].add_port(lp.slot, lp.ofport as u32);
             for q in 0..lp.dev.n_rxq() {
                 queues.push((lp.slot, q, lp.numa));
             }

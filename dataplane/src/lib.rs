@@ -11,6 +11,7 @@
 #![deny(unsafe_code)]
 
 pub mod flow;
+pub mod flow_batch;
 pub mod mac_table;
 pub mod netdev;
 pub mod normal;

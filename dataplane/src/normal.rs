@@ -2,15 +2,121 @@
 //! rules. A batch from one rx queue goes through parse -> VLAN ingress ->
 //! learn -> lookup -> per-egress tagging -> tx buffers.
 use crate::packet::PacketBuf;
-use crate::snapshot::{BridgeEntry, Snapshot};
+use crate::snapshot::{BridgeEntry, PortEntry, Snapshot};
 use crate::stats::{DropReason, PmdStats};
 use crate::txbuf::TxBuffers;
 use crate::vlan::set_egress_tag;
 use crate::wire::{EthernetFrame, MacAddr};
 use crate::Burst;
 
+/// NORMAL's state over one batch from one port: the port, its bridge, and
+/// what the batch has learned and looked up so far. A burst is mostly runs
+/// of one conversation: remembering the last address learned and the last
+/// destination looked up (with its verdict) makes a run cost one table
+/// access each, not one per frame.
+pub struct Normal<'a, P: PacketBuf> {
+    snap: &'a Snapshot<P>,
+    port: &'a PortEntry<P>,
+    bridge: &'a BridgeEntry,
+    in_slot: u16,
+    now: u32,
+    last_learned: Option<(u16, MacAddr)>,
+    last_lookup: Option<(u16, MacAddr, Option<u16>)>,
+    hits: u64,
+    misses: u64,
+}
+
+impl<'a, P: PacketBuf> Normal<'a, P> {
+    /// None when the slot holds no port (it is being removed).
+    pub fn new(snap: &'a Snapshot<P>, in_slot: u16, now: u32) -> Option<Self> {
+        let port = snap.port(in_slot)?;
+        Some(Normal {
+            snap,
+            port,
+            bridge: &snap.bridges[port.bridge as usize],
+            in_slot,
+            now,
+            last_learned: None,
+            last_lookup: None,
+            hits: 0,
+            misses: 0,
+        })
+    }
+
+    /// Switches one packet.
+    #[inline]
+    pub fn forward(&mut self, pkt: P, stats: &PmdStats, tx: &mut TxBuffers<P>) {
+        let in_slot = self.in_slot;
+        let (dst, src, vid) = match EthernetFrame::new_checked(pkt.data()) {
+            Ok(f) => (f.dst(), f.src(), f.vlan_tci().map(|t| t & 0xfff)),
+            Err(_) => {
+                stats.drop(DropReason::Malformed, Some(in_slot), 1);
+                return;
+            }
+        };
+        let tagged = vid.is_some();
+        let vlan = match self.port.vlan.ingress(vid) {
+            Some(v) => v,
+            None => {
+                stats.drop(DropReason::VlanDenied, Some(in_slot), 1);
+                return;
+            }
+        };
+        if !src.is_multicast() && self.last_learned != Some((vlan, src)) {
+            self.bridge.macs.learn(vlan, src, in_slot, self.now);
+            self.last_learned = Some((vlan, src));
+            // What was just learned may be the cached destination.
+            if matches!(self.last_lookup, Some((v, d, _)) if v == vlan && d == src) {
+                self.last_lookup = None;
+            }
+        }
+        let known = match self.last_lookup {
+            _ if dst.is_multicast() => None,
+            Some((v, d, verdict)) if v == vlan && d == dst => verdict,
+            _ => {
+                let out =
+                    self.bridge.macs.lookup(vlan, dst, self.now).filter(|&o| {
+                        o == in_slot || egress_ok(self.snap, self.port.bridge, o, vlan)
+                    });
+                self.last_lookup = Some((vlan, dst, out));
+                out
+            }
+        };
+        match known {
+            Some(out) if out == in_slot => {
+                self.hits += 1;
+                stats.drop(DropReason::SamePort, Some(in_slot), 1);
+            }
+            Some(out) => {
+                self.hits += 1;
+                output(self.snap, stats, tx, out, vlan, tagged, pkt);
+            }
+            _ => {
+                self.misses += 1;
+                flood(
+                    self.snap,
+                    self.bridge,
+                    stats,
+                    tx,
+                    in_slot,
+                    vlan,
+                    tagged,
+                    pkt,
+                );
+            }
+        }
+    }
+
+    /// Adds the batch's tallies to the PMD's counters.
+    pub fn finish(self, stats: &PmdStats) {
+        stats.mac_hits.add(self.hits);
+        stats.mac_misses.add(self.misses);
+    }
+}
+
 /// Forwards every packet of `pkts` (which it empties) that arrived on port
-/// `in_slot`, queueing the results in `tx`.
+/// `in_slot` by NORMAL alone, queueing the results in `tx`. Returns the
+/// bytes received.
 pub fn process_batch<P: PacketBuf>(
     snap: &Snapshot<P>,
     in_slot: u16,
@@ -18,82 +124,31 @@ pub fn process_batch<P: PacketBuf>(
     now: u32,
     stats: &PmdStats,
     tx: &mut TxBuffers<P>,
-) {
+) -> u64 {
     let n = pkts.len() as u64;
-    let port = match snap.port(in_slot) {
-        Some(p) => p,
-        None => {
-            stats.drop(DropReason::NoPort, None, n);
-            pkts.clear();
-            return;
-        }
+    let Some(mut normal) = Normal::new(snap, in_slot, now) else {
+        stats.drop(DropReason::NoPort, None, n);
+        pkts.clear();
+        return 0;
     };
+    let bytes = count_rx(stats, in_slot, pkts);
+    for pkt in pkts.drain(..) {
+        normal.forward(pkt, stats, tx);
+    }
+    normal.finish(stats);
+    bytes
+}
+
+/// Counts a received batch on its port and PMD. Returns its bytes.
+#[inline]
+pub fn count_rx<P: PacketBuf>(stats: &PmdStats, in_slot: u16, pkts: &Burst<P>) -> u64 {
+    let n = pkts.len() as u64;
+    let bytes: u64 = pkts.iter().map(|p| p.wire_len() as u64).sum();
     let pc = &stats.ports[in_slot as usize];
     pc.rx_packets.add(n);
-    stats.rx_packets.add(n);
-    let bridge = &snap.bridges[port.bridge as usize];
-    // Per-batch tallies: one counter update per batch, not per packet.
-    let (mut bytes, mut hits, mut misses) = (0u64, 0u64, 0u64);
-    // A burst is mostly runs of one conversation: remember the last address
-    // learned and the last destination looked up (with its verdict) so a
-    // run costs one table access each, not one per frame.
-    let mut last_learned: Option<(u16, MacAddr)> = None;
-    let mut last_lookup: Option<(u16, MacAddr, Option<u16>)> = None;
-    for pkt in pkts.drain(..) {
-        bytes += pkt.wire_len() as u64;
-        let (dst, src, vid) = match EthernetFrame::new_checked(pkt.data()) {
-            Ok(f) => (f.dst(), f.src(), f.vlan_tci().map(|t| t & 0xfff)),
-            Err(_) => {
-                stats.drop(DropReason::Malformed, Some(in_slot), 1);
-                continue;
-            }
-        };
-        let tagged = vid.is_some();
-        let vlan = match port.vlan.ingress(vid) {
-            Some(v) => v,
-            None => {
-                stats.drop(DropReason::VlanDenied, Some(in_slot), 1);
-                continue;
-            }
-        };
-        if !src.is_multicast() && last_learned != Some((vlan, src)) {
-            bridge.macs.learn(vlan, src, in_slot, now);
-            last_learned = Some((vlan, src));
-            // What was just learned may be the cached destination.
-            if matches!(last_lookup, Some((v, d, _)) if v == vlan && d == src) {
-                last_lookup = None;
-            }
-        }
-        let known = match last_lookup {
-            _ if dst.is_multicast() => None,
-            Some((v, d, verdict)) if v == vlan && d == dst => verdict,
-            _ => {
-                let out = bridge
-                    .macs
-                    .lookup(vlan, dst, now)
-                    .filter(|&o| o == in_slot || egress_ok(snap, port.bridge, o, vlan));
-                last_lookup = Some((vlan, dst, out));
-                out
-            }
-        };
-        match known {
-            Some(out) if out == in_slot => {
-                hits += 1;
-                stats.drop(DropReason::SamePort, Some(in_slot), 1);
-            }
-            Some(out) => {
-                hits += 1;
-                output(snap, stats, tx, out, vlan, tagged, pkt);
-            }
-            _ => {
-                misses += 1;
-                flood(snap, bridge, stats, tx, in_slot, vlan, tagged, pkt);
-            }
-        }
-    }
     pc.rx_bytes.add(bytes);
-    stats.mac_hits.add(hits);
-    stats.mac_misses.add(misses);
+    stats.rx_packets.add(n);
+    bytes
 }
 
 #[inline]
@@ -142,7 +197,7 @@ fn flood<P: PacketBuf>(
 
 #[allow(clippy::too_many_arguments)]
 #[inline]
-fn output<P: PacketBuf>(
+pub(crate) fn output<P: PacketBuf>(
     snap: &Snapshot<P>,
     stats: &PmdStats,
     tx: &mut TxBuffers<P>,

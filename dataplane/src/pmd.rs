@@ -1,5 +1,7 @@
 //! The poll-mode worker loop: one thread per pinned core, run to completion
 //! over bursts, never waiting for the control plane.
+use crate::flow::cache::FlowCache;
+use crate::flow_batch;
 use crate::normal::process_batch;
 use crate::packet::PacketBuf;
 use crate::snapshot::{PmdShared, Snapshot, Switch};
@@ -32,16 +34,33 @@ impl Clock {
     }
 }
 
+/// What one PMD thread owns: its tx buffers, rx burst and flow cache.
+pub struct PmdLocal<P: PacketBuf> {
+    pub tx: TxBuffers<P>,
+    pub burst: Burst<P>,
+    pub cache: FlowCache,
+}
+
+impl<P: PacketBuf> PmdLocal<P> {
+    pub fn new(cache_entries: usize) -> Self {
+        PmdLocal {
+            tx: TxBuffers::default(),
+            burst: Burst::new(),
+            cache: FlowCache::new(cache_entries),
+        }
+    }
+}
+
 /// Runs one loop iteration: polls every rx queue assigned to PMD `me` once.
 /// Returns the packets received.
 pub fn poll_once<P: PacketBuf>(
     switch: &Switch<P>,
     me: &PmdShared,
-    tx: &mut TxBuffers<P>,
-    burst: &mut Burst<P>,
+    local: &mut PmdLocal<P>,
     clock: &Clock,
     now: u32,
 ) -> usize {
+    let PmdLocal { tx, burst, cache } = local;
     // Announce a new epoch before loading the snapshot: once the control
     // thread sees it, we hold nothing older than its swap. An unchanged
     // epoch was announced already, so the common case is one plain load.
@@ -65,7 +84,17 @@ pub fn poll_once<P: PacketBuf>(
             continue;
         }
         got += n;
-        process_batch(&snap, rq.slot, burst, now, stats, tx);
+        let bridge = &snap.bridges[port.bridge as usize];
+        let pipe = bridge.flows.published.load();
+        match &pipe.only_normal {
+            // The default table: NORMAL over the whole batch, the rule
+            // credited once.
+            Some(rule) => {
+                let bytes = process_batch(&snap, rq.slot, burst, now, stats, tx);
+                rule.stats.hit(n as u64, bytes, now);
+            }
+            None => flow_batch::process_batch(&snap, &pipe, rq.slot, burst, now, stats, tx, cache),
+        }
         flush(&snap, me.index as u16, stats, tx);
     }
     let dt = (clock.cycles)().wrapping_sub(t0);
@@ -111,8 +140,7 @@ fn flush<P: PacketBuf>(snap: &Snapshot<P>, txq: u16, stats: &PmdStats, tx: &mut 
 
 /// The PMD thread body, until `stop` is set.
 pub fn run<P: PacketBuf>(switch: Arc<Switch<P>>, me: Arc<PmdShared>, clock: Clock) {
-    let mut tx = TxBuffers::<P>::default();
-    let mut burst = Burst::<P>::new();
+    let mut local = PmdLocal::<P>::new(switch.emc_entries);
     me.running.store(true, Ordering::SeqCst);
     let mut idle_spins = 0u32;
     // MAC ageing needs seconds: derive them from the cycle counter rather
@@ -121,7 +149,7 @@ pub fn run<P: PacketBuf>(switch: Arc<Switch<P>>, me: Arc<PmdShared>, clock: Cloc
     let hz = clock.hz.max(1);
     while !me.stop.load(Ordering::Relaxed) {
         let now = base_secs + ((clock.cycles)().wrapping_sub(base_cycles) / hz) as u32;
-        let got = poll_once(&switch, &me, &mut tx, &mut burst, &clock, now);
+        let got = poll_once(&switch, &me, &mut local, &clock, now);
         // A PMD with nothing to poll naps instead of burning its core; one
         // with queues stays hot.
         if got == 0

@@ -2,6 +2,9 @@
 //! them: the control thread swaps in a new snapshot and then waits (never the
 //! PMDs) until every PMD has passed the top of its loop, after which nothing
 //! of the old snapshot is in use and removed ports can be closed.
+use crate::flow::rule::Pipeline;
+use crate::flow::table::FlowTables;
+use crate::flow::xlate::{LearnOp, PortView};
 use crate::mac_table::MacTable;
 use crate::netdev::NetDev;
 use crate::packet::PacketBuf;
@@ -9,7 +12,8 @@ use crate::stats::PmdStats;
 use crate::vlan::VlanConf;
 use arc_swap::ArcSwap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::mpsc::{Receiver, SyncSender};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub struct PortEntry<P: PacketBuf> {
@@ -25,6 +29,75 @@ pub struct BridgeEntry {
     /// Port slots of the bridge, in flooding order.
     pub ports: Vec<u16>,
     pub macs: Arc<MacTable>,
+    /// The bridge's OpenFlow tables; they outlive port snapshots.
+    pub flows: Arc<BridgeFlows>,
+    /// OpenFlow port number -> slot.
+    pub ofport_slot: hashbrown::HashMap<u32, u16>,
+}
+
+impl BridgeEntry {
+    pub fn new(name: &str, macs: Arc<MacTable>, flows: Arc<BridgeFlows>) -> BridgeEntry {
+        BridgeEntry {
+            name: name.into(),
+            ports: Vec::new(),
+            macs,
+            flows,
+            ofport_slot: hashbrown::HashMap::new(),
+        }
+    }
+
+    /// Adds a port (in flooding order).
+    pub fn add_port(&mut self, slot: u16, ofport: u32) {
+        self.ports.push(slot);
+        self.ofport_slot.insert(ofport, slot);
+    }
+}
+
+impl PortView for BridgeEntry {
+    #[inline]
+    fn slot(&self, ofport: u32) -> Option<u16> {
+        self.ofport_slot.get(&ofport).copied()
+    }
+    #[inline]
+    fn slots(&self) -> &[u16] {
+        &self.ports
+    }
+}
+
+/// The OpenFlow state of one bridge: the tables control threads change
+/// (behind a lock PMDs never take) and the pipeline PMDs read.
+pub struct BridgeFlows {
+    pub tables: Mutex<FlowTables>,
+    pub published: ArcSwap<Pipeline>,
+    /// Flows learn actions ask for, from PMDs to the control thread.
+    pub learned: SyncSender<Arc<LearnOp>>,
+    pub learned_rx: Mutex<Receiver<Arc<LearnOp>>>,
+}
+
+impl BridgeFlows {
+    /// A new bridge's tables: `priority=0 actions=NORMAL`.
+    pub fn new(now_ns: u64) -> Arc<BridgeFlows> {
+        let t = FlowTables::with_normal(now_ns);
+        let (tx, rx) = std::sync::mpsc::sync_channel(1024);
+        Arc::new(BridgeFlows {
+            published: ArcSwap::from_pointee(t.pipeline()),
+            tables: Mutex::new(t),
+            learned: tx,
+            learned_rx: Mutex::new(rx),
+        })
+    }
+
+    /// Publishes the tables' current state if it changed. `quiesce` must
+    /// return only once no PMD can hold the previous pipeline, which is then
+    /// freed here rather than on a PMD.
+    pub fn publish(&self, tables: &FlowTables, quiesce: impl FnOnce()) {
+        if self.published.load().generation == tables.generation() {
+            return;
+        }
+        let old = self.published.swap(Arc::new(tables.pipeline()));
+        quiesce();
+        drop(old);
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +149,8 @@ pub struct Switch<P: PacketBuf> {
     pub pmds: Vec<Arc<PmdShared>>,
     /// Seconds since start, as the PMDs' MAC ageing clock.
     pub started: Instant,
+    /// Entries of each PMD's exact-match cache.
+    pub emc_entries: usize,
 }
 
 impl<P: PacketBuf> Switch<P> {
@@ -100,11 +175,17 @@ impl<P: PacketBuf> Switch<P> {
             epoch: AtomicU64::new(0),
             pmds,
             started: Instant::now(),
+            emc_entries: crate::flow::cache::DEFAULT_ENTRIES,
         })
     }
 
     pub fn now_secs(&self) -> u32 {
         self.started.elapsed().as_secs() as u32
+    }
+
+    /// Nanoseconds since start, the clock flow durations use.
+    pub fn now_ns(&self) -> u64 {
+        self.started.elapsed().as_nanos() as u64
     }
 
     /// Makes `next` the snapshot PMDs forward by and returns once none of

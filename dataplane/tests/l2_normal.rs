@@ -3,19 +3,16 @@
 use rvs_dataplane::mac_table::MacTable;
 use rvs_dataplane::netdev::MemDev;
 use rvs_dataplane::packet::{HeapBuf, PacketBuf};
-use rvs_dataplane::pmd::{assign_rxqs, poll_once, Clock};
-use rvs_dataplane::snapshot::{BridgeEntry, PortEntry, Snapshot, Switch};
+use rvs_dataplane::pmd::{assign_rxqs, poll_once, Clock, PmdLocal};
+use rvs_dataplane::snapshot::{BridgeEntry, BridgeFlows, PortEntry, Snapshot, Switch};
 use rvs_dataplane::stats::DropReason;
-use rvs_dataplane::txbuf::TxBuffers;
 use rvs_dataplane::vlan::VlanConf;
-use rvs_dataplane::Burst;
 use std::sync::Arc;
 
 struct Lab {
     sw: Arc<Switch<HeapBuf>>,
     devs: Vec<Arc<MemDev<HeapBuf>>>,
-    tx: TxBuffers<HeapBuf>,
-    burst: Burst<HeapBuf>,
+    local: PmdLocal<HeapBuf>,
 }
 
 /// ports: (bridge index, vlan conf)
@@ -24,11 +21,11 @@ fn lab(n_bridges: usize, ports: &[(u16, VlanConf)]) -> Lab {
     let devs: Vec<_> = ports.iter().map(|_| Arc::new(MemDev::default())).collect();
     let mut snap = Snapshot::empty(1);
     for b in 0..n_bridges {
-        snap.bridges.push(BridgeEntry {
-            name: format!("br{b}").into(),
-            ports: vec![],
-            macs: Arc::new(MacTable::new(1024, 300)),
-        });
+        snap.bridges.push(BridgeEntry::new(
+            &format!("br{b}"),
+            Arc::new(MacTable::new(1024, 300)),
+            BridgeFlows::new(0),
+        ));
     }
     for (i, (b, v)) in ports.iter().enumerate() {
         snap.ports.push(Some(PortEntry {
@@ -38,7 +35,7 @@ fn lab(n_bridges: usize, ports: &[(u16, VlanConf)]) -> Lab {
             vlan: v.clone(),
             dev: devs[i].clone(),
         }));
-        snap.bridges[*b as usize].ports.push(i as u16);
+        snap.bridges[*b as usize].add_port(i as u16, i as u32 + 1);
     }
     let q: Vec<(u16, u16, i32)> = (0..ports.len()).map(|i| (i as u16, 0, 0)).collect();
     snap.rxqs = assign_rxqs(&[(0, 0)], &q);
@@ -46,8 +43,7 @@ fn lab(n_bridges: usize, ports: &[(u16, VlanConf)]) -> Lab {
     Lab {
         sw,
         devs,
-        tx: TxBuffers::default(),
-        burst: Burst::new(),
+        local: PmdLocal::new(64),
     }
 }
 
@@ -77,8 +73,7 @@ impl Lab {
         while poll_once(
             &self.sw,
             &me,
-            &mut self.tx,
-            &mut self.burst,
+            &mut self.local,
             &Clock::monotonic(),
             self.sw.now_secs(),
         ) > 0
@@ -229,11 +224,10 @@ fn tx_refusals_are_counted_per_port() {
         ..Default::default()
     });
     let mut snap = Snapshot::empty(1);
-    snap.bridges.push(BridgeEntry {
-        name: "br0".into(),
-        ports: vec![0, 1],
-        macs: Arc::new(MacTable::new(64, 300)),
-    });
+    let mut br = BridgeEntry::new("br0", Arc::new(MacTable::new(64, 300)), BridgeFlows::new(0));
+    br.add_port(0, 1);
+    br.add_port(1, 2);
+    snap.bridges.push(br);
     snap.ports.push(Some(PortEntry {
         name: "p0".into(),
         ofport: 1,

@@ -244,7 +244,7 @@ impl<T: Clone> Classifier<T> {
     fn sort(&mut self) {
         // Stable: equal priorities keep insertion order.
         self.subtables
-            .sort_by(|a, b| b.max_priority.cmp(&a.max_priority));
+            .sort_by_key(|s| std::cmp::Reverse(s.max_priority));
     }
 }
 
@@ -254,7 +254,7 @@ mod tests {
     use crate::flow::key::Field;
     use proptest::prelude::*;
 
-    fn naive<'a>(rules: &'a [(Match, u16, u32)], k: &FlowKey) -> Option<(u16, u32)> {
+    fn naive(rules: &[(Match, u16, u32)], k: &FlowKey) -> Option<(u16, u32)> {
         let mut best: Option<(u16, u32)> = None;
         for (m, p, v) in rules {
             if m.matches(k) && best.is_none_or(|(bp, _)| *p > bp) {
@@ -289,7 +289,7 @@ mod tests {
 
     #[derive(Debug, Clone)]
     enum Op {
-        Add(Match, u16),
+        Add(Box<Match>, u16),
         Del(usize),
     }
 
@@ -337,7 +337,7 @@ mod tests {
 
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
-            3 => (small_match(), 0u16..50).prop_map(|(m, p)| Op::Add(m, p)),
+            3 => (small_match(), 0u16..50).prop_map(|(m, p)| Op::Add(Box::new(m), p)),
             1 => any::<usize>().prop_map(Op::Del),
         ]
     }
@@ -353,6 +353,7 @@ mod tests {
             for (i, op) in ops.into_iter().enumerate() {
                 match op {
                     Op::Add(m, p) => {
+                        let m = *m;
                         c.insert(&m, p, i as u32);
                         match rules.iter_mut().find(|r| r.0 == m && r.1 == p) {
                             Some(r) => r.2 = i as u32,

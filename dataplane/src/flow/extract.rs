@@ -97,25 +97,29 @@ pub fn extract(
                 _ => off.l4 = 0,
             }
         }
-        ETH_TYPE_ARP if rest.len() >= 28 => {
-            // Ethernet/IPv4 ARP only, as OVS.
-            if be16(rest, 0) == 1 && be16(rest, 2) == ETH_TYPE_IP && rest[4] == 6 && rest[5] == 4 {
-                off.l3 = l3 as u16;
-                let op = be16(rest, 6);
-                if op <= 0xff {
-                    k.set(Field::NwProto, op as u64);
-                }
-                k.set(Field::ArpSha, mac48(&rest[8..14]));
-                k.set(
-                    Field::NwSrc,
-                    u32::from_be_bytes([rest[14], rest[15], rest[16], rest[17]]) as u64,
-                );
-                k.set(Field::ArpTha, mac48(&rest[18..24]));
-                k.set(
-                    Field::NwDst,
-                    u32::from_be_bytes([rest[24], rest[25], rest[26], rest[27]]) as u64,
-                );
+        // Ethernet/IPv4 ARP only, as OVS.
+        ETH_TYPE_ARP
+            if rest.len() >= 28
+                && be16(rest, 0) == 1
+                && be16(rest, 2) == ETH_TYPE_IP
+                && rest[4] == 6
+                && rest[5] == 4 =>
+        {
+            off.l3 = l3 as u16;
+            let op = be16(rest, 6);
+            if op <= 0xff {
+                k.set(Field::NwProto, op as u64);
             }
+            k.set(Field::ArpSha, mac48(&rest[8..14]));
+            k.set(
+                Field::NwSrc,
+                u32::from_be_bytes([rest[14], rest[15], rest[16], rest[17]]) as u64,
+            );
+            k.set(Field::ArpTha, mac48(&rest[18..24]));
+            k.set(
+                Field::NwDst,
+                u32::from_be_bytes([rest[24], rest[25], rest[26], rest[27]]) as u64,
+            );
         }
         _ => {}
     }

@@ -15,7 +15,7 @@ fn ip_offsets(d: &[u8]) -> Option<(usize, Option<usize>)> {
         return None;
     }
     let (l3, et) = if be16(d, 12) == ETHERTYPE_VLAN {
-        (HEADER_LEN + VLAN_TAG_LEN, be16(d, 16).min(u16::MAX))
+        (HEADER_LEN + VLAN_TAG_LEN, be16(d, 16))
     } else {
         (HEADER_LEN, be16(d, 12))
     };
@@ -114,12 +114,11 @@ pub fn apply<P: PacketBuf>(pkt: &mut P, op: &DpOp) -> bool {
             }
         }
         DpOp::PushVlan(tci) => return push_vlan(pkt, tci),
-        DpOp::PopVlan => {
+        DpOp::PopVlan
             if pkt.data().len() >= HEADER_LEN + VLAN_TAG_LEN
-                && be16(pkt.data(), 12) == ETHERTYPE_VLAN
-            {
-                return pop_vlan(pkt);
-            }
+                && be16(pkt.data(), 12) == ETHERTYPE_VLAN =>
+        {
+            return pop_vlan(pkt);
         }
         DpOp::SetVlan(tci) => {
             let d = pkt.data_mut();

@@ -38,9 +38,9 @@ pub enum DpOp {
     /// Run on a copy of the packet (group buckets).
     Clone(Box<[DpOp]>),
     /// The first bucket whose watched port (slot) is up.
-    FastFailover(Box<[(Option<u16>, Box<[DpOp]>)]>),
+    FastFailover(Box<[Watched]>),
     /// Install or refresh a flow (learn action).
-    Learn(Arc<LearnedFlow>),
+    Learn(Arc<LearnOp>),
     /// Send to the controller: counted, since no controller connection
     /// takes packet-ins yet.
     Controller,
@@ -48,7 +48,7 @@ pub enum DpOp {
 
 impl DpOp {
     /// True when the op hands the packet (or a copy) somewhere.
-    fn consumes(&self) -> bool {
+    pub fn consumes(&self) -> bool {
         matches!(
             self,
             DpOp::Output(_)
@@ -60,6 +60,9 @@ impl DpOp {
     }
 }
 
+/// A fast-failover bucket: the slot it watches and its ops.
+pub type Watched = (Option<u16>, Box<[DpOp]>);
+
 /// A flow a learn action asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LearnedFlow {
@@ -70,6 +73,34 @@ pub struct LearnedFlow {
     pub idle_timeout: u16,
     pub hard_timeout: u16,
     pub cookie: u64,
+}
+
+/// A learned flow as a cached translation carries it: sent to the control
+/// thread at most once a second, which is as fine as timeouts go.
+#[derive(Debug)]
+pub struct LearnOp {
+    pub flow: LearnedFlow,
+    pub last_sent: std::sync::atomic::AtomicU32,
+}
+
+impl PartialEq for LearnOp {
+    fn eq(&self, o: &Self) -> bool {
+        self.flow == o.flow
+    }
+}
+impl Eq for LearnOp {}
+
+impl LearnOp {
+    /// True when this second's refresh has not been sent yet.
+    pub fn due(&self, now: u32) -> bool {
+        use std::sync::atomic::Ordering;
+        let stamp = now.wrapping_add(1);
+        if self.last_sent.load(Ordering::Relaxed) == stamp {
+            return false;
+        }
+        self.last_sent.store(stamp, Ordering::Relaxed);
+        true
+    }
 }
 
 #[derive(Debug, Default)]
@@ -254,8 +285,11 @@ impl<V: PortView> Ctx<'_, V> {
                 None => self.stop = Some(DropReason::NoGroup),
             },
             Action::Learn(ref l) => {
-                let lf = learned_flow(l, &self.flow);
-                self.ops.push(DpOp::Learn(Arc::new(lf)));
+                let flow = learned_flow(l, &self.flow);
+                self.ops.push(DpOp::Learn(Arc::new(LearnOp {
+                    flow,
+                    last_sent: Default::default(),
+                })));
             }
             Action::Note(_) => {}
         }

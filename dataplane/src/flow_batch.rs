@@ -1,0 +1,195 @@
+//! A batch through the OpenFlow pipeline: parse each frame into a flow key,
+//! find its translation in the PMD's exact-match cache (or translate through
+//! the classifier and cache it), count the hit rules once per run of
+//! packets, and carry out the datapath ops.
+use crate::flow::cache::{hash_key, FlowCache};
+use crate::flow::extract::extract;
+use crate::flow::rewrite;
+use crate::flow::rule::Pipeline;
+use crate::flow::xlate::{translate, DpOp, Xlate};
+use crate::normal::{count_rx, Normal};
+use crate::packet::PacketBuf;
+use crate::snapshot::{BridgeEntry, Snapshot};
+use crate::stats::{DropReason, PmdStats};
+use crate::txbuf::TxBuffers;
+use crate::Burst;
+use std::sync::Arc;
+
+struct Exec<'a, 'b, P: PacketBuf> {
+    snap: &'a Snapshot<P>,
+    bridge: &'a BridgeEntry,
+    in_slot: u16,
+    now: u32,
+    stats: &'a PmdStats,
+    tx: &'b mut TxBuffers<P>,
+    normal: Option<Normal<'a, P>>,
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn process_batch<P: PacketBuf>(
+    snap: &Snapshot<P>,
+    pipe: &Pipeline,
+    in_slot: u16,
+    pkts: &mut Burst<P>,
+    now: u32,
+    stats: &PmdStats,
+    tx: &mut TxBuffers<P>,
+    cache: &mut FlowCache,
+) {
+    let Some(port) = snap.port(in_slot) else {
+        stats.drop(DropReason::NoPort, None, pkts.len() as u64);
+        pkts.clear();
+        return;
+    };
+    count_rx(stats, in_slot, pkts);
+    let bridge = &snap.bridges[port.bridge as usize];
+    let stamp = (pipe.generation, snap.version);
+    let mut ex = Exec {
+        snap,
+        bridge,
+        in_slot,
+        now,
+        stats,
+        tx,
+        normal: None,
+    };
+    // Counters of the current run of packets with one translation.
+    let mut run: Option<(Arc<Xlate>, u64, u64)> = None;
+    let (mut hits, mut misses) = (0u64, 0u64);
+    for pkt in pkts.drain(..) {
+        let Ok((key, _)) = extract(pkt.data(), port.ofport, None) else {
+            stats.drop(DropReason::Malformed, Some(in_slot), 1);
+            continue;
+        };
+        let h = hash_key(&key);
+        let xl = match cache.lookup(&key, h, stamp) {
+            Some(x) => {
+                hits += 1;
+                x.clone()
+            }
+            None => {
+                misses += 1;
+                let x = Arc::new(translate(pipe, bridge, in_slot, &key));
+                cache.insert(&key, h, stamp, x.clone());
+                x
+            }
+        };
+        let len = pkt.wire_len() as u64;
+        match &mut run {
+            Some((r, n, b)) if Arc::ptr_eq(r, &xl) => {
+                *n += 1;
+                *b += len;
+            }
+            _ => {
+                if let Some((r, n, b)) = run.replace((xl.clone(), 1, len)) {
+                    credit(&r, n, b, now);
+                }
+            }
+        }
+        if let Some(reason) = xl.drop {
+            stats.drop(reason, Some(in_slot), 1);
+            continue;
+        }
+        ex.run(&xl.ops, xl.last_consumer, pkt);
+    }
+    if let Some((r, n, b)) = run {
+        credit(&r, n, b, now);
+    }
+    stats.emc_hits.add(hits);
+    stats.emc_misses.add(misses);
+    if let Some(n) = ex.normal.take() {
+        n.finish(stats);
+    }
+}
+
+#[inline]
+fn credit(x: &Xlate, n: u64, bytes: u64, now: u32) {
+    for h in x.hits.iter() {
+        h.hit(n, bytes, now);
+    }
+}
+
+impl<'a, P: PacketBuf> Exec<'a, '_, P> {
+    fn run(&mut self, ops: &[DpOp], last: Option<usize>, mut pkt: P) {
+        let Some(last) = last else {
+            self.stats.drop(DropReason::FlowDrop, Some(self.in_slot), 1);
+            return;
+        };
+        for (i, op) in ops.iter().enumerate() {
+            let consume = i == last;
+            match op {
+                DpOp::Output(_) | DpOp::Normal | DpOp::Clone(_) | DpOp::FastFailover(_) => {
+                    if consume {
+                        self.hand_on(op, pkt);
+                        return;
+                    }
+                    match pkt.deep_copy() {
+                        Some(c) => self.hand_on(op, c),
+                        None => self.stats.drop(DropReason::PoolEmpty, None, 1),
+                    }
+                }
+                DpOp::Controller => {
+                    self.stats
+                        .drop(DropReason::Controller, Some(self.in_slot), 1);
+                    if consume {
+                        return;
+                    }
+                }
+                DpOp::Learn(l) => {
+                    if l.due(self.now) {
+                        // Full: the control thread is behind; the next
+                        // second's packets ask again.
+                        let _ = self.bridge.flows.learned.try_send(l.clone());
+                    }
+                }
+                _ => {
+                    if !rewrite::apply(&mut pkt, op) {
+                        self.stats
+                            .drop(DropReason::PoolEmpty, Some(self.in_slot), 1);
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    fn hand_on(&mut self, op: &DpOp, pkt: P) {
+        match op {
+            DpOp::Output(slot) => {
+                let slot = *slot;
+                if self.snap.port(slot).is_none() {
+                    self.stats.drop(DropReason::NoPort, None, 1);
+                } else if self.tx.push(slot, pkt).is_err() {
+                    self.stats.drop(DropReason::TxFull, None, 1);
+                    self.stats.ports[slot as usize].tx_dropped.add(1);
+                }
+            }
+            DpOp::Normal => {
+                if self.normal.is_none() {
+                    self.normal = Normal::new(self.snap, self.in_slot, self.now);
+                }
+                match self.normal.as_mut() {
+                    Some(n) => n.forward(pkt, self.stats, self.tx),
+                    None => self.stats.drop(DropReason::NoPort, None, 1),
+                }
+            }
+            DpOp::Clone(sub) => {
+                let last = sub.iter().rposition(DpOp::consumes);
+                self.run(sub, last, pkt);
+            }
+            DpOp::FastFailover(alts) => {
+                let live = alts.iter().find(|(watch, _)| {
+                    watch.is_some_and(|s| self.snap.port(s).is_some_and(|p| !p.dev.tx_down()))
+                });
+                match live {
+                    Some((_, sub)) => {
+                        let last = sub.iter().rposition(DpOp::consumes);
+                        self.run(sub, last, pkt);
+                    }
+                    None => self.stats.drop(DropReason::FlowDrop, Some(self.in_slot), 1),
+                }
+            }
+            _ => {}
+        }
+    }
+}

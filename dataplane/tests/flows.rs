@@ -1,0 +1,302 @@
+//! The OpenFlow pipeline through the real PMD loop with in-memory ports:
+//! outputs, rewrites, resubmit/goto, groups, counters, and that flow changes
+//! published under traffic take effect for the next batch.
+use rvs_dataplane::flow::action::{ofpp, Action, Bucket, GroupType};
+use rvs_dataplane::flow::key::{Field, Match};
+use rvs_dataplane::flow::table::{Command, FlowMod, GroupCommand, GroupMod, OFPG_ANY, OFPTT_ALL};
+use rvs_dataplane::mac_table::MacTable;
+use rvs_dataplane::netdev::MemDev;
+use rvs_dataplane::packet::{HeapBuf, PacketBuf};
+use rvs_dataplane::pmd::{assign_rxqs, poll_once, Clock, PmdLocal};
+use rvs_dataplane::snapshot::{BridgeEntry, BridgeFlows, PortEntry, Snapshot, Switch};
+use rvs_dataplane::stats::DropReason;
+use rvs_dataplane::vlan::VlanConf;
+use std::sync::Arc;
+
+struct Lab {
+    sw: Arc<Switch<HeapBuf>>,
+    devs: Vec<Arc<MemDev<HeapBuf>>>,
+    flows: Arc<BridgeFlows>,
+    local: PmdLocal<HeapBuf>,
+}
+
+fn lab(n: usize) -> Lab {
+    let sw = Switch::<HeapBuf>::new(&[(0, 0)]);
+    let devs: Vec<_> = (0..n).map(|_| Arc::new(MemDev::default())).collect();
+    let flows = BridgeFlows::new(0);
+    let mut snap = Snapshot::empty(1);
+    let mut br = BridgeEntry::new("br0", Arc::new(MacTable::new(1024, 300)), flows.clone());
+    for (i, d) in devs.iter().enumerate() {
+        snap.ports.push(Some(PortEntry {
+            name: format!("p{i}").into(),
+            ofport: i as u32 + 1,
+            bridge: 0,
+            vlan: VlanConf::default(),
+            dev: d.clone(),
+        }));
+        br.add_port(i as u16, i as u32 + 1);
+    }
+    snap.bridges.push(br);
+    let q: Vec<(u16, u16, i32)> = (0..n).map(|i| (i as u16, 0, 0)).collect();
+    snap.rxqs = assign_rxqs(&[(0, 0)], &q);
+    sw.publish(snap);
+    Lab {
+        sw,
+        devs,
+        flows,
+        local: PmdLocal::new(64),
+    }
+}
+
+fn udp(src_ip: u8, dport: u16) -> HeapBuf {
+    let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00];
+    let ip = [
+        0x45, 0, 0, 32, 0, 1, 0, 0, 64, 17, 0, 0, 10, 0, 0, src_ip, 10, 0, 0, 99,
+    ];
+    let mut ip = ip.to_vec();
+    let c = rvs_dataplane::wire::checksum::checksum(&ip);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&[0x30, 0x39]);
+    f.extend_from_slice(&dport.to_be_bytes());
+    f.extend_from_slice(&[0, 12, 0, 0, b'a', b'b', b'c', b'd']);
+    HeapBuf::new(&f)
+}
+
+impl Lab {
+    fn flow(&self, fm: FlowMod) {
+        let mut t = self.flows.tables.lock().unwrap();
+        t.flow_mod(&fm, self.sw.now_ns()).unwrap();
+        self.flows.publish(&t, || self.sw.quiesce());
+    }
+    fn group(&self, gm: GroupMod) {
+        let mut t = self.flows.tables.lock().unwrap();
+        t.group_mod(&gm, 0).unwrap();
+        self.flows.publish(&t, || self.sw.quiesce());
+    }
+    fn clear(&self) {
+        let mut del = FlowMod::add(OFPTT_ALL, 0, Match::any(), vec![]);
+        del.command = Command::Delete;
+        self.flow(del);
+    }
+    fn send(&mut self, port: usize, pkts: Vec<HeapBuf>) {
+        self.devs[port].rxq.lock().unwrap().extend(pkts);
+        let me = self.sw.pmds[0].clone();
+        let now = self.sw.now_secs();
+        while poll_once(&self.sw, &me, &mut self.local, &Clock::monotonic(), now) > 0 {}
+    }
+    fn take(&self, port: usize) -> Vec<HeapBuf> {
+        std::mem::take(&mut *self.devs[port].sent.lock().unwrap())
+    }
+    fn counts(&self) -> Vec<usize> {
+        (0..self.devs.len()).map(|i| self.take(i).len()).collect()
+    }
+    fn drops(&self, r: DropReason) -> u64 {
+        self.sw.pmds[0].stats.drops[r as usize].get()
+    }
+}
+
+fn out(p: u32) -> Action {
+    Action::Output {
+        port: p,
+        max_len: 0,
+    }
+}
+
+fn in_port(p: u32) -> Match {
+    let mut m = Match::any();
+    m.exact(Field::InPort, p as u64);
+    m
+}
+
+#[test]
+fn port_to_port_with_counts_and_table_miss() {
+    let mut l = lab(3);
+    l.clear();
+    l.flow(FlowMod::add(0, 10, in_port(1), vec![out(3)]));
+    l.send(0, (0..20).map(|i| udp(i, 53)).collect());
+    assert_eq!(l.counts(), vec![0, 0, 20]);
+    l.send(1, (0..5).map(|i| udp(i, 53)).collect());
+    assert_eq!(l.counts(), vec![0, 0, 0]);
+    assert_eq!(l.drops(DropReason::TableMiss), 5);
+    let t = l.flows.tables.lock().unwrap();
+    let r = t.rules().next().unwrap();
+    assert_eq!(r.stats.get(), (20, 20 * 46));
+}
+
+#[test]
+fn rewrites_vlan_and_multiple_outputs() {
+    let mut l = lab(3);
+    l.clear();
+    let mut m = in_port(1);
+    m.exact(Field::DlType, 0x800);
+    m.exact(Field::NwProto, 17);
+    m.exact(Field::TpDst, 53);
+    l.flow(FlowMod::add(
+        0,
+        10,
+        m,
+        vec![
+            out(2),
+            Action::PushVlan(0x8100),
+            Action::SetVlanVid {
+                vid: 100,
+                push: false,
+            },
+            Action::SetNwDst(0x0a00_0001),
+            Action::SetTpDst(5353),
+            out(3),
+        ],
+    ));
+    l.send(0, vec![udp(7, 53)]);
+    let p1 = l.take(1);
+    let p2 = l.take(2);
+    assert_eq!(p1.len(), 1);
+    assert_eq!(
+        p1[0].data(),
+        udp(7, 53).data(),
+        "first output sees the packet unchanged"
+    );
+    assert_eq!(p2.len(), 1);
+    let d = p2[0].data();
+    assert_eq!(&d[12..16], &[0x81, 0x00, 0x00, 100]);
+    assert_eq!(&d[34..38], &[10, 0, 0, 1]);
+    assert_eq!(u16::from_be_bytes([d[40], d[41]]), 5353);
+    // IP header checksum still right.
+    assert_eq!(rvs_dataplane::wire::checksum::checksum(&d[18..38]), 0);
+}
+
+#[test]
+fn resubmit_registers_and_goto() {
+    let mut l = lab(4);
+    l.clear();
+    // table 0: load in_port into reg0, go to table 1
+    l.flow(FlowMod::add(
+        0,
+        1,
+        Match::any(),
+        vec![
+            Action::RegMove {
+                src: Field::InPort,
+                src_ofs: 0,
+                dst: Field::Reg(0),
+                dst_ofs: 0,
+                n_bits: 16,
+            },
+            Action::Resubmit {
+                port: None,
+                table: Some(1),
+            },
+        ],
+    ));
+    let mut m = Match::any();
+    m.exact(Field::Reg(0), 2);
+    l.flow(FlowMod::add(1, 5, m, vec![out(4)]));
+    l.flow(FlowMod::add(1, 1, Match::any(), vec![Action::GotoTable(2)]));
+    l.flow(FlowMod::add(2, 1, Match::any(), vec![out(3)]));
+    l.send(1, vec![udp(1, 1)]);
+    l.send(0, vec![udp(1, 1)]);
+    assert_eq!(l.counts(), vec![0, 0, 1, 1]);
+}
+
+#[test]
+fn resubmit_loop_is_bounded_and_counted() {
+    let mut l = lab(2);
+    l.clear();
+    l.flow(FlowMod::add(
+        0,
+        1,
+        Match::any(),
+        vec![Action::Resubmit {
+            port: None,
+            table: Some(0),
+        }],
+    ));
+    l.send(0, vec![udp(1, 1)]);
+    assert_eq!(l.counts(), vec![0, 0]);
+    assert_eq!(l.drops(DropReason::RecursionLimit), 1);
+}
+
+#[test]
+fn groups_all_and_select() {
+    let mut l = lab(4);
+    l.clear();
+    let bucket = |p| Bucket {
+        weight: 1,
+        watch_port: ofpp::ANY,
+        watch_group: OFPG_ANY,
+        actions: vec![out(p)],
+    };
+    l.group(GroupMod {
+        command: GroupCommand::Add,
+        kind: GroupType::All,
+        id: 1,
+        buckets: vec![bucket(2), bucket(3)],
+        selection_method: String::new(),
+    });
+    l.group(GroupMod {
+        command: GroupCommand::Add,
+        kind: GroupType::Select,
+        id: 2,
+        buckets: vec![bucket(1), bucket(3), bucket(4)],
+        selection_method: String::new(),
+    });
+    l.flow(FlowMod::add(0, 1, in_port(1), vec![Action::Group(1)]));
+    l.flow(FlowMod::add(0, 1, in_port(2), vec![Action::Group(2)]));
+    l.send(0, (0..10).map(|i| udp(i, 1)).collect());
+    assert_eq!(l.counts(), vec![0, 10, 10, 0]);
+    // Select: every packet of one 5-tuple to one bucket; many tuples spread.
+    for round in 0..2 {
+        l.send(1, (0..200).map(|i| udp(i, 7)).collect());
+        let c = l.counts();
+        assert_eq!(c.iter().sum::<usize>(), 200, "round {round}");
+        assert_eq!(c[1], 0, "never back out of the ingress port");
+        assert!(c[0] > 30 && c[2] > 30 && c[3] > 30, "spread {c:?}");
+    }
+    for _ in 0..3 {
+        l.send(1, (0..10).map(|_| udp(42, 7)).collect());
+        let c = l.counts();
+        assert_eq!(c.iter().filter(|&&n| n == 10).count(), 1, "{c:?}");
+    }
+}
+
+#[test]
+fn flow_changes_take_effect_next_batch() {
+    let mut l = lab(3);
+    l.send(0, vec![udp(1, 1)]);
+    assert_eq!(l.counts(), vec![0, 1, 1], "default NORMAL floods");
+    l.clear();
+    l.flow(FlowMod::add(0, 1, in_port(1), vec![out(2)]));
+    l.send(0, vec![udp(1, 1)]);
+    assert_eq!(l.counts(), vec![0, 1, 0]);
+    let mut fm = FlowMod::add(0, 1, in_port(1), vec![out(3)]);
+    fm.command = Command::ModifyStrict;
+    l.flow(fm);
+    l.send(0, vec![udp(1, 1)]);
+    assert_eq!(l.counts(), vec![0, 0, 1], "cached translation retired");
+    let t = l.flows.tables.lock().unwrap();
+    assert_eq!(
+        t.rules().next().unwrap().stats.get().0,
+        2,
+        "modify keeps counters"
+    );
+}
+
+#[test]
+fn dec_ttl_expiry() {
+    let mut l = lab(3);
+    l.clear();
+    l.flow(FlowMod::add(0, 1, in_port(1), vec![Action::DecTtl, out(2)]));
+    let mut p = udp(1, 1);
+    p.data_mut()[22] = 1;
+    l.send(0, vec![p]);
+    assert_eq!(l.counts(), vec![0, 0, 0]);
+    assert_eq!(l.drops(DropReason::TtlExpired), 1);
+    l.send(0, vec![udp(1, 1)]);
+    let got = l.take(1);
+    assert_eq!(got[0].data()[22], 63);
+    assert_eq!(
+        rvs_dataplane::wire::checksum::checksum(&got[0].data()[14..34]),
+        0
+    );
+}
