@@ -60,6 +60,7 @@ fn snapshot(vlans: [VlanConf; 2]) -> Snapshot<HeapBuf> {
             bridge: 0,
             vlan: v,
             dev: Arc::new(Sink),
+            baseline: Default::default(),
         }));
     }
     s

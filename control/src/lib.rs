@@ -11,6 +11,7 @@ pub mod db;
 pub mod eal_args;
 pub mod jsonrpc;
 pub mod logger;
+pub mod openflow;
 pub mod pidfile;
 pub mod ports;
 pub mod reconcile;

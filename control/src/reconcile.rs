@@ -393,6 +393,7 @@ impl<P: PacketBuf + 'static> Reconciler<P> {
                 bridge: bi,
                 vlan: lp.vlan.clone(),
                 dev: lp.dev.clone(),
+                baseline: lp.baseline,
             });
             snap.bridges[bi as usize].add_port(lp.slot, lp.ofport as u32);
             for q in 0..lp.dev.n_rxq() {

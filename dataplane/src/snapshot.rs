@@ -8,7 +8,7 @@ use crate::flow::xlate::{LearnOp, PortView};
 use crate::mac_table::MacTable;
 use crate::netdev::NetDev;
 use crate::packet::PacketBuf;
-use crate::stats::PmdStats;
+use crate::stats::{PmdStats, PortTotals};
 use crate::vlan::VlanConf;
 use arc_swap::ArcSwap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -22,6 +22,9 @@ pub struct PortEntry<P: PacketBuf> {
     pub bridge: u16,
     pub vlan: VlanConf,
     pub dev: Arc<dyn NetDev<P>>,
+    /// The slot's counters when this port got it (they are cumulative per
+    /// slot).
+    pub baseline: PortTotals,
 }
 
 pub struct BridgeEntry {

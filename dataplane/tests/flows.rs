@@ -33,6 +33,7 @@ fn lab(n: usize) -> Lab {
             bridge: 0,
             vlan: VlanConf::default(),
             dev: d.clone(),
+            baseline: Default::default(),
         }));
         br.add_port(i as u16, i as u32 + 1);
     }

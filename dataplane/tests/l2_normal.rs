@@ -34,6 +34,7 @@ fn lab(n_bridges: usize, ports: &[(u16, VlanConf)]) -> Lab {
             bridge: *b,
             vlan: v.clone(),
             dev: devs[i].clone(),
+            baseline: Default::default(),
         }));
         snap.bridges[*b as usize].add_port(i as u16, i as u32 + 1);
     }
@@ -234,6 +235,7 @@ fn tx_refusals_are_counted_per_port() {
         bridge: 0,
         vlan: VlanConf::default(),
         dev: l.devs[0].clone(),
+        baseline: Default::default(),
     }));
     snap.ports.push(Some(PortEntry {
         name: "p1".into(),
@@ -241,6 +243,7 @@ fn tx_refusals_are_counted_per_port() {
         bridge: 0,
         vlan: VlanConf::default(),
         dev: small.clone(),
+        baseline: Default::default(),
     }));
     snap.rxqs = assign_rxqs(&[(0, 0)], &[(0, 0, 0), (1, 0, 0)]);
     l.sw.publish(snap);
