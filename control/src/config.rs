@@ -1,6 +1,6 @@
 //! What the database asks for, extracted from the replica: global DPDK
 //! settings, bridges and interfaces with their port's VLAN settings.
-use crate::datum::{boolean, int, ints, map, string, uuids};
+use crate::datum::{boolean, int, ints, map, string, strings, uuids};
 use crate::db::Db;
 use rvs_dataplane::vlan::VlanConf;
 use std::collections::BTreeMap;
@@ -53,6 +53,9 @@ pub struct BridgeSpec {
     pub other_config: BTreeMap<String, String>,
     pub stp_enable: bool,
     pub datapath_id: Option<String>,
+    /// Bridge `protocols`: OpenFlow versions allowed (empty: OVS's default
+    /// set).
+    pub protocols: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -112,6 +115,7 @@ pub fn desired(db: &Db) -> Desired {
             other_config: map(br, "other_config"),
             stp_enable: boolean(br, "stp_enable").unwrap_or(false),
             datapath_id: string(br, "datapath_id"),
+            protocols: strings(br, "protocols"),
         });
         for pu in uuids(br, "ports") {
             let Some(port) = db.row("Port", &pu) else {

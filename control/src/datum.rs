@@ -51,6 +51,13 @@ pub fn ints(row: &Row, col: &str) -> Vec<i64> {
         .collect()
 }
 
+pub fn strings(row: &Row, col: &str) -> Vec<String> {
+    set(row.get(col))
+        .into_iter()
+        .filter_map(|v| v.as_str().map(String::from))
+        .collect()
+}
+
 pub fn boolean(row: &Row, col: &str) -> Option<bool> {
     set(row.get(col)).first().and_then(|v| v.as_bool())
 }

@@ -384,6 +384,59 @@ impl Host {
         }
     }
 
+    /// ovs-ofctl as an operator runs it: `ovs-ofctl CMD br0 ...` finds the
+    /// bridge's `<rundir>/br0.mgmt` through OVS_RUNDIR. Must succeed.
+    pub fn ofctl(&self, args: &[&str]) -> String {
+        let o = self.ofctl_raw(args);
+        assert!(
+            o.status.success(),
+            "ovs-ofctl {args:?} failed: {}\nrvsd log:\n{}",
+            String::from_utf8_lossy(&o.stderr),
+            self.log_tail()
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    pub fn ofctl_raw(&self, args: &[&str]) -> Output {
+        Command::new("ovs-ofctl")
+            .env("OVS_RUNDIR", &self.dir)
+            .arg("--timeout=30")
+            .args(args)
+            .output()
+            .expect("ovs-ofctl (Debian's openvswitch-common)")
+    }
+
+    /// `dump-flows` lines with the volatile fields (duration, ages) cut,
+    /// so that tests compare exact text.
+    pub fn flows(&self, extra: &[&str]) -> Vec<String> {
+        let mut a = vec!["dump-flows"];
+        a.extend_from_slice(extra);
+        self.ofctl(&a)
+            .lines()
+            .filter(|l| l.starts_with(' '))
+            .map(|l| {
+                l.split(", ")
+                    .filter(|f| {
+                        !(f.trim_start().starts_with("duration=")
+                            || f.starts_with("idle_age=")
+                            || f.starts_with("hard_age="))
+                    })
+                    .map(|f| {
+                        // "idle_age=N, " may be glued to the match with a
+                        // space: keep only what follows it.
+                        match f.find(" idle_age=") {
+                            Some(_) => f.to_string(),
+                            None => f.to_string(),
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+                    .trim()
+                    .to_string()
+            })
+            .collect()
+    }
+
     /// ovs-vsctl with this host's database; must succeed.
     pub fn vsctl(&self, args: &[&str]) -> String {
         let o = self.vsctl_raw(args);

@@ -10,12 +10,16 @@ use rvs_control::config::desired;
 use rvs_control::db::{monitor_request, transact, Db};
 use rvs_control::eal_args::{allowed_cpus, hugepages_available, plan, MBUF_BYTES};
 use rvs_control::jsonrpc::{read_messages, send, unix_path};
+use rvs_control::openflow::server::{BridgeDesc, OfServer};
+use rvs_control::openflow::{Env, PortInfo};
 use rvs_control::ports::{DpdkFactory, TYPES};
-use rvs_control::reconcile::Reconciler;
+use rvs_control::reconcile::{datapath_id, Reconciler};
 use rvs_control::unixctl::{self, Commands};
 use rvs_control::{datum, logger, pidfile};
+use rvs_dataplane::packet::PacketBuf;
 use rvs_dataplane::pmd::{self, Clock};
 use rvs_dataplane::snapshot::Switch;
+use rvs_dataplane::stats::port_totals;
 use rvs_ffi::{eal, Mbuf, Mempool};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -151,6 +155,54 @@ fn first_sync(path: &str, tx: &Sender<Ev>, rx: &Receiver<Ev>) -> Result<(DbConn,
             }
         }
     }
+}
+
+/// How the OpenFlow side reads ports, time and quiescence off the switch.
+fn openflow_env(sw: Arc<Switch<Mbuf>>) -> Env {
+    let (sw2, sw3) = (sw.clone(), sw.clone());
+    Env {
+        ports: Box::new(move |br| {
+            let snap = sw.snap.load();
+            let Some(b) = snap.bridges.iter().find(|b| &*b.name == br) else {
+                return Vec::new();
+            };
+            b.ports
+                .iter()
+                .filter_map(|&slot| {
+                    let p = snap.port(slot)?;
+                    let st = p.dev.status();
+                    Some(PortInfo {
+                        ofport: p.ofport,
+                        name: p.name.to_string(),
+                        mac: st.mac.unwrap_or_default(),
+                        link_up: st.link_up,
+                        admin_up: true,
+                        stats: port_totals(sw.pmds.iter().map(|x| &x.stats), slot)
+                            .minus(&p.baseline),
+                    })
+                })
+                .collect()
+        }),
+        quiesce: Box::new(move || sw2.quiesce()),
+        now_ns: Box::new(move || sw3.now_ns()),
+    }
+}
+
+/// The bridges the OpenFlow server must serve.
+fn openflow_bridges<P: PacketBuf>(r: &Reconciler<P>) -> BTreeMap<String, BridgeDesc> {
+    r.bridges
+        .iter()
+        .map(|(name, lb)| {
+            (
+                name.clone(),
+                BridgeDesc {
+                    flows: lb.flows.clone(),
+                    datapath_id: u64::from_str_radix(&datapath_id(name), 16).unwrap_or(0),
+                    protocols: lb.spec.protocols.clone(),
+                },
+            )
+        })
+        .collect()
 }
 
 fn main() {
@@ -344,6 +396,7 @@ fn run(args: Args) -> Result<(), String> {
     }
     unixctl::serve(&ctl.to_string_lossy(), Arc::new(cmds))?;
     info!("unixctl socket {}", ctl.display());
+    let mut of = OfServer::new(&args.rundir, openflow_env(switch.clone()));
 
     let global_ops = |dpdk_version: &str| {
         vec![
@@ -440,7 +493,10 @@ fn run(args: Args) -> Result<(), String> {
             dirty = false;
             let d = desired(&db);
             interval = d.global.stats_interval();
-            let ops = rec.lock().map_err(|_| "lock poisoned")?.apply(&d);
+            let mut r = rec.lock().map_err(|_| "lock poisoned")?;
+            let ops = r.apply(&d);
+            of.sync(&openflow_bridges(&r));
+            drop(r);
             conn.transact(ops);
             write_status = true;
         }
@@ -453,6 +509,7 @@ fn run(args: Args) -> Result<(), String> {
     }
 
     info!("stopping: closing ports and PMD threads");
+    of.shutdown();
     if let Ok(mut r) = rec.lock() {
         r.shutdown();
     }

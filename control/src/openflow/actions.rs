@@ -171,7 +171,7 @@ fn decode_nx(r: &mut Reader, len: usize) -> Result<Action, OfError> {
 fn decode_one(r: &mut Reader, version: u8) -> Result<Action, OfError> {
     let kind = r.u16()?;
     let len = r.u16()? as usize;
-    if len < 8 || len % 8 != 0 || len - 4 > r.remaining() {
+    if len < 8 || !len.is_multiple_of(8) || len - 4 > r.remaining() {
         return Err(OfError::ActionBadLen);
     }
     let body = r.bytes(len - 4)?;
@@ -256,7 +256,7 @@ fn decode_one(r: &mut Reader, version: u8) -> Result<Action, OfError> {
         }
     };
     if let Action::Output { port, .. } = a {
-        if port == 0 || (port >= ofpp::MAX && port < ofpp::IN_PORT) || port == ofpp::ANY {
+        if port == 0 || (ofpp::MAX..ofpp::IN_PORT).contains(&port) || port == ofpp::ANY {
             return Err(OfError::ActionBadOutPort);
         }
     }
@@ -280,7 +280,7 @@ pub fn decode_instructions(b: &[u8], table: u8) -> Result<Vec<Action>, OfError> 
     while !r.is_empty() {
         let kind = r.u16()?;
         let len = r.u16()? as usize;
-        if len < 8 || len % 8 != 0 || len - 4 > r.remaining() {
+        if len < 8 || !len.is_multiple_of(8) || len - 4 > r.remaining() {
             return Err(OfError::BadLen);
         }
         let mut b = Reader::new(r.bytes(len - 4)?, OfError::BadLen);

@@ -1,9 +1,67 @@
 //! The OpenFlow endpoint ovs-ofctl (and controllers) talk to: framing
 //! (`wire`), errors, NXM/OXM matches (`oxm`), OpenFlow 1.0's fixed match
 //! (`ofp10`), actions and instructions, per-connection message handling
-//! (`conn`) and the per-bridge listeners (`server`).
+//! (`conn`) and the per-bridge listeners on `<rundir>/<bridge>.mgmt`
+//! (`server`).
 pub mod actions;
+pub mod conn;
 pub mod error;
 pub mod ofp10;
 pub mod oxm;
+pub mod server;
 pub mod wire;
+
+use rvs_dataplane::snapshot::BridgeFlows;
+use rvs_dataplane::stats::PortTotals;
+use std::sync::{Arc, Mutex};
+
+/// A port as OpenFlow port descriptions and statistics show it.
+#[derive(Debug, Clone, Default)]
+pub struct PortInfo {
+    pub ofport: u32,
+    pub name: String,
+    pub mac: [u8; 6],
+    pub link_up: bool,
+    pub admin_up: bool,
+    pub stats: PortTotals,
+}
+
+/// Lists the ports of a bridge, by bridge name.
+pub type PortsFn = Box<dyn Fn(&str) -> Vec<PortInfo> + Send + Sync>;
+
+/// What the OpenFlow side needs from the rest of rvsd.
+pub struct Env {
+    pub ports: PortsFn,
+    /// Returns once no PMD can still hold a pipeline swapped out before.
+    pub quiesce: Box<dyn Fn() + Send + Sync>,
+    /// The switch clock flows are timed by.
+    pub now_ns: Box<dyn Fn() -> u64 + Send + Sync>,
+}
+
+/// One bridge as its OpenFlow sessions see it.
+pub struct Bridge {
+    pub name: String,
+    pub datapath_id: u64,
+    pub flows: Arc<BridgeFlows>,
+    pub env: Arc<Env>,
+    pub protocols: Mutex<Vec<String>>,
+}
+
+impl Bridge {
+    pub fn ports(&self) -> Vec<PortInfo> {
+        let mut v = (self.env.ports)(&self.name);
+        v.sort_by_key(|p| p.ofport);
+        v
+    }
+    pub fn now_ns(&self) -> u64 {
+        (self.env.now_ns)()
+    }
+    pub fn protocols(&self) -> Vec<String> {
+        self.protocols.lock().map(|p| p.clone()).unwrap_or_default()
+    }
+    /// Makes the tables' current state the one PMDs forward by.
+    pub fn publish(&self) {
+        let t = self.flows.tables.lock().unwrap_or_else(|e| e.into_inner());
+        self.flows.publish(&t, || (self.env.quiesce)());
+    }
+}

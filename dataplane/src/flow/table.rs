@@ -396,6 +396,11 @@ impl FlowTables {
         }
     }
 
+    /// The rule with exactly this match and priority in table `t`.
+    pub fn find(&self, t: u8, m: &Match, priority: u16) -> Option<&Arc<Rule>> {
+        self.tables.get(t as usize)?.find_exact(m, priority)
+    }
+
     pub fn groups(&self) -> impl Iterator<Item = &Arc<Group>> {
         self.groups.values()
     }

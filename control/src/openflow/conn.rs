@@ -1,0 +1,1042 @@
+//! One OpenFlow session: version negotiation, then request -> replies.
+//! Every request is decoded completely before anything changes, so a bad
+//! message gets an error reply and changes nothing; the session goes on.
+use super::actions::{decode_actions, decode_instructions, encode_actions, encode_instructions};
+use super::error::OfError;
+use super::oxm::{decode_match, encode_match};
+use super::wire::{pad8_len, Header, Reader, Writer, HEADER_LEN, NX_VENDOR, OFP10, OFP13};
+use super::{ofp10, Bridge, PortInfo};
+use rvs_dataplane::flow::action::{ofpp, Bucket, GroupType};
+use rvs_dataplane::flow::key::Match;
+use rvs_dataplane::flow::rule::{Group, Rule};
+use rvs_dataplane::flow::table::{
+    Command, FlowMod, FlowModError, GroupCommand, GroupMod, GroupModError, OFPG_ANY, OFPTT_ALL,
+};
+use std::sync::Arc;
+
+/// Versions rvs speaks.
+pub const SUPPORTED: &[u8] = &[OFP10, OFP13];
+/// Tables announced in features replies (as OVS: 0..=253 usable).
+const N_TABLES: u8 = 254;
+/// Largest message ovs-ofctl accepts; multipart replies are split below it.
+const MAX_MSG: usize = 65_535;
+
+/// The session must end (a peer that cannot agree on a version).
+#[derive(Debug)]
+pub struct Closed;
+
+pub struct Session {
+    pub bridge: Arc<Bridge>,
+    /// Negotiated version; 0 until hello.
+    pub version: u8,
+    /// OpenFlow 1.0: NXM flow format (else the standard 40-byte match).
+    nxm: bool,
+    /// OpenFlow 1.0: the high byte of flow_mod's command is the table.
+    table_ext: bool,
+    /// A flow or group change is waiting to be published.
+    pub dirty: bool,
+}
+
+/// Versions offered by a hello: its version-bitmap element, else every
+/// version up to the header's.
+fn hello_versions(h: &Header, body: &[u8]) -> u32 {
+    let mut r = Reader::new(body, OfError::BadLen);
+    while r.remaining() >= 4 {
+        let (Ok(t), Ok(len)) = (r.u16(), r.u16()) else {
+            break;
+        };
+        let len = len as usize;
+        if len < 4 || len - 4 > r.remaining() {
+            break;
+        }
+        let Ok(b) = r.bytes(len - 4) else { break };
+        if t == 1 && b.len() >= 4 {
+            return u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+        }
+        let pad = pad8_len(len) - len;
+        if r.skip(pad.min(r.remaining())).is_err() {
+            break;
+        }
+    }
+    if h.version >= 32 {
+        return 0;
+    }
+    ((1u64 << (h.version as u32 + 1)) - 2) as u32
+}
+
+fn version_bit(name: &str) -> Option<u8> {
+    Some(match name {
+        "OpenFlow10" => 1,
+        "OpenFlow11" => 2,
+        "OpenFlow12" => 3,
+        "OpenFlow13" => 4,
+        "OpenFlow14" => 5,
+        "OpenFlow15" => 6,
+        _ => return None,
+    })
+}
+
+/// The hello rvs sends: its highest version with a bitmap of all it
+/// allows on this bridge.
+pub fn hello(allowed: &[String]) -> Vec<u8> {
+    let bits = allowed_bits(allowed);
+    let top = (0..32).rev().find(|v| bits & (1 << v) != 0).unwrap_or(1) as u8;
+    let mut w = Writer::msg(top, 0, 0);
+    w.u16(1).u16(8).u32(bits);
+    w.finish()
+}
+
+fn allowed_bits(allowed: &[String]) -> u32 {
+    let ours: u32 = SUPPORTED.iter().map(|v| 1u32 << v).sum();
+    if allowed.is_empty() {
+        return ours;
+    }
+    let want: u32 = allowed
+        .iter()
+        .filter_map(|s| version_bit(s))
+        .map(|v| 1u32 << v)
+        .sum();
+    ours & want
+}
+
+fn mac_bytes(m: [u8; 6]) -> [u8; 6] {
+    m
+}
+
+impl Session {
+    pub fn new(bridge: Arc<Bridge>) -> Session {
+        Session {
+            bridge,
+            version: 0,
+            nxm: false,
+            table_ext: false,
+            dirty: false,
+        }
+    }
+
+    /// Handles one whole message; returns the replies. `Err` closes the
+    /// session (failed hello).
+    pub fn handle(&mut self, msg: &[u8]) -> Result<Vec<Vec<u8>>, Closed> {
+        let h = Header::parse(msg).expect("framed by the caller");
+        let body = &msg[HEADER_LEN..];
+        if self.version == 0 {
+            if h.kind != 0 {
+                // The spec wants hello first; be lenient as OVS is and take
+                // the request's version if rvs speaks it.
+                if !SUPPORTED.contains(&h.version) {
+                    return Err(Closed);
+                }
+                self.version = h.version;
+            } else {
+                let common = hello_versions(&h, body) & allowed_bits(&self.bridge.protocols());
+                match (0..32u8).rev().find(|v| common & (1 << v) != 0) {
+                    Some(v) => {
+                        self.version = v;
+                        return Ok(Vec::new());
+                    }
+                    None => {
+                        let mut w = Writer::msg(h.version.min(OFP13), 1, h.xid);
+                        w.u16(0).u16(0);
+                        w.bytes(b"no common OpenFlow version (rvs: OpenFlow10, OpenFlow13)");
+                        return Ok(vec![w.finish()]);
+                    }
+                }
+            }
+        }
+        if h.kind == 0 {
+            return Ok(Vec::new());
+        }
+        if h.version != self.version {
+            return Ok(vec![OfError::BadVersion.encode(self.version, h.xid, msg)]);
+        }
+        match self.dispatch(&h, body) {
+            Ok(r) => Ok(r),
+            Err(e) => {
+                log::info!(
+                    "{}: OpenFlow request type {} refused: {:?}",
+                    self.bridge.name,
+                    h.kind,
+                    e
+                );
+                Ok(vec![e.encode(self.version, h.xid, msg)])
+            }
+        }
+    }
+
+    fn reply(&self, kind: u8, xid: u32) -> Writer {
+        Writer::msg(self.version, kind, xid)
+    }
+
+    fn dispatch(&mut self, h: &Header, body: &[u8]) -> Result<Vec<Vec<u8>>, OfError> {
+        let of10 = self.version == OFP10;
+        let (barrier_req, barrier_rep, stats_req) = if of10 { (18, 19, 16) } else { (20, 21, 18) };
+        match h.kind {
+            2 => {
+                let mut w = self.reply(3, h.xid);
+                w.bytes(body);
+                Ok(vec![w.finish()])
+            }
+            3 => Ok(Vec::new()),
+            4 => self.vendor(h, body),
+            5 => Ok(vec![self.features(h.xid)]),
+            7 => {
+                let mut w = self.reply(8, h.xid);
+                w.u16(0).u16(0);
+                Ok(vec![w.finish()])
+            }
+            9 => Ok(Vec::new()),
+            14 => {
+                let fm = if of10 {
+                    self.decode_flow_mod10(body)?
+                } else {
+                    self.decode_flow_mod13(body)?
+                };
+                self.apply_flow_mod(&fm)?;
+                Ok(Vec::new())
+            }
+            15 if !of10 => {
+                let gm = decode_group_mod(body)?;
+                self.apply_group_mod(&gm)?;
+                Ok(Vec::new())
+            }
+            k if k == stats_req => self.stats(h, body),
+            k if k == barrier_req => {
+                self.bridge.publish();
+                self.dirty = false;
+                Ok(vec![self.reply(barrier_rep, h.xid).finish()])
+            }
+            _ => Err(OfError::BadType),
+        }
+    }
+
+    fn vendor(&mut self, h: &Header, body: &[u8]) -> Result<Vec<Vec<u8>>, OfError> {
+        let mut r = Reader::new(body, OfError::BadLen);
+        if r.u32()? != NX_VENDOR {
+            return Err(OfError::BadVendor);
+        }
+        let sub = r.u32()?;
+        match sub {
+            // NXT_SET_FLOW_FORMAT
+            12 => {
+                match r.u32()? {
+                    0 => self.nxm = false,
+                    2 => self.nxm = true,
+                    _ => return Err(OfError::BadSubtype),
+                }
+                Ok(Vec::new())
+            }
+            // NXT_FLOW_MOD
+            13 => {
+                let fm = self.decode_nx_flow_mod(&mut r)?;
+                self.apply_flow_mod(&fm)?;
+                Ok(Vec::new())
+            }
+            // NXT_FLOW_MOD_TABLE_ID
+            15 => {
+                self.table_ext = r.u8()? != 0;
+                Ok(Vec::new())
+            }
+            // NXT_SET_PACKET_IN_FORMAT, NXT_SET_CONTROLLER_ID: accepted;
+            // rvs sends no packet-ins yet.
+            16 | 20 => Ok(Vec::new()),
+            _ => {
+                let _ = h;
+                Err(OfError::BadSubtype)
+            }
+        }
+    }
+
+    fn features(&self, xid: u32) -> Vec<u8> {
+        let mut w = self.reply(6, xid);
+        w.u64(self.bridge.datapath_id).u32(0).u8(N_TABLES);
+        if self.version == OFP10 {
+            w.zeros(3).u32(0xc7).u32(0x7ff);
+            for p in self.bridge.ports() {
+                put_port10(&mut w, &p);
+            }
+        } else {
+            w.u8(0).zeros(2).u32(0x4f).u32(0);
+        }
+        w.finish()
+    }
+
+    fn decode_flow_mod10(&self, body: &[u8]) -> Result<FlowMod, OfError> {
+        let mut r = Reader::new(body, OfError::BadLen);
+        let m = ofp10::decode(&mut r)?;
+        let cookie = r.u64()?;
+        let cmd = r.u16()?;
+        let idle = r.u16()?;
+        let hard = r.u16()?;
+        let mut priority = r.u16()?;
+        r.u32()?;
+        let out_port = ofpp::from16(r.u16()?);
+        let flags = r.u16()?;
+        let actions = decode_actions(r.rest(), OFP10)?;
+        // OpenFlow 1.0: an exact-match rule has the highest priority.
+        if is_exact10(body) {
+            priority = u16::MAX;
+        }
+        self.flow_mod(
+            cmd,
+            cookie,
+            0,
+            Some(cookie),
+            idle,
+            hard,
+            priority,
+            out_port,
+            OFPG_ANY,
+            flags & 3,
+            m,
+            actions,
+        )
+    }
+
+    fn decode_nx_flow_mod(&self, r: &mut Reader) -> Result<FlowMod, OfError> {
+        let cookie = r.u64()?;
+        let cmd = r.u16()?;
+        let idle = r.u16()?;
+        let hard = r.u16()?;
+        let priority = r.u16()?;
+        r.u32()?;
+        let out_port = ofpp::from16(r.u16()?);
+        let flags = r.u16()?;
+        let match_len = r.u16()? as usize;
+        r.skip(6)?;
+        let mb = r
+            .bytes(pad8_len(match_len))
+            .map_err(|_| OfError::MatchBadLen)?;
+        let (m, cookie_filter) = decode_match(&mb[..match_len])?;
+        let actions = decode_actions(r.rest(), OFP10)?;
+        let (fc, fmask) = cookie_filter.unwrap_or((0, 0));
+        let new_cookie = (cookie != u64::MAX).then_some(cookie);
+        self.flow_mod(
+            cmd,
+            fc,
+            fmask,
+            new_cookie,
+            idle,
+            hard,
+            priority,
+            out_port,
+            OFPG_ANY,
+            flags & 3,
+            m,
+            actions,
+        )
+    }
+
+    fn decode_flow_mod13(&self, body: &[u8]) -> Result<FlowMod, OfError> {
+        let mut r = Reader::new(body, OfError::BadLen);
+        let cookie = r.u64()?;
+        let cookie_mask = r.u64()?;
+        let table = r.u8()?;
+        let cmd = r.u8()? as u16;
+        let idle = r.u16()?;
+        let hard = r.u16()?;
+        let priority = r.u16()?;
+        r.u32()?;
+        let out_port = r.u32()?;
+        let out_group = r.u32()?;
+        let flags = r.u16()?;
+        r.skip(2)?;
+        let m = read_ofp13_match(&mut r)?;
+        let actions = decode_instructions(r.rest(), table)?;
+        let add = cmd == 0;
+        let mut fm = self.flow_mod(
+            cmd | (table as u16) << 8,
+            if add { 0 } else { cookie },
+            if add { 0 } else { cookie_mask },
+            add.then_some(cookie),
+            idle,
+            hard,
+            priority,
+            out_port,
+            out_group,
+            flags & 0x1f,
+            m,
+            actions,
+        )?;
+        fm.table = table;
+        Ok(fm)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn flow_mod(
+        &self,
+        cmd: u16,
+        cookie: u64,
+        cookie_mask: u64,
+        new_cookie: Option<u64>,
+        idle: u16,
+        hard: u16,
+        priority: u16,
+        out_port: u32,
+        out_group: u32,
+        flags: u16,
+        m: Match,
+        actions: Vec<rvs_dataplane::flow::action::Action>,
+    ) -> Result<FlowMod, OfError> {
+        let command = match cmd & 0xff {
+            0 => Command::Add,
+            1 => Command::Modify,
+            2 => Command::ModifyStrict,
+            3 => Command::Delete,
+            4 => Command::DeleteStrict,
+            _ => return Err(OfError::FlowBadCommand),
+        };
+        let table = if self.version != OFP10 || self.table_ext {
+            (cmd >> 8) as u8
+        } else if command == Command::Add {
+            0
+        } else {
+            OFPTT_ALL
+        };
+        if command == Command::Add && table == OFPTT_ALL {
+            return Err(OfError::FlowBadTableId);
+        }
+        let is_add = command == Command::Add;
+        Ok(FlowMod {
+            command,
+            table,
+            m,
+            priority,
+            cookie: if is_add {
+                new_cookie.unwrap_or(0)
+            } else {
+                cookie
+            },
+            cookie_mask: if is_add { 0 } else { cookie_mask },
+            new_cookie: if is_add { None } else { new_cookie },
+            idle_timeout: idle,
+            hard_timeout: hard,
+            importance: 0,
+            flags,
+            out_port,
+            out_group,
+            actions,
+        })
+    }
+
+    fn apply_flow_mod(&mut self, fm: &FlowMod) -> Result<(), OfError> {
+        let mut t = self
+            .bridge
+            .flows
+            .tables
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let r = t.flow_mod(fm, self.bridge.now_ns());
+        drop(t);
+        match r {
+            Ok(_) => {
+                self.dirty = true;
+                Ok(())
+            }
+            Err(FlowModError::BadTable(_)) => Err(OfError::FlowBadTableId),
+            Err(FlowModError::Overlap) => Err(OfError::FlowOverlap),
+            Err(FlowModError::UnknownGroup(_)) => Err(OfError::ActionBadOutGroup),
+            Err(FlowModError::TableFull) => Err(OfError::FlowTableFull),
+        }
+    }
+
+    fn apply_group_mod(&mut self, gm: &GroupMod) -> Result<(), OfError> {
+        let mut t = self
+            .bridge
+            .flows
+            .tables
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let r = t.group_mod(gm, self.bridge.now_ns());
+        drop(t);
+        match r {
+            Ok(_) => {
+                self.dirty = true;
+                Ok(())
+            }
+            Err(GroupModError::Exists) => Err(OfError::GroupExists),
+            Err(GroupModError::Unknown) => Err(OfError::GroupUnknown),
+            Err(GroupModError::InvalidId) => Err(OfError::GroupInvalid),
+            Err(GroupModError::BadBucket) => Err(OfError::GroupBadBucket),
+            Err(GroupModError::Loop) => Err(OfError::GroupLoop),
+            Err(GroupModError::WatchUnsupported) => Err(OfError::GroupWatchUnsupported),
+        }
+    }
+
+    fn stats(&mut self, h: &Header, body: &[u8]) -> Result<Vec<Vec<u8>>, OfError> {
+        let mut r = Reader::new(body, OfError::BadLen);
+        let kind = r.u16()?;
+        let _flags = r.u16()?;
+        if self.version != OFP10 {
+            r.skip(4)?;
+        }
+        let entries: Vec<Vec<u8>> = match kind {
+            0 => vec![self.desc()],
+            1 if self.version == OFP10 => {
+                let (m, table, out_port) = read_stats10(&mut r)?;
+                self.flow_entries(table, &m, 0, 0, out_port, OFPG_ANY, false)
+            }
+            1 | 2 if self.version != OFP10 => {
+                let (table, out_port, out_group, cookie, cmask, m) = read_stats13(&mut r)?;
+                if kind == 1 {
+                    self.flow_entries(table, &m, cookie, cmask, out_port, out_group, false)
+                } else {
+                    vec![self.aggregate(table, &m, cookie, cmask, out_port, out_group)]
+                }
+            }
+            2 => {
+                let (m, table, out_port) = read_stats10(&mut r)?;
+                vec![self.aggregate(table, &m, 0, 0, out_port, OFPG_ANY)]
+            }
+            3 => self.table_stats(),
+            4 => {
+                let port = if self.version == OFP10 {
+                    ofpp::from16(r.u16()?)
+                } else {
+                    r.u32()?
+                };
+                self.port_stats(port)
+            }
+            6 if self.version != OFP10 => {
+                let id = r.u32()?;
+                self.group_stats(id)
+            }
+            7 if self.version != OFP10 => self.group_descs(),
+            8 if self.version != OFP10 => vec![group_features()],
+            12 if self.version != OFP10 => {
+                if !r.is_empty() {
+                    // Setting table features is not supported.
+                    return Err(OfError::BadStat);
+                }
+                (0..N_TABLES).map(table_features).collect()
+            }
+            13 => self
+                .bridge
+                .ports()
+                .iter()
+                .map(|p| {
+                    let mut w = Writer::default();
+                    if self.version == OFP10 {
+                        put_port10(&mut w, p);
+                    } else {
+                        put_port13(&mut w, p);
+                    }
+                    w.b
+                })
+                .collect(),
+            0xffff if self.version == OFP10 => return self.nx_stats(h, &mut r),
+            _ => return Err(OfError::BadStat),
+        };
+        Ok(self.multipart(h.xid, kind, None, entries))
+    }
+
+    fn nx_stats(&mut self, h: &Header, r: &mut Reader) -> Result<Vec<Vec<u8>>, OfError> {
+        if r.u32()? != NX_VENDOR {
+            return Err(OfError::BadVendor);
+        }
+        let sub = r.u32()?;
+        r.skip(4)?;
+        match sub {
+            0 | 1 => {
+                let out_port = ofpp::from16(r.u16()?);
+                let match_len = r.u16()? as usize;
+                let table = r.u8()?;
+                r.skip(3)?;
+                let mb = r
+                    .bytes(pad8_len(match_len))
+                    .map_err(|_| OfError::MatchBadLen)?;
+                let (m, cookie) = decode_match(&mb[..match_len])?;
+                let (c, cm) = cookie.unwrap_or((0, 0));
+                let entries = if sub == 0 {
+                    self.flow_entries(table, &m, c, cm, out_port, OFPG_ANY, true)
+                } else {
+                    vec![self.aggregate(table, &m, c, cm, out_port, OFPG_ANY)]
+                };
+                Ok(self.multipart(h.xid, 0xffff, Some(sub), entries))
+            }
+            _ => Err(OfError::BadSubtype),
+        }
+    }
+
+    /// Splits entries over as many replies as needed, all but the last
+    /// flagged "more".
+    fn multipart(
+        &self,
+        xid: u32,
+        kind: u16,
+        nx: Option<u32>,
+        entries: Vec<Vec<u8>>,
+    ) -> Vec<Vec<u8>> {
+        let of10 = self.version == OFP10;
+        let head = |more: bool| {
+            let mut w = self.reply(if of10 { 17 } else { 19 }, xid);
+            w.u16(kind).u16(more as u16);
+            if !of10 {
+                w.zeros(4);
+            }
+            if let Some(sub) = nx {
+                w.u32(NX_VENDOR).u32(sub).zeros(4);
+            }
+            w
+        };
+        let mut out = Vec::new();
+        let mut w = head(false);
+        let base = w.len();
+        for e in entries {
+            if w.len() + e.len() > MAX_MSG && w.len() > base {
+                let mut full = std::mem::replace(&mut w, head(false));
+                full.put_u16_at(10, 1);
+                out.push(full.finish());
+            }
+            w.bytes(&e);
+        }
+        out.push(w.finish());
+        out
+    }
+
+    fn desc(&self) -> Vec<u8> {
+        let mut w = Writer::default();
+        w.str_field("The rvs project", 256);
+        w.str_field("rvs userspace switch (DPDK)", 256);
+        w.str_field(env!("CARGO_PKG_VERSION"), 256);
+        w.str_field("None", 32);
+        w.str_field("None", 256);
+        w.b
+    }
+
+    fn select(
+        &self,
+        table: u8,
+        m: &Match,
+        cookie: u64,
+        cmask: u64,
+        out_port: u32,
+        out_group: u32,
+    ) -> Vec<Arc<Rule>> {
+        let t = self
+            .bridge
+            .flows
+            .tables
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        t.query(table, m, cookie, cmask, out_port, out_group)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn flow_entries(
+        &self,
+        table: u8,
+        m: &Match,
+        cookie: u64,
+        cmask: u64,
+        out_port: u32,
+        out_group: u32,
+        nx: bool,
+    ) -> Vec<Vec<u8>> {
+        let now_ns = self.bridge.now_ns();
+        let now_s = (now_ns / 1_000_000_000) as u32;
+        let rules = self.select(table, m, cookie, cmask, out_port, out_group);
+        rules
+            .iter()
+            .map(|r| {
+                let age = now_ns.saturating_sub(r.created_ns);
+                let (secs, nsecs) = ((age / 1_000_000_000) as u32, (age % 1_000_000_000) as u32);
+                let (pk, by) = r.stats.get();
+                let mut w = Writer::default();
+                if nx {
+                    let mb = encode_match(&r.m, false);
+                    let ab = encode_actions(&r.actions, OFP10, &r.m);
+                    let used = r.stats.used().max((r.created_ns / 1_000_000_000) as u32);
+                    let len = 48 + pad8_len(mb.len()) + ab.len();
+                    w.u16(len as u16).u8(r.table).u8(0).u32(secs).u32(nsecs);
+                    w.u16(r.priority).u16(r.idle_timeout).u16(r.hard_timeout);
+                    w.u16(mb.len() as u16);
+                    w.u16((now_s.saturating_sub(used) + 1) as u16);
+                    w.u16((now_s.saturating_sub(r.modified_s) + 1) as u16);
+                    w.u64(r.cookie).u64(pk).u64(by);
+                    w.bytes(&mb).pad8().bytes(&ab);
+                } else if self.version == OFP10 {
+                    let ab = encode_actions(&r.actions, OFP10, &r.m);
+                    w.u16((88 + ab.len()) as u16).u8(r.table).u8(0);
+                    ofp10::encode(&mut w, &r.m);
+                    w.u32(secs).u32(nsecs).u16(r.priority).u16(r.idle_timeout);
+                    w.u16(r.hard_timeout).zeros(6).u64(r.cookie).u64(pk).u64(by);
+                    w.bytes(&ab);
+                } else {
+                    let ib = encode_instructions(&r.actions, &r.m);
+                    w.u16(0).u8(r.table).u8(0).u32(secs).u32(nsecs);
+                    w.u16(r.priority).u16(r.idle_timeout).u16(r.hard_timeout);
+                    w.u16(r.flags).zeros(4).u64(r.cookie).u64(pk).u64(by);
+                    put_ofp13_match(&mut w, &r.m);
+                    w.bytes(&ib);
+                    let n = w.len() as u16;
+                    w.put_u16_at(0, n);
+                }
+                w.b
+            })
+            .collect()
+    }
+
+    fn aggregate(
+        &self,
+        table: u8,
+        m: &Match,
+        cookie: u64,
+        cmask: u64,
+        out_port: u32,
+        out_group: u32,
+    ) -> Vec<u8> {
+        let rules = self.select(table, m, cookie, cmask, out_port, out_group);
+        let (mut pk, mut by) = (0u64, 0u64);
+        for r in &rules {
+            let (p, b) = r.stats.get();
+            pk += p;
+            by += b;
+        }
+        let mut w = Writer::default();
+        w.u64(pk).u64(by).u32(rules.len() as u32).zeros(4);
+        w.b
+    }
+
+    fn table_stats(&self) -> Vec<Vec<u8>> {
+        let t = self
+            .bridge
+            .flows
+            .tables
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        (0..N_TABLES)
+            .map(|id| {
+                let active = t.table_len(id) as u32;
+                let mut w = Writer::default();
+                if self.version == OFP10 {
+                    w.u8(id).zeros(3);
+                    let name = if id == 0 {
+                        "classifier".to_string()
+                    } else {
+                        format!("table{id}")
+                    };
+                    w.str_field(&name, 32);
+                    w.u32(0x003f_ffff).u32(1_000_000).u32(active).u64(0).u64(0);
+                } else {
+                    w.u8(id).zeros(3).u32(active).u64(0).u64(0);
+                }
+                w.b
+            })
+            .collect()
+    }
+
+    fn port_stats(&self, port: u32) -> Vec<Vec<u8>> {
+        let ports = self.bridge.ports();
+        ports
+            .iter()
+            .filter(|p| {
+                port == ofpp::ANY
+                    || port == 0xffff_ffff
+                    || wire_port(p.ofport) == port
+                    || p.ofport == port
+            })
+            .map(|p| {
+                let mut w = Writer::default();
+                if self.version == OFP10 {
+                    w.u16(wire_port(p.ofport) as u16).zeros(6);
+                } else {
+                    w.u32(wire_port(p.ofport)).zeros(4);
+                }
+                let s = &p.stats;
+                w.u64(s.rx_packets)
+                    .u64(s.tx_packets)
+                    .u64(s.rx_bytes)
+                    .u64(s.tx_bytes);
+                w.u64(s.rx_dropped).u64(s.tx_dropped);
+                // rx/tx errors, frame, overrun, crc, collisions: none
+                // are counted on these ports.
+                w.zeros(6 * 8);
+                if self.version != OFP10 {
+                    let d = self.bridge.now_ns();
+                    w.u32((d / 1_000_000_000) as u32)
+                        .u32((d % 1_000_000_000) as u32);
+                }
+                w.b
+            })
+            .collect()
+    }
+
+    fn groups(&self, id: u32) -> Vec<Arc<Group>> {
+        let t = self
+            .bridge
+            .flows
+            .tables
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let mut v: Vec<Arc<Group>> = t
+            .groups()
+            .filter(|g| id == rvs_dataplane::flow::table::OFPG_ALL || g.id == id)
+            .cloned()
+            .collect();
+        v.sort_by_key(|g| g.id);
+        v
+    }
+
+    fn group_stats(&self, id: u32) -> Vec<Vec<u8>> {
+        let now = self.bridge.now_ns();
+        let t = self
+            .bridge
+            .flows
+            .tables
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let refs = |gid: u32| {
+            t.rules()
+                .filter(|r| {
+                    r.actions
+                        .contains(&rvs_dataplane::flow::action::Action::Group(gid))
+                })
+                .count() as u32
+        };
+        let groups: Vec<_> = t
+            .groups()
+            .filter(|g| id == rvs_dataplane::flow::table::OFPG_ALL || g.id == id)
+            .cloned()
+            .collect();
+        let mut out: Vec<(u32, Vec<u8>)> = groups
+            .iter()
+            .map(|g| {
+                let (pk, by) = g.stats.get();
+                let age = now.saturating_sub(g.created_ns);
+                let mut w = Writer::default();
+                w.u16((40 + 16 * g.buckets.len()) as u16).zeros(2).u32(g.id);
+                w.u32(refs(g.id)).zeros(4).u64(pk).u64(by);
+                w.u32((age / 1_000_000_000) as u32)
+                    .u32((age % 1_000_000_000) as u32);
+                for b in &g.bucket_stats {
+                    let (p, y) = b.get();
+                    w.u64(p).u64(y);
+                }
+                (g.id, w.b)
+            })
+            .collect();
+        out.sort_by_key(|e| e.0);
+        out.into_iter().map(|e| e.1).collect()
+    }
+
+    fn group_descs(&self) -> Vec<Vec<u8>> {
+        self.groups(rvs_dataplane::flow::table::OFPG_ALL)
+            .iter()
+            .map(|g| {
+                let mut w = Writer::default();
+                w.u16(0).u8(g.kind.to_wire()).u8(0).u32(g.id);
+                for b in &g.buckets {
+                    let ab = encode_actions(&b.actions, OFP13, &Match::any());
+                    w.u16((16 + ab.len()) as u16)
+                        .u16(b.weight)
+                        .u32(b.watch_port);
+                    w.u32(b.watch_group).zeros(4).bytes(&ab);
+                }
+                let n = w.len() as u16;
+                w.put_u16_at(0, n);
+                w.b
+            })
+            .collect()
+    }
+}
+
+fn is_exact10(body: &[u8]) -> bool {
+    let wc = u32::from_be_bytes([body[0], body[1], body[2], body[3]]);
+    wc & 0x003f_ffff == 0
+}
+
+/// The OpenFlow port number of a port (LOCAL for the bridge's own).
+fn wire_port(ofport: u32) -> u32 {
+    if ofport == ofpp::LOCAL_OFPORT {
+        ofpp::LOCAL
+    } else {
+        ofport
+    }
+}
+
+fn put_port10(w: &mut Writer, p: &PortInfo) {
+    let no = if p.ofport == ofpp::LOCAL_OFPORT {
+        0xfffe
+    } else {
+        p.ofport as u16
+    };
+    w.u16(no).bytes(&mac_bytes(p.mac)).str_field(&p.name, 16);
+    w.u32(if p.admin_up { 0 } else { 1 });
+    w.u32(if p.link_up { 0 } else { 1 });
+    // 10GB-FD | COPPER
+    let feat = if p.link_up { (1 << 6) | (1 << 7) } else { 0 };
+    w.u32(feat).u32(0).u32(0).u32(0);
+}
+
+fn put_port13(w: &mut Writer, p: &PortInfo) {
+    w.u32(wire_port(p.ofport))
+        .zeros(4)
+        .bytes(&mac_bytes(p.mac))
+        .zeros(2);
+    w.str_field(&p.name, 16);
+    w.u32(if p.admin_up { 0 } else { 1 });
+    w.u32(if p.link_up { 4 } else { 1 });
+    let feat = if p.link_up { (1 << 6) | (1 << 11) } else { 0 };
+    w.u32(feat).u32(0).u32(0).u32(0);
+    w.u32(if p.link_up { 10_000_000 } else { 0 }).u32(0);
+}
+
+/// One table's OpenFlow 1.3 table-features entry, with every property
+/// the spec requires.
+fn table_features(id: u8) -> Vec<u8> {
+    let mut w = Writer::default();
+    w.u16(0).u8(id).zeros(5);
+    let name = if id == 0 {
+        "classifier".to_string()
+    } else {
+        format!("table{id}")
+    };
+    w.str_field(&name, 32)
+        .u64(u64::MAX)
+        .u64(u64::MAX)
+        .u32(0)
+        .u32(1_000_000);
+    let prop = |w: &mut Writer, t: u16, body: &[u8]| {
+        w.u16(t).u16((4 + body.len()) as u16).bytes(body).pad8();
+    };
+    let ids = |v: &[u16]| -> Vec<u8> {
+        v.iter()
+            .flat_map(|&t| [(t >> 8) as u8, t as u8, 0, 4])
+            .collect()
+    };
+    // apply-actions, goto-table, write-metadata, clear-actions
+    prop(&mut w, 0, &ids(&[4, 1, 2, 5]));
+    let next: Vec<u8> = (id.saturating_add(1)..N_TABLES).collect();
+    prop(&mut w, 2, &next);
+    prop(&mut w, 4, &[]);
+    prop(&mut w, 6, &ids(&[0, 17, 18, 22, 23, 24, 25]));
+    let oxm: Vec<u8> = [
+        0u8, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 19, 20, 21, 22, 23, 24, 25, 38,
+    ]
+    .iter()
+    .flat_map(|&f| {
+        let len = match f {
+            0 | 11 | 12 | 22 | 23 => 4,
+            2 | 38 => 8,
+            3 | 4 | 24 | 25 => 6,
+            5 | 6 | 13..=16 | 21 => 2,
+            _ => 1,
+        };
+        (0x8000_0000u32 | (f as u32) << 9 | len).to_be_bytes()
+    })
+    .collect();
+    prop(&mut w, 8, &oxm);
+    prop(&mut w, 10, &oxm);
+    prop(&mut w, 12, &[]);
+    prop(&mut w, 14, &oxm);
+    let n = w.len() as u16;
+    w.put_u16_at(0, n);
+    w.b
+}
+
+fn group_features() -> Vec<u8> {
+    let mut w = Writer::default();
+    // types all|select|indirect|ff; capabilities select-weight|chaining
+    w.u32(0xf).u32(0x1 | 0x4);
+    for _ in 0..4 {
+        w.u32(65_535);
+    }
+    // actions bitmaps per type: output, push/pop vlan, group, set-field ...
+    let acts: u32 =
+        (1 << 0) | (1 << 17) | (1 << 18) | (1 << 22) | (1 << 23) | (1 << 24) | (1 << 25);
+    for _ in 0..4 {
+        w.u32(acts);
+    }
+    w.b
+}
+
+fn read_stats10(r: &mut Reader) -> Result<(Match, u8, u32), OfError> {
+    let m = ofp10::decode(r)?;
+    let table = r.u8()?;
+    r.skip(1)?;
+    let out_port = ofpp::from16(r.u16()?);
+    Ok((m, table, out_port))
+}
+
+type Stats13 = (u8, u32, u32, u64, u64, Match);
+
+fn read_stats13(r: &mut Reader) -> Result<Stats13, OfError> {
+    let table = r.u8()?;
+    r.skip(3)?;
+    let out_port = r.u32()?;
+    let out_group = r.u32()?;
+    r.skip(4)?;
+    let cookie = r.u64()?;
+    let cmask = r.u64()?;
+    let m = read_ofp13_match(r)?;
+    Ok((table, out_port, out_group, cookie, cmask, m))
+}
+
+/// ofp_match of OpenFlow 1.1+: type OXM (1), length, fields, padding.
+fn read_ofp13_match(r: &mut Reader) -> Result<Match, OfError> {
+    let t = r.u16().map_err(|_| OfError::MatchBadLen)?;
+    let len = r.u16().map_err(|_| OfError::MatchBadLen)? as usize;
+    if t != 1 {
+        return Err(OfError::MatchBadType);
+    }
+    if len < 4 {
+        return Err(OfError::MatchBadLen);
+    }
+    let fields = r.bytes(len - 4).map_err(|_| OfError::MatchBadLen)?;
+    r.skip(pad8_len(len) - len)
+        .map_err(|_| OfError::MatchBadLen)?;
+    let (m, _) = decode_match(fields)?;
+    Ok(m)
+}
+
+fn put_ofp13_match(w: &mut Writer, m: &Match) {
+    let mb = encode_match(m, true);
+    w.u16(1).u16((4 + mb.len()) as u16).bytes(&mb);
+    w.pad8();
+}
+
+fn decode_group_mod(body: &[u8]) -> Result<GroupMod, OfError> {
+    let mut r = Reader::new(body, OfError::BadLen);
+    let command = match r.u16()? {
+        0 => GroupCommand::Add,
+        1 => GroupCommand::Modify,
+        2 => GroupCommand::Delete,
+        _ => return Err(OfError::GroupBadCommand),
+    };
+    let t = r.u8()?;
+    r.skip(1)?;
+    let id = r.u32()?;
+    let kind = GroupType::from_wire(t).ok_or(OfError::GroupBadType)?;
+    let mut buckets = Vec::new();
+    while !r.is_empty() {
+        let len = r.u16()? as usize;
+        if len < 16 || len - 2 > r.remaining() {
+            return Err(OfError::GroupBadBucket);
+        }
+        let mut b = Reader::new(r.bytes(len - 2)?, OfError::GroupBadBucket);
+        let weight = b.u16()?;
+        let watch_port = b.u32()?;
+        let watch_group = b.u32()?;
+        b.skip(4)?;
+        let actions = decode_actions(b.rest(), OFP13)?;
+        if kind != GroupType::Select && weight != 0 {
+            return Err(OfError::GroupBadBucket);
+        }
+        if kind == GroupType::FastFailover && watch_port == ofpp::ANY && watch_group == OFPG_ANY {
+            return Err(OfError::GroupWatchUnsupported);
+        }
+        buckets.push(Bucket {
+            weight,
+            watch_port,
+            watch_group,
+            actions,
+        });
+    }
+    Ok(GroupMod {
+        command,
+        kind,
+        id,
+        buckets,
+        selection_method: String::new(),
+    })
+}
