@@ -93,13 +93,8 @@ impl BridgeFlows {
     /// Publishes the tables' current state if it changed. `quiesce` must
     /// return only once no PMD can hold the previous pipeline, which is then
     /// freed here rather than on a PMD.
-    pub fn publish(&self, tables: &FlowTables, quiesce: impl FnOnce()) {
-        if self.published.load().generation == tables.generation() {
-            return;
-        }
-        let old = self.published.swap(Arc::new(tables.pipeline()));
-        quiesce();
-        drop(old);
+    pub fn publish(&self, tables: &mut FlowTables, quiesce: impl FnOnce()) {
+        tables.publish(&self.published, quiesce);
     }
 }
 

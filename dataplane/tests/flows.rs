@@ -68,12 +68,12 @@ impl Lab {
     fn flow(&self, fm: FlowMod) {
         let mut t = self.flows.tables.lock().unwrap();
         t.flow_mod(&fm, self.sw.now_ns()).unwrap();
-        self.flows.publish(&t, || self.sw.quiesce());
+        self.flows.publish(&mut t, || self.sw.quiesce());
     }
     fn group(&self, gm: GroupMod) {
         let mut t = self.flows.tables.lock().unwrap();
         t.group_mod(&gm, 0).unwrap();
-        self.flows.publish(&t, || self.sw.quiesce());
+        self.flows.publish(&mut t, || self.sw.quiesce());
     }
     fn clear(&self) {
         let mut del = FlowMod::add(OFPTT_ALL, 0, Match::any(), vec![]);

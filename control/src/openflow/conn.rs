@@ -278,9 +278,11 @@ impl Session {
         }
         self.flow_mod(
             cmd,
-            cookie,
             0,
-            Some(cookie),
+            0,
+            // All-ones: "keep the rules' cookies" (what ovs-ofctl sends
+            // for a modify that names none).
+            (cookie != u64::MAX).then_some(cookie),
             idle,
             hard,
             priority,
@@ -651,7 +653,9 @@ impl Session {
                     w.u16(r.priority).u16(r.idle_timeout).u16(r.hard_timeout);
                     w.u16(mb.len() as u16);
                     w.u16((now_s.saturating_sub(used) + 1) as u16);
-                    w.u16((now_s.saturating_sub(r.modified_s) + 1) as u16);
+                    w.u16(
+                        (now_s.saturating_sub((r.modified_ns / 1_000_000_000) as u32) + 1) as u16,
+                    );
                     w.u64(r.cookie).u64(pk).u64(by);
                     w.bytes(&mb).pad8().bytes(&ab);
                 } else if self.version == OFP10 {

@@ -61,7 +61,7 @@ impl Bridge {
     }
     /// Makes the tables' current state the one PMDs forward by.
     pub fn publish(&self) {
-        let t = self.flows.tables.lock().unwrap_or_else(|e| e.into_inner());
-        self.flows.publish(&t, || (self.env.quiesce)());
+        let mut t = self.flows.tables.lock().unwrap_or_else(|e| e.into_inner());
+        self.flows.publish(&mut t, || (self.env.quiesce)());
     }
 }

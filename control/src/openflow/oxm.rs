@@ -373,8 +373,11 @@ pub fn encode_match(m: &Match, oxm: bool) -> Vec<u8> {
     let is_arp = m.mask.get(Field::DlType) != 0 && dl_type == 0x0806;
     let (proto, _) = f(Field::NwProto);
     let mut put = |mf: Mf, (v, mask): (u64, u64)| {
+        // A mask covering the whole key field is exact, however narrow the
+        // key field is next to the wire's (arp_op: 8 of 16 bits).
+        let exact = key_field(mf).is_some_and(|(f, _)| mask == f.full());
         if mask != 0 {
-            put_tlv(&mut w, mf, oxm, v, mask);
+            put_tlv(&mut w, mf, oxm, v, if exact { u64::MAX } else { mask });
         }
     };
     let (ip, ipm) = f(Field::InPort);

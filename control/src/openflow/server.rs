@@ -286,11 +286,11 @@ fn flow_timer(listeners: Arc<Mutex<BTreeMap<String, Listener>>>, stop: Arc<Atomi
                 }
             }
             drop(rx);
-            let gone = t.expire(now_s);
+            let gone = t.expire(now_ns);
             if !gone.is_empty() {
                 log::debug!("{}: {} flows expired", b.name, gone.len());
             }
-            b.flows.publish(&t, || (b.env.quiesce)());
+            b.flows.publish(&mut t, || (b.env.quiesce)());
         }
     }
 }

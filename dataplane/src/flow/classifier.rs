@@ -23,6 +23,8 @@ pub struct Subtable<T> {
     words: Vec<u8>,
     max_priority: u16,
     n_rules: usize,
+    /// Rules per priority, so removals find the new maximum without a scan.
+    priorities: std::collections::BTreeMap<u16, usize>,
     table: HashTable<Bucket<T>>,
 }
 
@@ -47,6 +49,7 @@ impl<T: Clone> Subtable<T> {
             words,
             max_priority: 0,
             n_rules: 0,
+            priorities: Default::default(),
             table: HashTable::new(),
         }
     }
@@ -64,13 +67,17 @@ impl<T: Clone> Subtable<T> {
         self.table.find(h, |b| self.masked_eq(&b.key, masked))
     }
 
-    fn recompute_max(&mut self) {
-        self.max_priority = self
-            .table
-            .iter()
-            .filter_map(|b| b.rules.first().map(|r| r.0))
-            .max()
-            .unwrap_or(0);
+    fn count(&mut self, priority: u16, add: bool) {
+        let n = self.priorities.entry(priority).or_insert(0);
+        if add {
+            *n += 1;
+        } else {
+            *n -= 1;
+            if *n == 0 {
+                self.priorities.remove(&priority);
+            }
+        }
+        self.max_priority = self.priorities.keys().next_back().copied().unwrap_or(0);
     }
 }
 
@@ -171,9 +178,12 @@ impl<T: Clone> Classifier<T> {
         if old.is_none() {
             st.n_rules += 1;
             self.n_rules += 1;
+            let before = st.max_priority;
+            st.count(priority, true);
+            if st.max_priority != before || st.n_rules == 1 {
+                self.sort();
+            }
         }
-        st.max_priority = st.max_priority.max(priority);
-        self.sort();
         old
     }
 
@@ -206,10 +216,11 @@ impl<T: Clone> Classifier<T> {
         }
         st.n_rules -= 1;
         self.n_rules -= 1;
+        let before = st.max_priority;
+        st.count(priority, false);
         if st.n_rules == 0 {
             self.subtables.remove(idx);
-        } else {
-            st.recompute_max();
+        } else if st.max_priority != before {
             self.sort();
         }
         Some(old)

@@ -60,7 +60,7 @@ pub struct Rule {
     /// Switch-clock seconds and nanoseconds at creation (duration in
     /// dumps), and at the last modification (hard timeout restarts there).
     pub created_ns: u64,
-    pub modified_s: u32,
+    pub modified_ns: u64,
     pub stats: Arc<HitStats>,
 }
 

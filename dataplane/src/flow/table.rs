@@ -99,8 +99,17 @@ pub enum GroupModError {
     WatchUnsupported,
 }
 
+/// A classifier change, kept so the copy PMDs forwarded by can be brought
+/// up to date once it comes back (see `FlowTables::publish`).
+enum ClsOp {
+    Insert(u8, Match, u16, Arc<Rule>),
+    Remove(u8, Match, u16),
+}
+
 pub struct FlowTables {
     tables: Vec<Classifier<Arc<Rule>>>,
+    /// Changes to `tables` since the last publication.
+    log: Vec<ClsOp>,
     groups: hashbrown::HashMap<u32, Arc<Group>>,
     generation: u64,
     /// Limit on rules over all tables.
@@ -141,6 +150,7 @@ impl FlowTables {
     pub fn empty() -> FlowTables {
         FlowTables {
             tables: Vec::new(),
+            log: Vec::new(),
             groups: hashbrown::HashMap::new(),
             generation: 1,
             max_rules: 4_000_000,
@@ -164,6 +174,16 @@ impl FlowTables {
             self.tables.resize_with(t as usize + 1, Classifier::default);
         }
         &mut self.tables[t as usize]
+    }
+
+    fn cls_insert(&mut self, t: u8, m: &Match, prio: u16, r: Arc<Rule>) -> Option<Arc<Rule>> {
+        self.log.push(ClsOp::Insert(t, *m, prio, r.clone()));
+        self.table_mut(t).insert(m, prio, r)
+    }
+
+    fn cls_remove(&mut self, t: u8, m: &Match, prio: u16) -> Option<Arc<Rule>> {
+        self.log.push(ClsOp::Remove(t, *m, prio));
+        self.table_mut(t).remove(m, prio)
     }
 
     /// The rules a modify/delete selects.
@@ -214,7 +234,6 @@ impl FlowTables {
     /// Applies a flow_mod. Returns the rules it removed (for flow-removed
     /// messages and logs).
     pub fn flow_mod(&mut self, fm: &FlowMod, now_ns: u64) -> Result<Vec<Arc<Rule>>, FlowModError> {
-        let now_s = (now_ns / 1_000_000_000) as u32;
         match fm.command {
             Command::Add => {
                 if fm.table as usize >= N_TABLES {
@@ -246,10 +265,10 @@ impl FlowTables {
                     importance: fm.importance,
                     flags: fm.flags,
                     created_ns: now_ns,
-                    modified_s: now_s,
+                    modified_ns: now_ns,
                     stats: Arc::new(HitStats::default()),
                 });
-                let old = self.table_mut(fm.table).insert(&fm.m, fm.priority, rule);
+                let old = self.cls_insert(fm.table, &fm.m, fm.priority, rule);
                 self.generation += 1;
                 Ok(old.into_iter().collect())
             }
@@ -286,10 +305,10 @@ impl FlowTables {
                         importance: r.importance,
                         flags: r.flags,
                         created_ns: r.created_ns,
-                        modified_s: now_s,
+                        modified_ns: now_ns,
                         stats,
                     });
-                    self.table_mut(r.table).insert(&r.m, r.priority, nr);
+                    self.cls_insert(r.table, &r.m, r.priority, nr);
                 }
                 self.generation += 1;
                 Ok(Vec::new())
@@ -300,7 +319,7 @@ impl FlowTables {
                 }
                 let rules = self.select(fm, fm.command == Command::DeleteStrict);
                 for r in &rules {
-                    self.table_mut(r.table).remove(&r.m, r.priority);
+                    self.cls_remove(r.table, &r.m, r.priority);
                 }
                 if !rules.is_empty() {
                     self.generation += 1;
@@ -431,24 +450,28 @@ impl FlowTables {
         v
     }
 
-    /// Removes rules whose idle or hard timeout has passed at `now_s`.
-    pub fn expire(&mut self, now_s: u32) -> Vec<Arc<Rule>> {
+    /// Removes rules whose idle or hard timeout has passed at `now_ns`.
+    pub fn expire(&mut self, now_ns: u64) -> Vec<Arc<Rule>> {
+        const S: u64 = 1_000_000_000;
         let due: Vec<Arc<Rule>> = self
             .rules()
             .filter(|r| {
-                let hard = r.hard_timeout != 0 && now_s >= r.modified_s + r.hard_timeout as u32;
-                let last = r
-                    .stats
-                    .used()
-                    .max((r.created_ns / 1_000_000_000) as u32)
-                    .max(r.modified_s);
-                let idle = r.idle_timeout != 0 && now_s >= last + r.idle_timeout as u32;
+                let hard =
+                    r.hard_timeout != 0 && now_ns >= r.modified_ns + r.hard_timeout as u64 * S;
+                // PMDs stamp use in whole seconds: count a use as at the end
+                // of its second, so a flow never goes early.
+                let used = match r.stats.used() {
+                    0 => 0,
+                    u => (u as u64 + 1) * S,
+                };
+                let last = used.max(r.modified_ns);
+                let idle = r.idle_timeout != 0 && now_ns >= last + r.idle_timeout as u64 * S;
                 hard || idle
             })
             .cloned()
             .collect();
         for r in &due {
-            self.table_mut(r.table).remove(&r.m, r.priority);
+            self.cls_remove(r.table, &r.m, r.priority);
         }
         if !due.is_empty() {
             self.generation += 1;
@@ -462,8 +485,55 @@ impl FlowTables {
             .any(|r| r.idle_timeout != 0 || r.hard_timeout != 0)
     }
 
-    pub fn pipeline(&self) -> Pipeline {
-        let only_normal = match (self.n_rules(), self.groups.is_empty()) {
+    /// Publishes the current state into `slot` without copying the
+    /// classifiers: they move into the new pipeline, and the pipeline they
+    /// replace comes back (once `quiesce` says no PMD holds it) to be
+    /// brought up to date by replaying the changes since its publication.
+    /// A publication costs what changed, not the table size, so per-change
+    /// barriers (ovs-ofctl add-flows) stay linear.
+    pub fn publish(&mut self, slot: &arc_swap::ArcSwap<Pipeline>, quiesce: impl FnOnce()) {
+        if slot.load().generation == self.generation {
+            return;
+        }
+        let mut next = self.pipeline_header();
+        next.tables = std::mem::take(&mut self.tables);
+        let log = std::mem::take(&mut self.log);
+        let old = slot.swap(Arc::new(next));
+        quiesce();
+        match Arc::try_unwrap(old) {
+            Ok(p) => {
+                self.tables = p.tables;
+                for op in log {
+                    match op {
+                        ClsOp::Insert(t, m, prio, r) => {
+                            self.table_mut(t).insert(&m, prio, r);
+                        }
+                        ClsOp::Remove(t, m, prio) => {
+                            self.table_mut(t).remove(&m, prio);
+                        }
+                    }
+                }
+            }
+            // Someone still holds it: share the new one's subtables
+            // instead (changes then copy what they touch).
+            Err(_) => self.tables = slot.load().tables.clone(),
+        }
+        debug_assert_eq!(self.n_rules(), slot.load().n_rules());
+    }
+
+    /// The pipeline without its tables.
+    fn pipeline_header(&self) -> Pipeline {
+        let only_normal = self.only_normal();
+        Pipeline {
+            generation: self.generation,
+            tables: Vec::new(),
+            groups: self.groups.clone(),
+            only_normal,
+        }
+    }
+
+    fn only_normal(&self) -> Option<Arc<Rule>> {
+        match (self.n_rules(), self.groups.is_empty()) {
             (1, true) => self.tables.first().and_then(|c| {
                 c.iter()
                     .next()
@@ -478,13 +548,15 @@ impl FlowTables {
                     .map(|(_, _, r)| r.clone())
             }),
             _ => None,
-        };
-        Pipeline {
-            generation: self.generation,
-            tables: self.tables.clone(),
-            groups: self.groups.clone(),
-            only_normal,
         }
+    }
+
+    /// A pipeline sharing this state's subtables (tests, the first
+    /// publication).
+    pub fn pipeline(&self) -> Pipeline {
+        let mut p = self.pipeline_header();
+        p.tables = self.tables.clone();
+        p
     }
 }
 
@@ -565,14 +637,16 @@ mod tests {
         let mut fm = FlowMod::add(0, 1, m, out(1));
         fm.idle_timeout = 3;
         t.flow_mod(&fm, 0).unwrap();
-        assert!(t.expire(2).is_empty());
-        // Used at 2: idle until 5.
+        const S: u64 = 1_000_000_000;
+        assert!(t.expire(2 * S).is_empty());
+        // Used in second 2: idle until the end of it plus 3.
         t.rules()
             .filter(|r| r.idle_timeout != 0)
             .for_each(|r| r.stats.hit(1, 1, 2));
-        assert!(t.expire(4).is_empty());
-        let gone = t.expire(5);
-        assert_eq!(gone.len(), 2);
+        assert!(t.expire(4 * S).is_empty());
+        assert_eq!(t.expire(5 * S).len(), 1, "hard 5 s");
+        assert!(t.expire(6 * S - 1).is_empty());
+        assert_eq!(t.expire(6 * S).len(), 1, "idle 3 s after second 2");
         assert_eq!(t.n_rules(), 0);
     }
 
