@@ -19,6 +19,8 @@ struct PmdBase {
     flood: u64,
     hits: u64,
     misses: u64,
+    emc_hits: u64,
+    emc_misses: u64,
     drops: [u64; DropReason::ALL.len()],
 }
 
@@ -35,6 +37,8 @@ fn read(s: &PmdStats) -> PmdBase {
         flood: s.flood_packets.get(),
         hits: s.mac_hits.get(),
         misses: s.mac_misses.get(),
+        emc_hits: s.emc_hits.get(),
+        emc_misses: s.emc_misses.get(),
         drops,
     }
 }
@@ -83,6 +87,15 @@ pub fn register<P: PacketBuf + 'static>(cmds: &mut Commands, ctx: Arc<AppCtx<P>>
             let _ = writeln!(out, "  packets flooded: {}", now.flood - base.flood);
             let _ = writeln!(out, "  mac table hits: {}", now.hits - base.hits);
             let _ = writeln!(out, "  mac table misses: {}", now.misses - base.misses);
+            // Packets of bridges with flows beyond the default NORMAL one:
+            // found in the exact-match cache, or translated through the
+            // classifier (and then cached).
+            let _ = writeln!(out, "  emc hits: {}", now.emc_hits - base.emc_hits);
+            let _ = writeln!(
+                out,
+                "  classifier lookups: {}",
+                now.emc_misses - base.emc_misses
+            );
             let dropped: u64 = now
                 .drops
                 .iter()

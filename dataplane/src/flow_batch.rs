@@ -4,6 +4,7 @@
 //! packets, and carry out the datapath ops.
 use crate::flow::cache::{hash_key, FlowCache};
 use crate::flow::extract::extract;
+use crate::flow::key::PACKET_WORDS;
 use crate::flow::rewrite;
 use crate::flow::rule::Pipeline;
 use crate::flow::xlate::{translate, DpOp, Xlate};
@@ -53,46 +54,51 @@ pub fn process_batch<P: PacketBuf>(
         tx,
         normal: None,
     };
-    // Counters of the current run of packets with one translation.
-    let mut run: Option<(Arc<Xlate>, u64, u64)> = None;
+    // The current run of packets with one key: a burst is mostly runs of
+    // one flow, and a run costs one cache probe and one counter update.
+    let mut run: Option<(Arc<Xlate>, [u64; PACKET_WORDS], u64, u64)> = None;
     let (mut hits, mut misses) = (0u64, 0u64);
     for pkt in pkts.drain(..) {
         let Ok((key, _)) = extract(pkt.data(), port.ofport, None) else {
             stats.drop(DropReason::Malformed, Some(in_slot), 1);
             continue;
         };
-        let h = hash_key(&key);
-        let xl = match cache.lookup(&key, h, stamp) {
-            Some(x) => {
-                hits += 1;
-                x.clone()
-            }
-            None => {
-                misses += 1;
-                let x = Arc::new(translate(pipe, bridge, in_slot, &key));
-                cache.insert(&key, h, stamp, x.clone());
-                x
-            }
-        };
         let len = pkt.wire_len() as u64;
         match &mut run {
-            Some((r, n, b)) if Arc::ptr_eq(r, &xl) => {
+            Some((_, k, n, b)) if *k == key.w[..PACKET_WORDS] => {
+                hits += 1;
                 *n += 1;
                 *b += len;
             }
             _ => {
-                if let Some((r, n, b)) = run.replace((xl.clone(), 1, len)) {
+                let h = hash_key(&key);
+                let xl = match cache.lookup(&key, h, stamp) {
+                    Some(x) => {
+                        hits += 1;
+                        x.clone()
+                    }
+                    None => {
+                        misses += 1;
+                        let x = Arc::new(translate(pipe, bridge, in_slot, &key));
+                        cache.insert(&key, h, stamp, x.clone());
+                        x
+                    }
+                };
+                let mut k = [0u64; PACKET_WORDS];
+                k.copy_from_slice(&key.w[..PACKET_WORDS]);
+                if let Some((r, _, n, b)) = run.replace((xl, k, 1, len)) {
                     credit(&r, n, b, now);
                 }
             }
         }
+        let xl = &run.as_ref().expect("set above").0;
         if let Some(reason) = xl.drop {
             stats.drop(reason, Some(in_slot), 1);
             continue;
         }
         ex.run(&xl.ops, xl.last_consumer, pkt);
     }
-    if let Some((r, n, b)) = run {
+    if let Some((r, _, n, b)) = run {
         credit(&r, n, b, now);
     }
     stats.emc_hits.add(hits);

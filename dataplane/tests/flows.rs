@@ -1,7 +1,7 @@
 //! The OpenFlow pipeline through the real PMD loop with in-memory ports:
 //! outputs, rewrites, resubmit/goto, groups, counters, and that flow changes
 //! published under traffic take effect for the next batch.
-use rvs_dataplane::flow::action::{ofpp, Action, Bucket, GroupType};
+use rvs_dataplane::flow::action::{ofpp, Action, Bucket, GroupType, Learn, LearnSpec, LearnSrc};
 use rvs_dataplane::flow::key::{Field, Match};
 use rvs_dataplane::flow::table::{Command, FlowMod, GroupCommand, GroupMod, OFPG_ANY, OFPTT_ALL};
 use rvs_dataplane::mac_table::MacTable;
@@ -299,5 +299,81 @@ fn dec_ttl_expiry() {
     assert_eq!(
         rvs_dataplane::wire::checksum::checksum(&got[0].data()[14..34]),
         0
+    );
+}
+
+#[test]
+fn learn_asks_the_control_thread_once_per_second() {
+    let mut l = lab(3);
+    l.clear();
+    let learn = Learn {
+        table: 1,
+        priority: 7,
+        idle_timeout: 30,
+        hard_timeout: 0,
+        fin_idle_timeout: 0,
+        fin_hard_timeout: 0,
+        cookie: 0x42,
+        flags: 0,
+        specs: vec![
+            LearnSpec::Match {
+                src: LearnSrc::Field {
+                    field: Field::DlSrc,
+                    ofs: 0,
+                },
+                dst: Field::DlDst,
+                dst_ofs: 0,
+                n_bits: 48,
+            },
+            LearnSpec::Load {
+                src: LearnSrc::Imm(5),
+                dst: Field::Reg(1),
+                dst_ofs: 4,
+                n_bits: 4,
+            },
+            LearnSpec::Output {
+                src: LearnSrc::Field {
+                    field: Field::InPort,
+                    ofs: 0,
+                },
+                n_bits: 16,
+            },
+        ],
+    };
+    l.flow(FlowMod::add(
+        0,
+        1,
+        Match::any(),
+        vec![Action::Learn(Box::new(learn)), out(3)],
+    ));
+    l.send(1, (0..10).map(|_| udp(7, 1)).collect());
+    l.send(1, (0..10).map(|_| udp(7, 1)).collect());
+    assert_eq!(l.counts(), vec![0, 0, 20]);
+    let rx = l.flows.learned_rx.lock().unwrap();
+    let got: Vec<_> = rx.try_iter().collect();
+    assert_eq!(
+        got.len(),
+        1,
+        "one request per cached translation per second"
+    );
+    let f = &got[0].flow;
+    let mut want = Match::any();
+    want.exact(Field::DlDst, 0x0200_0000_0001);
+    assert_eq!(
+        (f.table, f.priority, f.idle_timeout, f.cookie),
+        (1, 7, 30, 0x42)
+    );
+    assert_eq!(f.m, want);
+    assert_eq!(
+        f.actions,
+        vec![
+            Action::RegLoad {
+                field: Field::Reg(1),
+                ofs: 4,
+                n_bits: 4,
+                value: 5
+            },
+            out(2)
+        ]
     );
 }

@@ -63,6 +63,7 @@ const FLOWS: &[&str] = &[
     "priority=22,in_port=2,actions=resubmit(1,3),resubmit:3,note:01.02.03,set_tunnel64:0x1234567890",
     "priority=23,ip,in_port=3,actions=set_field:02:00:00:00:00:0b->eth_src,set_field:10.1.1.1->ip_dst,output:1",
     "priority=24,udp,nw_src=10.0.0.1,tp_src=0x100/0xff00,actions=set_field:0x5->reg4,output:2",
+    "priority=25,in_port=1,actions=learn(table=10,hard_timeout=60,priority=5,NXM_OF_VLAN_TCI[0..11],NXM_OF_ETH_DST[]=NXM_OF_ETH_SRC[],load:NXM_OF_IN_PORT[]->NXM_NX_REG0[0..15],load:0x7->NXM_NX_REG1[0..3],output:NXM_OF_IN_PORT[]),output:2",
 ];
 
 /// OpenFlow 1.0 only.
@@ -204,6 +205,12 @@ fn flow_counters_equal_the_frames_sent() {
     );
     let pmd = h.appctl(&["dpif-netdev/pmd-stats-show"]);
     assert!(pmd.contains("    table-miss: 10\n"), "{pmd}");
+    // One translation per distinct packet key, the rest from the cache:
+    // testpmd's frames differ only by port, so three keys.
+    assert!(
+        pmd.contains("  emc hits: 72\n  classifier lookups: 3\n"),
+        "{pmd}"
+    );
 
     // mod-flows keeps the counters and redirects at once.
     h.ofctl(&[
@@ -354,6 +361,52 @@ fn rx_bytes(tp: &mut TestPmd, port: usize) -> u64 {
         .and_then(|r| r.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no RX-bytes in {s}"))
+}
+
+#[test]
+fn learn_builds_a_mac_table_from_traffic() {
+    let h = Host::start("oflearn");
+    h.add_vhost_ports("br0", &["vm-a", "vm-b", "vm-c"]);
+    let mut tp = TestPmd::start(
+        "oflearn",
+        &[
+            virtio_user(0, &h.dir.join("vm-a"), A),
+            virtio_user(1, &h.dir.join("vm-b"), B),
+            virtio_user(2, &h.dir.join("vm-c"), C),
+        ],
+    );
+    tp.cmd("start");
+    h.wait_link_up(&["vm-a", "vm-b", "vm-c"]);
+    // The OVS tutorial's learning switch, in flows.
+    h.ofctl(&["del-flows", "br0"]);
+    h.ofctl(&[
+        "add-flow",
+        "br0",
+        "table=0,actions=learn(table=1,idle_timeout=60,NXM_OF_ETH_DST[]=NXM_OF_ETH_SRC[],output:NXM_OF_IN_PORT[]),resubmit(,1)",
+    ]);
+    h.ofctl(&["add-flow", "br0", "table=1,priority=0,actions=FLOOD"]);
+    tp.send(0, B, 20);
+    let c = tp.settle();
+    assert_eq!((c[1].rx, c[2].rx), (20, 20), "unknown B: flooded");
+    wait_for("A learned", Duration::from_secs(5), || {
+        h.ofctl(&["dump-flows", "br0", "table=1"])
+            .contains(&format!("dl_dst={A}"))
+    });
+    tp.send(1, A, 15);
+    let c = tp.settle();
+    assert_eq!(
+        (c[0].rx, c[2].rx),
+        (15, 20),
+        "A is known: only A gets B's frames"
+    );
+    let d = h.ofctl(&["dump-flows", "br0", "table=1"]);
+    let l = flow_line(&d, &format!("dl_dst={A}"));
+    assert!(
+        l.contains("idle_timeout=60,") && l.ends_with("actions=output:1"),
+        "{l}"
+    );
+    assert_eq!(counter(l, "n_packets="), 15);
+    tp.quit();
 }
 
 fn recv_msg(s: &mut UnixStream) -> Vec<u8> {

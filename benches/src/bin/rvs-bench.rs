@@ -20,8 +20,10 @@ use std::time::{Duration, Instant};
     about = "rvs vs OVS-DPDK vs testpmd ceiling, same machine, same run"
 )]
 struct Args {
-    /// Scenarios: normal (MAC learning, port to port), vlan (the same with both ports access ports of VLAN 10).
-    #[arg(long, value_delimiter = ',', default_value = "normal,vlan")]
+    /// Scenarios: normal (MAC learning, port to port), vlan (the same with
+    /// both ports access ports of VLAN 10), l2 (port-to-port OpenFlow
+    /// rules written with ovs-ofctl: in_port=1->2, in_port=2->1).
+    #[arg(long, value_delimiter = ',', default_value = "normal,vlan,l2")]
     scenarios: Vec<String>,
     /// Frame sizes in bytes.
     #[arg(long, value_delimiter = ',', default_value = "64")]
@@ -265,6 +267,16 @@ fn ports(h: &Host, scenario: &str) {
         a.extend_from_slice(extra);
         a.extend_from_slice(&["--", "set", "Interface", p, "type=dpdkvhostuser"]);
         h.vsctl(&a);
+    }
+    if scenario == "l2" {
+        // The same ovs-ofctl commands for both switches.
+        for args in [
+            vec!["del-flows", "br0"],
+            vec!["add-flow", "br0", "in_port=1,actions=output:2"],
+            vec!["add-flow", "br0", "in_port=2,actions=output:1"],
+        ] {
+            h.ofctl(&args);
+        }
     }
 }
 

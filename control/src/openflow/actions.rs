@@ -7,7 +7,7 @@
 use super::error::OfError;
 use super::oxm::{self, key_field, mf_for, Mf};
 use super::wire::{pad8_len, Reader, Writer, NX_VENDOR, OFP10};
-use rvs_dataplane::flow::action::{ofpp, Action};
+use rvs_dataplane::flow::action::{ofpp, Action, Learn, LearnSpec, LearnSrc};
 use rvs_dataplane::flow::key::{Field, Match};
 
 mod nx {
@@ -18,6 +18,7 @@ mod nx {
     pub const NOTE: u16 = 8;
     pub const SET_TUNNEL64: u16 = 9;
     pub const RESUBMIT_TABLE: u16 = 14;
+    pub const LEARN: u16 = 16;
     pub const DEC_TTL: u16 = 18;
     pub const WRITE_METADATA: u16 = 22;
     pub const REG_LOAD2: u16 = 33;
@@ -150,6 +151,7 @@ fn decode_nx(r: &mut Reader, len: usize) -> Result<Action, OfError> {
             a
         }
         nx::NOTE => Action::Note(r.bytes(len - 10)?.to_vec()),
+        nx::LEARN => Action::Learn(Box::new(decode_learn(r)?)),
         nx::DEC_TTL => {
             r.skip(6)?;
             Action::DecTtl
@@ -166,6 +168,147 @@ fn decode_nx(r: &mut Reader, len: usize) -> Result<Action, OfError> {
         }
         _ => return Err(OfError::ActionBadVendorType),
     })
+}
+
+const LEARN_SRC_IMM: u16 = 1 << 13;
+const LEARN_DST_LOAD: u16 = 1 << 11;
+const LEARN_DST_OUTPUT: u16 = 2 << 11;
+
+/// A learn subfield: an NXM header and a bit offset.
+fn learn_subfield(r: &mut Reader, n_bits: u16) -> Result<(Field, u8), OfError> {
+    let h = r.u32()?;
+    let ofs = r.u16()?;
+    let (f, o, _) = subfield(h, ofs, n_bits)?;
+    Ok((f, o))
+}
+
+fn decode_learn(r: &mut Reader) -> Result<Learn, OfError> {
+    let idle_timeout = r.u16()?;
+    let hard_timeout = r.u16()?;
+    let priority = r.u16()?;
+    let cookie = r.u64()?;
+    let flags = r.u16()?;
+    let table = r.u8()?;
+    r.skip(1)?;
+    let fin_idle_timeout = r.u16()?;
+    let fin_hard_timeout = r.u16()?;
+    if table == 0xff {
+        return Err(OfError::ActionBadArgument);
+    }
+    let mut specs = Vec::new();
+    while r.remaining() >= 2 {
+        let h = r.u16()?;
+        if h == 0 {
+            break;
+        }
+        let n_bits = h & 0x3ff;
+        if n_bits == 0 || n_bits > 64 {
+            return Err(OfError::ActionBadArgument);
+        }
+        let src = if h & LEARN_SRC_IMM != 0 {
+            let b = r.bytes(2 * (n_bits as usize).div_ceil(16))?;
+            LearnSrc::Imm(be(b))
+        } else {
+            let (field, ofs) = learn_subfield(r, n_bits)?;
+            LearnSrc::Field { field, ofs }
+        };
+        let spec = match h & (3 << 11) {
+            0 | LEARN_DST_LOAD => {
+                let (dst, dst_ofs) = learn_subfield(r, n_bits)?;
+                let n_bits = n_bits as u8;
+                if h & (3 << 11) == 0 {
+                    LearnSpec::Match {
+                        src,
+                        dst,
+                        dst_ofs,
+                        n_bits,
+                    }
+                } else {
+                    LearnSpec::Load {
+                        src,
+                        dst,
+                        dst_ofs,
+                        n_bits,
+                    }
+                }
+            }
+            LEARN_DST_OUTPUT if matches!(src, LearnSrc::Field { .. }) => LearnSpec::Output {
+                src,
+                n_bits: n_bits as u8,
+            },
+            _ => return Err(OfError::ActionBadArgument),
+        };
+        specs.push(spec);
+    }
+    if r.rest().iter().any(|&b| b != 0) {
+        return Err(OfError::ActionBadArgument);
+    }
+    Ok(Learn {
+        table,
+        priority,
+        idle_timeout,
+        hard_timeout,
+        fin_idle_timeout,
+        fin_hard_timeout,
+        cookie,
+        flags,
+        specs,
+    })
+}
+
+fn put_learn_subfield(w: &mut Writer, f: Field, ofs: u8) {
+    let mf = mf_for(f, &Match::any()).expect("wire name");
+    let shift = key_field(mf).map_or(0, |k| k.1) as u8;
+    w.u32(oxm::header_u32(mf, false)).u16((ofs - shift) as u16);
+}
+
+fn encode_learn(w: &mut Writer, l: &Learn) {
+    let start = w.len();
+    nx_header(w, 0, nx::LEARN);
+    w.u16(l.idle_timeout)
+        .u16(l.hard_timeout)
+        .u16(l.priority)
+        .u64(l.cookie);
+    w.u16(l.flags)
+        .u8(l.table)
+        .u8(0)
+        .u16(l.fin_idle_timeout)
+        .u16(l.fin_hard_timeout);
+    for s in &l.specs {
+        let (src, n_bits, kind, dst) = match s {
+            LearnSpec::Match {
+                src,
+                dst,
+                dst_ofs,
+                n_bits,
+            } => (src, *n_bits, 0, Some((*dst, *dst_ofs))),
+            LearnSpec::Load {
+                src,
+                dst,
+                dst_ofs,
+                n_bits,
+            } => (src, *n_bits, LEARN_DST_LOAD, Some((*dst, *dst_ofs))),
+            LearnSpec::Output { src, n_bits } => (src, *n_bits, LEARN_DST_OUTPUT, None),
+        };
+        let imm = matches!(src, LearnSrc::Imm(_));
+        w.u16(n_bits as u16 | kind | if imm { LEARN_SRC_IMM } else { 0 });
+        match *src {
+            LearnSrc::Field { field, ofs } => put_learn_subfield(w, field, ofs),
+            LearnSrc::Imm(v) => {
+                let n = 2 * (n_bits as usize).div_ceil(16);
+                w.bytes(&v.to_be_bytes()[8usize.saturating_sub(n)..]);
+                if n > 8 {
+                    w.zeros(n - 8);
+                }
+            }
+        }
+        if let Some((f, ofs)) = dst {
+            put_learn_subfield(w, f, ofs);
+        }
+    }
+    let n = pad8_len(w.len() - start);
+    w.zeros(start + n - w.len());
+    w.put_u16_at(start + 2, n as u16);
 }
 
 fn decode_one(r: &mut Reader, version: u8) -> Result<Action, OfError> {
@@ -538,9 +681,7 @@ fn encode_one(w: &mut Writer, version: u8, m: &Match, a: &Action) {
                 table: Some(t),
             },
         ),
-        // Learn specs are not encoded yet; rules with learn are refused at
-        // decode, so none reach here.
-        Action::Learn(_) => {}
+        Action::Learn(ref l) => encode_learn(w, l),
     }
 }
 

@@ -99,6 +99,15 @@ pub enum GroupModError {
     WatchUnsupported,
 }
 
+/// Generations are unique across bridges: a PMD's exact-match cache is
+/// shared by all bridges, and an entry's stamp must not be valid for a
+/// packet of another bridge with the same key (ofports repeat per bridge).
+fn next_generation() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
 /// A classifier change, kept so the copy PMDs forwarded by can be brought
 /// up to date once it comes back (see `FlowTables::publish`).
 enum ClsOp {
@@ -152,7 +161,7 @@ impl FlowTables {
             tables: Vec::new(),
             log: Vec::new(),
             groups: hashbrown::HashMap::new(),
-            generation: 1,
+            generation: next_generation(),
             max_rules: 4_000_000,
         }
     }
@@ -269,7 +278,7 @@ impl FlowTables {
                     stats: Arc::new(HitStats::default()),
                 });
                 let old = self.cls_insert(fm.table, &fm.m, fm.priority, rule);
-                self.generation += 1;
+                self.generation = next_generation();
                 Ok(old.into_iter().collect())
             }
             Command::Modify | Command::ModifyStrict => {
@@ -310,7 +319,7 @@ impl FlowTables {
                     });
                     self.cls_insert(r.table, &r.m, r.priority, nr);
                 }
-                self.generation += 1;
+                self.generation = next_generation();
                 Ok(Vec::new())
             }
             Command::Delete | Command::DeleteStrict => {
@@ -322,7 +331,7 @@ impl FlowTables {
                     self.cls_remove(r.table, &r.m, r.priority);
                 }
                 if !rules.is_empty() {
-                    self.generation += 1;
+                    self.generation = next_generation();
                 }
                 Ok(rules)
             }
@@ -387,7 +396,7 @@ impl FlowTables {
                     bucket_stats: gm.buckets.iter().map(|_| Arc::default()).collect(),
                 };
                 self.groups.insert(gm.id, Arc::new(g));
-                self.generation += 1;
+                self.generation = next_generation();
                 Ok(Vec::new())
             }
             GroupCommand::Delete => {
@@ -409,7 +418,7 @@ impl FlowTables {
                         removed.extend(r);
                     }
                 }
-                self.generation += 1;
+                self.generation = next_generation();
                 Ok(removed)
             }
         }
@@ -474,7 +483,7 @@ impl FlowTables {
             self.cls_remove(r.table, &r.m, r.priority);
         }
         if !due.is_empty() {
-            self.generation += 1;
+            self.generation = next_generation();
         }
         due
     }
