@@ -3,8 +3,8 @@
 //! the classifier and cache it), count the hit rules once per run of
 //! packets, and carry out the datapath ops.
 use crate::flow::cache::{hash_key, FlowCache};
-use crate::flow::extract::extract;
-use crate::flow::key::PACKET_WORDS;
+use crate::flow::extract::extract_into;
+use crate::flow::key::{packet_words_eq, FlowKey, PACKET_WORDS};
 use crate::flow::rewrite;
 use crate::flow::rule::Pipeline;
 use crate::flow::xlate::{translate, DpOp, Xlate};
@@ -59,13 +59,14 @@ pub fn process_batch<P: PacketBuf>(
     let mut run: Option<(Arc<Xlate>, [u64; PACKET_WORDS], u64, u64)> = None;
     let (mut hits, mut misses) = (0u64, 0u64);
     for pkt in pkts.drain(..) {
-        let Ok((key, _)) = extract(pkt.data(), port.ofport, None) else {
+        let mut key = FlowKey::default();
+        if extract_into(pkt.data(), port.ofport, None, &mut key).is_err() {
             stats.drop(DropReason::Malformed, Some(in_slot), 1);
             continue;
-        };
+        }
         let len = pkt.wire_len() as u64;
         match &mut run {
-            Some((_, k, n, b)) if *k == key.w[..PACKET_WORDS] => {
+            Some((_, k, n, b)) if packet_words_eq(k, &key) => {
                 hits += 1;
                 *n += 1;
                 *b += len;

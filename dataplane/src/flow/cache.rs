@@ -2,7 +2,7 @@
 //! associative over a power-of-two array, as OVS's EMC. An entry is valid
 //! only for the pipeline generation and port snapshot it was made under,
 //! so any published change retires old entries without touching them.
-use super::key::{FlowKey, PACKET_WORDS};
+use super::key::{packet_words_eq, FlowKey, PACKET_WORDS};
 use super::xlate::Xlate;
 use std::sync::Arc;
 
@@ -53,7 +53,7 @@ impl FlowCache {
     pub fn lookup(&self, k: &FlowKey, h: u64, stamp: (u64, u64)) -> Option<&Arc<Xlate>> {
         for i in self.ways(h) {
             if let Some(e) = &self.slots[i] {
-                if e.stamp == stamp && e.key == k.w[..PACKET_WORDS] {
+                if e.stamp == stamp && packet_words_eq(&e.key, k) {
                     return Some(&e.xlate);
                 }
             }

@@ -33,6 +33,19 @@ pub fn extract(
     tun: Option<&TunnelMeta>,
 ) -> Result<(FlowKey, Offsets), WireError> {
     let mut k = FlowKey::default();
+    let off = extract_into(frame, in_port, tun, &mut k)?;
+    Ok((k, off))
+}
+
+/// As `extract`, into a key the caller reuses (a returned key is 144
+/// bytes to copy per packet). `k` must be all zeros on entry.
+#[inline]
+pub fn extract_into(
+    frame: &[u8],
+    in_port: u32,
+    tun: Option<&TunnelMeta>,
+    k: &mut FlowKey,
+) -> Result<Offsets, WireError> {
     let mut off = Offsets::default();
     if frame.len() < HEADER_LEN {
         return Err(WireError::Truncated);
@@ -60,7 +73,7 @@ pub fn extract(
     match ethertype {
         ETH_TYPE_IP => {
             let Ok(ip) = Ipv4Packet::new_checked(rest) else {
-                return Ok((k, off));
+                return Ok(off);
             };
             off.l3 = l3 as u16;
             k.set(Field::NwSrc, u32::from_be_bytes(ip.src()) as u64);
@@ -74,7 +87,7 @@ pub fn extract(
                 let later = ip.frag_offset() != 0;
                 k.set(Field::NwFrag, if later { 3 } else { 1 });
                 if later {
-                    return Ok((k, off));
+                    return Ok(off);
                 }
             }
             let hl = ip.header_len();
@@ -123,7 +136,7 @@ pub fn extract(
         }
         _ => {}
     }
-    Ok((k, off))
+    Ok(off)
 }
 
 #[inline]

@@ -228,6 +228,17 @@ impl FlowKey {
     }
 }
 
+/// True when `a` holds `k`'s packet words. Branch-free and inlined: a
+/// slice compare here would be a memcmp call per packet.
+#[inline(always)]
+pub fn packet_words_eq(a: &[u64; PACKET_WORDS], k: &FlowKey) -> bool {
+    let mut d = 0u64;
+    for i in 0..PACKET_WORDS {
+        d |= a[i] ^ k.w[i];
+    }
+    d == 0
+}
+
 /// A rule's match: the values and which bits of them count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct Match {
