@@ -232,11 +232,7 @@ impl FlowKey {
 /// slice compare here would be a memcmp call per packet.
 #[inline(always)]
 pub fn packet_words_eq(a: &[u64; PACKET_WORDS], k: &FlowKey) -> bool {
-    let mut d = 0u64;
-    for i in 0..PACKET_WORDS {
-        d |= a[i] ^ k.w[i];
-    }
-    d == 0
+    a.iter().zip(&k.w).fold(0u64, |d, (x, y)| d | (x ^ y)) == 0
 }
 
 /// A rule's match: the values and which bits of them count.
