@@ -139,6 +139,75 @@ fn every_match_field_and_action_round_trips_in_both_versions() {
     h.ofctl(&["-O", "OpenFlow13", "dump-flows", "br0"]);
 }
 
+#[test]
+fn groups_of_every_type_round_trip_in_both_versions() {
+    let h = Host::start("ofgrp");
+    h.add_vhost_ports("br0", &["vm-a", "vm-b"]);
+    let groups = [
+        "group_id=5,type=select,bucket=weight:10,output:1,bucket=weight:20,output:2",
+        "group_id=6,type=all,bucket=output:1,bucket=mod_vlan_vid:7,output:2",
+        "group_id=7,type=ff,bucket=watch_port:1,output:1,bucket=watch_port:2,output:2",
+        "group_id=8,type=indirect,bucket=output:1",
+    ];
+    // OpenFlow 1.0 carries groups as Nicira messages in OpenFlow 1.5's
+    // format (bucket ids), 1.3 as its own group_mod.
+    let want10 = [
+        "group_id=5,type=select,bucket=bucket_id:0,weight:10,actions=output:1,bucket=bucket_id:1,weight:20,actions=output:2",
+        "group_id=6,type=all,bucket=bucket_id:0,actions=output:1,bucket=bucket_id:1,actions=mod_vlan_vid:7,output:2",
+        "group_id=7,type=ff,bucket=bucket_id:0,watch_port:1,actions=output:1,bucket=bucket_id:1,watch_port:2,actions=output:2",
+        "group_id=8,type=indirect,bucket=bucket_id:0,actions=output:1",
+    ];
+    let want13 = [
+        "group_id=5,type=select,bucket=weight:10,actions=output:1,bucket=weight:20,actions=output:2",
+        "group_id=6,type=all,bucket=actions=output:1,bucket=actions=push_vlan:0x8100,set_field:4103->vlan_vid,output:2",
+        "group_id=7,type=ff,bucket=watch_port:1,actions=output:1,bucket=watch_port:2,actions=output:2",
+        "group_id=8,type=indirect,bucket=actions=output:1",
+    ];
+    let lines = |d: String| -> Vec<String> {
+        d.lines()
+            .filter(|l| l.starts_with(' '))
+            .map(|l| l.trim().to_string())
+            .collect()
+    };
+    for (proto, add_proto) in [
+        (None, None),
+        (Some("OpenFlow13"), Some("OpenFlow13")),
+        (None, Some("OpenFlow13")),
+    ] {
+        h.ofctl(&["del-groups", "br0"]);
+        for g in groups {
+            h.ofctl(&with_proto(add_proto, &["add-group", "br0", g]));
+        }
+        let want: Vec<String> = if proto.is_some() { want13 } else { want10 }
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(
+            lines(h.ofctl(&with_proto(proto, &["dump-groups", "br0"]))),
+            want
+        );
+    }
+    // A group that exists cannot be added again; a flow needs its group.
+    let o = h.ofctl_raw(&["add-group", "br0", groups[3]]);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("OFPGMFC_GROUP_EXISTS"),
+        "{o:?}"
+    );
+    let o = h.ofctl_raw(&["add-flow", "br0", "in_port=1,actions=group:99"]);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("OFPBAC_BAD_OUT_GROUP"),
+        "{o:?}"
+    );
+    h.ofctl(&["add-flow", "br0", "in_port=1,actions=group:6"]);
+    let stats = h.ofctl(&["dump-group-stats", "br0", "group_id=6"]);
+    assert!(
+        stats.contains("group_id=6,") && stats.contains("ref_count=1,"),
+        "{stats}"
+    );
+    h.ofctl(&["del-groups", "br0", "group_id=5"]);
+    assert_eq!(lines(h.ofctl(&["dump-groups", "br0"])).len(), 3);
+}
+
 fn flow_line<'a>(dump: &'a str, m: &str) -> &'a str {
     dump.lines()
         .find(|l| l.contains(m))
@@ -467,7 +536,7 @@ fn malformed_openflow_gets_errors_and_changes_nothing() {
     fm.extend_from_slice(&[0, 77, 0, 8, 0, 0, 0, 0]);
     assert_eq!(error_for(&mut s, &fm), (2, 0));
     // An NXT_FLOW_MOD whose NXM names a field that does not exist: a
-    // Nicira vendor error (0xb0b0) in OpenFlow 1.0.
+    // Nicira vendor error (NXET_VENDOR, 0xb0c2) in OpenFlow 1.0.
     let mut nx = vec![1, 4, 0, 56, 0, 0, 0, 5, 0, 0, 0x23, 0x20, 0, 0, 0, 13];
     nx.extend_from_slice(&[0; 8]); // cookie
     nx.extend_from_slice(&[
@@ -475,7 +544,7 @@ fn malformed_openflow_gets_errors_and_changes_nothing() {
     ]);
     nx.extend_from_slice(&[0, 6, 0, 0, 0, 0, 0, 0]); // match_len 6, pad
     nx.extend_from_slice(&[0x00, 0x00, 0x7e, 0x02, 0, 0, 0, 0]); // bogus field, padded
-    assert_eq!(error_for(&mut s, &nx), (0xb0b0, 0));
+    assert_eq!(error_for(&mut s, &nx), (0xb0c2, 0));
     // An OpenFlow 1.3 message on this 1.0 session: bad version.
     assert_eq!(error_for(&mut s, &[4, 5, 0, 8, 0, 0, 0, 6]), (1, 0));
     // Still answering, nothing changed.

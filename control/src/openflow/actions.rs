@@ -694,6 +694,44 @@ pub fn encode_actions(actions: &[Action], version: u8, m: &Match) -> Vec<u8> {
     w.b
 }
 
+/// OpenFlow 1.3 has no "tag if untagged": `mod_vlan_vid`/`mod_vlan_pcp`
+/// travel as push_vlan (once, and only when the rule does not already
+/// require a tag) followed by set_field, as Open vSwitch sends them.
+fn push_for_mod_vlan<'a>(actions: impl Iterator<Item = &'a Action>, m: &Match) -> Vec<Action> {
+    let tagged = {
+        let (v, mask) = m.field(Field::VlanTci);
+        v & mask & 0x1000 != 0
+    };
+    let mut pushed = tagged;
+    let mut out = Vec::new();
+    for a in actions {
+        match *a {
+            Action::PushVlan(_) | Action::StripVlan => {
+                pushed = matches!(a, Action::PushVlan(_));
+                out.push(a.clone());
+            }
+            Action::SetVlanVid { push: true, .. } | Action::SetVlanPcp { push: true, .. } => {
+                if !pushed {
+                    out.push(Action::PushVlan(0x8100));
+                    pushed = true;
+                }
+                out.push(a.clone());
+            }
+            _ => out.push(a.clone()),
+        }
+    }
+    out
+}
+
+/// Encodes an action list (a group bucket's) for OpenFlow 1.3.
+pub fn encode_actions13(actions: &[Action], m: &Match) -> Vec<u8> {
+    let mut w = Writer::default();
+    for a in push_for_mod_vlan(actions.iter(), m) {
+        encode_one(&mut w, super::wire::OFP13, m, &a);
+    }
+    w.b
+}
+
 /// Encodes an action list as OpenFlow 1.3 instructions.
 pub fn encode_instructions(actions: &[Action], m: &Match) -> Vec<u8> {
     let version = super::wire::OFP13;
@@ -705,8 +743,8 @@ pub fn encode_instructions(actions: &[Action], m: &Match) -> Vec<u8> {
     if !apply.is_empty() {
         let start = w.len();
         w.u16(4).u16(0).u32(0);
-        for a in apply {
-            encode_one(&mut w, version, m, a);
+        for a in push_for_mod_vlan(apply.into_iter(), m) {
+            encode_one(&mut w, version, m, &a);
         }
         let n = w.len() - start;
         w.put_u16_at(start + 2, n as u16);

@@ -239,6 +239,12 @@ impl Session {
             // NXT_SET_PACKET_IN_FORMAT, NXT_SET_CONTROLLER_ID: accepted;
             // rvs sends no packet-ins yet.
             16 | 20 => Ok(Vec::new()),
+            // NXT_GROUP_MOD: groups over OpenFlow 1.0 (OpenFlow 1.5's format).
+            31 => {
+                let gm = decode_group_mod15(r.rest())?;
+                self.apply_group_mod(&gm)?;
+                Ok(Vec::new())
+            }
             _ => {
                 let _ = h;
                 Err(OfError::BadSubtype)
@@ -555,6 +561,18 @@ impl Session {
                 };
                 Ok(self.multipart(h.xid, 0xffff, Some(sub), entries))
             }
+            // NXST_GROUP, NXST_GROUP_DESC, NXST_GROUP_FEATURES
+            7 => {
+                let id = r.u32()?;
+                let entries = self.group_stats(id);
+                Ok(self.multipart(h.xid, 0xffff, Some(sub), entries))
+            }
+            8 => {
+                let id = r.u32().unwrap_or(rvs_dataplane::flow::table::OFPG_ALL);
+                let entries = self.groups(id).iter().map(|g| group_desc15(g)).collect();
+                Ok(self.multipart(h.xid, 0xffff, Some(sub), entries))
+            }
+            9 => Ok(self.multipart(h.xid, 0xffff, Some(sub), vec![group_features()])),
             _ => Err(OfError::BadSubtype),
         }
     }
@@ -830,7 +848,7 @@ impl Session {
                 let mut w = Writer::default();
                 w.u16(0).u8(g.kind.to_wire()).u8(0).u32(g.id);
                 for b in &g.buckets {
-                    let ab = encode_actions(&b.actions, OFP13, &Match::any());
+                    let ab = super::actions::encode_actions13(&b.actions, &Match::any());
                     w.u16((16 + ab.len()) as u16)
                         .u16(b.weight)
                         .u32(b.watch_port);
@@ -997,6 +1015,98 @@ fn put_ofp13_match(w: &mut Writer, m: &Match) {
     let mb = encode_match(m, true);
     w.u16(1).u16((4 + mb.len()) as u16).bytes(&mb);
     w.pad8();
+}
+
+/// OpenFlow 1.5's group_mod (what NXT_GROUP_MOD carries over 1.0):
+/// buckets with ids and properties.
+fn decode_group_mod15(body: &[u8]) -> Result<GroupMod, OfError> {
+    let mut r = Reader::new(body, OfError::BadLen);
+    let command = match r.u16()? {
+        0 => GroupCommand::Add,
+        1 => GroupCommand::Modify,
+        2 => GroupCommand::Delete,
+        _ => return Err(OfError::GroupBadCommand),
+    };
+    let t = r.u8()?;
+    r.skip(1)?;
+    let id = r.u32()?;
+    let blen = r.u16()? as usize;
+    r.skip(6)?;
+    let kind = GroupType::from_wire(t).ok_or(OfError::GroupBadType)?;
+    let mut br = Reader::new(r.bytes(blen)?, OfError::GroupBadBucket);
+    let mut buckets = Vec::new();
+    while !br.is_empty() {
+        let len = br.u16()? as usize;
+        let alen = br.u16()? as usize;
+        let _bucket_id = br.u32()?;
+        if len < 8 || alen > len - 8 {
+            return Err(OfError::GroupBadBucket);
+        }
+        let actions = decode_actions(br.bytes(alen)?, OFP10)?;
+        let mut props = Reader::new(br.bytes(len - 8 - alen)?, OfError::GroupBadBucket);
+        let (mut weight, mut watch_port, mut watch_group) = (1u16, ofpp::ANY, OFPG_ANY);
+        while props.remaining() >= 4 {
+            let pt = props.u16()?;
+            let pl = props.u16()? as usize;
+            if pl < 4 {
+                return Err(OfError::GroupBadBucket);
+            }
+            let mut p = Reader::new(props.bytes(pl - 4)?, OfError::GroupBadBucket);
+            props.skip((pad8_len(pl) - pl).min(props.remaining()))?;
+            match pt {
+                0 => weight = p.u16()?,
+                1 => watch_port = p.u32()?,
+                2 => watch_group = p.u32()?,
+                _ => return Err(OfError::GroupBadBucket),
+            }
+        }
+        buckets.push(Bucket {
+            weight: if kind == GroupType::Select { weight } else { 0 },
+            watch_port,
+            watch_group,
+            actions,
+        });
+    }
+    // Group properties (selection method) follow; rvs's select groups
+    // always hash the 5-tuple.
+    Ok(GroupMod {
+        command,
+        kind,
+        id,
+        buckets,
+        selection_method: String::new(),
+    })
+}
+
+/// A group in OpenFlow 1.5's group-desc format (NXST_GROUP_DESC).
+fn group_desc15(g: &Group) -> Vec<u8> {
+    let mut buckets = Writer::default();
+    for (i, b) in g.buckets.iter().enumerate() {
+        let ab = encode_actions(&b.actions, OFP10, &Match::any());
+        let mut props = Writer::default();
+        match g.kind {
+            GroupType::Select => {
+                props.u16(0).u16(8).u16(b.weight).u16(0);
+            }
+            GroupType::FastFailover => {
+                props.u16(1).u16(8).u32(b.watch_port);
+                props.u16(2).u16(8).u32(b.watch_group);
+            }
+            _ => {}
+        }
+        buckets
+            .u16((8 + ab.len() + props.len()) as u16)
+            .u16(ab.len() as u16)
+            .u32(i as u32);
+        buckets.bytes(&ab).bytes(&props.b);
+    }
+    let mut w = Writer::default();
+    w.u16((16 + buckets.len()) as u16)
+        .u8(g.kind.to_wire())
+        .u8(0)
+        .u32(g.id);
+    w.u16(buckets.len() as u16).zeros(6).bytes(&buckets.b);
+    w.b
 }
 
 fn decode_group_mod(body: &[u8]) -> Result<GroupMod, OfError> {

@@ -130,8 +130,8 @@ impl OfError {
                 w.u16(t).u16(c);
             }
             Code::Nx(t, c) if version == OFP10 => {
-                // NXET_VENDOR / NXVC_VENDOR_ERROR, then nx_vendor_error.
-                w.u16(0xb0b0).u16(0).u32(NX_VENDOR).u16(t).u16(c);
+                // NXET_VENDOR (0xb0c2) / NXVC_VENDOR_ERROR, then nx_vendor_error.
+                w.u16(0xb0c2).u16(0).u32(NX_VENDOR).u16(t).u16(c);
             }
             Code::Nx(t, c) => {
                 // OpenFlow 1.2+: OFPET_EXPERIMENTER.
