@@ -8,7 +8,8 @@ PKGS=(
   build-essential pkg-config libclang-dev clang libdpdk-dev dpdk dpdk-dev libnuma-dev
   # the real OVS tools and database that drive rvsd
   openvswitch-switch openvswitch-common
-  # test peers and tools
+  # test peers and tools (ovs-testcontroller: a real OpenFlow controller)
+  openvswitch-testcontroller
   iproute2 iputils-ping curl ethtool tshark netcat-openbsd busybox-static procps psmisc python3
 )
 
@@ -41,6 +42,10 @@ fi
 
 # Debian's openvswitch-switch may have started ovs-vswitchd / ovsdb-server on a
 # machine with systemd; they would compete for vhost sockets and hugepages.
+if command -v systemctl >/dev/null && systemctl is-active -q openvswitch-testcontroller 2>/dev/null; then
+  systemctl stop openvswitch-testcontroller || true
+fi
+pkill -f '^/usr/bin/ovs-testcontroller' 2>/dev/null || true
 if command -v systemctl >/dev/null && systemctl is-active -q openvswitch-switch 2>/dev/null; then
   systemctl stop openvswitch-switch || true
 fi

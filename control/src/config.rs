@@ -56,6 +56,8 @@ pub struct BridgeSpec {
     /// Bridge `protocols`: OpenFlow versions allowed (empty: OVS's default
     /// set).
     pub protocols: Vec<String>,
+    /// Bridge `controller`: (Controller row uuid, target) to connect to.
+    pub controllers: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -116,6 +118,13 @@ pub fn desired(db: &Db) -> Desired {
             stp_enable: boolean(br, "stp_enable").unwrap_or(false),
             datapath_id: string(br, "datapath_id"),
             protocols: strings(br, "protocols"),
+            controllers: uuids(br, "controller")
+                .into_iter()
+                .filter_map(|cu| {
+                    let t = string(db.row("Controller", &cu)?, "target")?;
+                    Some((cu, t))
+                })
+                .collect(),
         });
         for pu in uuids(br, "ports") {
             let Some(port) = db.row("Port", &pu) else {

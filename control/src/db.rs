@@ -54,6 +54,7 @@ pub const MONITORED: &[(&str, &[&str])] = &[
         ],
     ),
     ("QoS", &["type", "other_config", "queues"]),
+    ("Controller", &["target", "is_connected"]),
     ("Queue", &["other_config"]),
 ];
 

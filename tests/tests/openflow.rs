@@ -423,6 +423,86 @@ fn pvlan_vocabulary_groups_and_timeouts() {
     tp.quit();
 }
 
+#[test]
+fn a_real_controller_drives_rvs_over_tcp_and_unix() {
+    let h = Host::start("ofctlr");
+    h.add_vhost_ports("br0", &["vm-a", "vm-b", "vm-c"]);
+    let mut tp = TestPmd::start(
+        "ofctlr",
+        &[
+            virtio_user(0, &h.dir.join("vm-a"), A),
+            virtio_user(1, &h.dir.join("vm-b"), B),
+            virtio_user(2, &h.dir.join("vm-c"), C),
+        ],
+    );
+    tp.cmd("start");
+    h.wait_link_up(&["vm-a", "vm-b", "vm-c"]);
+    // OVS's own test controller, proactive: it pushes these flows when the
+    // switch connects. It listens in rvsd's namespace (rvsd connects).
+    let flows = h.dir.join("ctl.flows");
+    std::fs::write(&flows, "priority=100,in_port=1,actions=output:3\n").unwrap();
+    let connected = |want: &str| {
+        wait_for(
+            &format!("is_connected={want}"),
+            Duration::from_secs(15),
+            || {
+                h.vsctl(&["get", "controller", "br0", "is_connected"])
+                    .trim()
+                    == want
+            },
+        )
+    };
+    let mut ctl = h.ns.spawn(&[
+        "ovs-testcontroller",
+        "-n",
+        "--with-flows",
+        flows.to_str().unwrap(),
+        "ptcp:16653:127.0.0.1",
+    ]);
+    h.vsctl(&["set-controller", "br0", "tcp:127.0.0.1:16653"]);
+    connected("true");
+    wait_for("the controller's flow", Duration::from_secs(10), || {
+        h.ofctl(&["dump-flows", "br0"])
+            .contains("priority=100,in_port=1 actions=output:3")
+    });
+    tp.send(0, B, 12);
+    let c = tp.settle();
+    assert_eq!(
+        (c[1].rx, c[2].rx),
+        (0, 12),
+        "the controller's flow forwards"
+    );
+    let _ = ctl.kill();
+    let _ = ctl.wait();
+    connected("false");
+    // Over a unix socket, with another flow set.
+    let sock = h.dir.join("ctl.sock");
+    std::fs::write(&flows, "priority=100,in_port=1,actions=output:2\n").unwrap();
+    let mut ctl = h.ns.spawn(&[
+        "ovs-testcontroller",
+        "-n",
+        "--with-flows",
+        flows.to_str().unwrap(),
+        &format!("punix:{}", sock.display()),
+    ]);
+    wait_for("controller socket", Duration::from_secs(5), || {
+        sock.exists()
+    });
+    h.vsctl(&["set-controller", "br0", &format!("unix:{}", sock.display())]);
+    connected("true");
+    wait_for("the new flow", Duration::from_secs(10), || {
+        h.ofctl(&["dump-flows", "br0"])
+            .contains("priority=100,in_port=1 actions=output:2")
+    });
+    tp.send(0, B, 7);
+    let c = tp.settle();
+    assert_eq!((c[1].rx, c[2].rx), (7, 12));
+    h.vsctl(&["del-controller", "br0"]);
+    let _ = ctl.kill();
+    let _ = ctl.wait();
+    tp.quit();
+}
+
 fn rx_bytes(tp: &mut TestPmd, port: usize) -> u64 {
     let s = tp.cmd(&format!("show port stats {port}"));
     s.split("RX-bytes:")

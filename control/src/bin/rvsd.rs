@@ -199,6 +199,7 @@ fn openflow_bridges<P: PacketBuf>(r: &Reconciler<P>) -> BTreeMap<String, BridgeD
                     flows: lb.flows.clone(),
                     datapath_id: u64::from_str_radix(&datapath_id(name), 16).unwrap_or(0),
                     protocols: lb.spec.protocols.clone(),
+                    controllers: lb.spec.controllers.clone(),
                 },
             )
         })
@@ -503,7 +504,14 @@ fn run(args: Args) -> Result<(), String> {
         if connected && (write_status || Instant::now() >= next_stats) {
             write_status = false;
             next_stats = Instant::now() + interval;
-            let ops = rec.lock().map_err(|_| "lock poisoned")?.status_ops();
+            let mut ops = rec.lock().map_err(|_| "lock poisoned")?.status_ops();
+            for (uuid, up) in of.controller_status() {
+                ops.push(rvs_control::db::update_op(
+                    "Controller",
+                    &uuid,
+                    json!({ "is_connected": up }),
+                ));
+            }
             conn.transact(ops);
         }
     }

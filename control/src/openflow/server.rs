@@ -8,6 +8,8 @@ use rvs_dataplane::flow::table::{Command, FlowMod};
 use rvs_dataplane::snapshot::BridgeFlows;
 use std::collections::BTreeMap;
 use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream;
+use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,6 +20,106 @@ use std::time::{Duration, Instant};
 /// How long a session may keep changes unpublished while more requests
 /// keep arriving (a bulk add-flows publishes this often, not per message).
 const PUBLISH_EVERY: Duration = Duration::from_millis(100);
+
+/// What an OpenFlow session runs over: a unix or TCP stream.
+pub trait Stream: Read + Write + AsRawFd + Send + 'static {
+    fn set_timeout(&self, d: Duration) -> std::io::Result<()>;
+}
+
+impl Stream for UnixStream {
+    fn set_timeout(&self, d: Duration) -> std::io::Result<()> {
+        self.set_read_timeout(Some(d))
+    }
+}
+
+impl Stream for TcpStream {
+    fn set_timeout(&self, d: Duration) -> std::io::Result<()> {
+        let _ = self.set_nodelay(true);
+        self.set_read_timeout(Some(d))
+    }
+}
+
+/// An active connection to a controller (Bridge `controller`): connects,
+/// serves the session, and reconnects every second after it ends.
+struct Active {
+    target: String,
+    connected: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn connect(target: &str) -> std::io::Result<Box<dyn FnOnce(Arc<Bridge>, Arc<AtomicBool>) + Send>> {
+    if let Some(path) = target.strip_prefix("unix:") {
+        let s = UnixStream::connect(path)?;
+        return Ok(Box::new(move |b, stop| serve(s, b, stop)));
+    }
+    if let Some(addr) = target.strip_prefix("tcp:") {
+        use std::net::ToSocketAddrs;
+        // OVS's default controller port when none is given.
+        let addr = if addr
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+        {
+            addr.to_string()
+        } else {
+            format!("{addr}:6653")
+        };
+        let sa = addr
+            .to_socket_addrs()?
+            .next()
+            .ok_or_else(|| std::io::Error::new(ErrorKind::InvalidInput, "no address"))?;
+        let s = TcpStream::connect_timeout(&sa, Duration::from_secs(1))?;
+        return Ok(Box::new(move |b, stop| serve(s, b, stop)));
+    }
+    Err(std::io::Error::new(
+        ErrorKind::Unsupported,
+        format!("controller target {target:?}: rvs connects to tcp:IP[:PORT] and unix:PATH"),
+    ))
+}
+
+fn active_loop(
+    target: String,
+    bridge: Arc<Bridge>,
+    connected: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+) {
+    let mut warned = false;
+    while !stop.load(Ordering::SeqCst) {
+        match connect(&target) {
+            Ok(run) => {
+                log::info!("{}: connected to controller {target}", bridge.name);
+                warned = false;
+                connected.store(true, Ordering::SeqCst);
+                run(bridge.clone(), stop.clone());
+                connected.store(false, Ordering::SeqCst);
+                log::info!("{}: controller {target} disconnected", bridge.name);
+            }
+            Err(e) if !warned => {
+                log::warn!(
+                    "{}: controller {target}: {e}; retrying every second",
+                    bridge.name
+                );
+                warned = true;
+            }
+            Err(_) => {}
+        }
+        for _ in 0..10 {
+            if stop.load(Ordering::SeqCst) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
 
 struct Listener {
     bridge: Arc<Bridge>,
@@ -40,6 +142,8 @@ pub struct OfServer {
     rundir: PathBuf,
     env: Arc<Env>,
     listeners: Arc<Mutex<BTreeMap<String, Listener>>>,
+    /// Controller connections by Controller row uuid.
+    actives: Mutex<BTreeMap<String, Active>>,
     stop: Arc<AtomicBool>,
     timer: Option<JoinHandle<()>>,
 }
@@ -49,6 +153,8 @@ pub struct BridgeDesc {
     pub flows: Arc<BridgeFlows>,
     pub datapath_id: u64,
     pub protocols: Vec<String>,
+    /// (Controller row uuid, target).
+    pub controllers: Vec<(String, String)>,
 }
 
 impl OfServer {
@@ -67,6 +173,7 @@ impl OfServer {
             rundir: rundir.to_path_buf(),
             env,
             listeners,
+            actives: Mutex::default(),
             stop,
             timer: Some(timer),
         }
@@ -122,6 +229,57 @@ impl OfServer {
                 },
             );
         }
+        let mut act = self.actives.lock().unwrap_or_else(|e| e.into_inner());
+        let wanted: BTreeMap<&str, (&str, &str)> = bridges
+            .iter()
+            .flat_map(|(n, b)| {
+                b.controllers
+                    .iter()
+                    .map(move |(u, t)| (u.as_str(), (n.as_str(), t.as_str())))
+            })
+            .collect();
+        act.retain(|u, a| wanted.get(u.as_str()).is_some_and(|w| w.1 == a.target));
+        for (uuid, (br, target)) in wanted {
+            if act.contains_key(uuid) {
+                continue;
+            }
+            let Some(l) = ls.get(br) else { continue };
+            let (connected, stop) = (
+                Arc::new(AtomicBool::new(false)),
+                Arc::new(AtomicBool::new(false)),
+            );
+            let thread = {
+                let (t, b, c, s) = (
+                    target.to_string(),
+                    l.bridge.clone(),
+                    connected.clone(),
+                    stop.clone(),
+                );
+                std::thread::Builder::new()
+                    .name(format!("rvs-ctl-{br}"))
+                    .spawn(move || active_loop(t, b, c, s))
+                    .ok()
+            };
+            act.insert(
+                uuid.to_string(),
+                Active {
+                    target: target.to_string(),
+                    connected,
+                    stop,
+                    thread,
+                },
+            );
+        }
+    }
+
+    /// (Controller row uuid, is_connected) for every controller.
+    pub fn controller_status(&self) -> Vec<(String, bool)> {
+        self.actives
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(u, a)| (u.clone(), a.connected.load(Ordering::SeqCst)))
+            .collect()
     }
 
     pub fn shutdown(&mut self) {
@@ -129,6 +287,10 @@ impl OfServer {
         if let Some(t) = self.timer.take() {
             let _ = t.join();
         }
+        self.actives
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         self.listeners
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -172,8 +334,8 @@ fn accept_loop(sock: UnixListener, bridge: Arc<Bridge>, stop: Arc<AtomicBool>) {
 
 /// One session until the peer closes, sends something unframeable, or
 /// the bridge goes away.
-fn serve(mut s: UnixStream, bridge: Arc<Bridge>, stop: Arc<AtomicBool>) {
-    let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
+fn serve<S: Stream>(mut s: S, bridge: Arc<Bridge>, stop: Arc<AtomicBool>) {
+    let _ = s.set_timeout(Duration::from_millis(200));
     if s.write_all(&hello(&bridge.protocols())).is_err() {
         return;
     }
@@ -235,9 +397,8 @@ fn serve(mut s: UnixStream, bridge: Arc<Bridge>, stop: Arc<AtomicBool>) {
     }
 }
 
-fn more_pending(s: &UnixStream) -> bool {
+fn more_pending<S: Stream>(s: &S) -> bool {
     use nix::sys::socket::{recv, MsgFlags};
-    use std::os::fd::AsRawFd;
     let mut b = [0u8; 1];
     let r = recv(
         s.as_raw_fd(),
