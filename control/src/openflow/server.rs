@@ -57,7 +57,10 @@ impl Drop for Active {
     }
 }
 
-fn connect(target: &str) -> std::io::Result<Box<dyn FnOnce(Arc<Bridge>, Arc<AtomicBool>) + Send>> {
+/// A connected session, ready to be served.
+type Connected = Box<dyn FnOnce(Arc<Bridge>, Arc<AtomicBool>) + Send>;
+
+fn connect(target: &str) -> std::io::Result<Connected> {
     if let Some(path) = target.strip_prefix("unix:") {
         let s = UnixStream::connect(path)?;
         return Ok(Box::new(move |b, stop| serve(s, b, stop)));
