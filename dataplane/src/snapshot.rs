@@ -153,6 +153,11 @@ pub struct Switch<P: PacketBuf> {
 
 impl<P: PacketBuf> Switch<P> {
     pub fn new(pmd_cores: &[(usize, i32)]) -> Arc<Self> {
+        Self::with_cache(pmd_cores, crate::flow::cache::DEFAULT_ENTRIES)
+    }
+
+    /// A switch whose PMDs each have an exact-match cache of `emc_entries`.
+    pub fn with_cache(pmd_cores: &[(usize, i32)], emc_entries: usize) -> Arc<Self> {
         let pmds = pmd_cores
             .iter()
             .enumerate()
@@ -173,7 +178,7 @@ impl<P: PacketBuf> Switch<P> {
             epoch: AtomicU64::new(0),
             pmds,
             started: Instant::now(),
-            emc_entries: crate::flow::cache::DEFAULT_ENTRIES,
+            emc_entries,
         })
     }
 

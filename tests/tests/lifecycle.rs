@@ -220,3 +220,47 @@ fn rvs_hugepages_reports_and_refuses_without_root() {
         .unwrap();
     assert!(String::from_utf8_lossy(&o.stderr).contains("page size \"4K\" is not 2M or 1G"));
 }
+
+#[test]
+fn a_bad_cache_size_stops_start_up_and_says_what_to_fix() {
+    let h = Host::without_rvsd("emcbad");
+    h.vsctl(&[
+        "--no-wait",
+        "set",
+        "Open_vSwitch",
+        ".",
+        "other_config:emc-entries=lots",
+    ]);
+    let o = Command::new(rvs_tests::rvsd_bin())
+        .args([
+            "--db",
+            &h.db(),
+            "--rundir",
+            h.dir.to_str().unwrap(),
+            "--file-prefix",
+            &h.prefix,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("other_config:emc-entries=\"lots\": give a number of exact-match cache entries per PMD between 2 and 4194304"),
+        "{err}"
+    );
+    // Fixed, it starts and says what it uses.
+    let mut h = h;
+    h.vsctl(&[
+        "--no-wait",
+        "set",
+        "Open_vSwitch",
+        ".",
+        "other_config:emc-entries=1000",
+    ]);
+    h.start_rvsd();
+    assert!(
+        h.log().contains("exact-match cache: 1024 entries per PMD"),
+        "{}",
+        h.log()
+    );
+}

@@ -263,6 +263,18 @@ fn run(args: Args) -> Result<(), String> {
     let cpus = allowed_cpus();
     let p = plan(&d.global, &args.file_prefix, &cpus, hugepages_available())
         .map_err(|e| format!("bad configuration: {e}"))?;
+    let emc = match d.global.get("emc-entries") {
+        None => rvs_dataplane::flow::cache::DEFAULT_ENTRIES,
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) if (2..=1 << 22).contains(&n) => n,
+            _ => {
+                return Err(format!(
+                    "other_config:emc-entries={v:?}: give a number of exact-match cache entries per PMD between 2 and 4194304"
+                ))
+            }
+        },
+    };
+
     for w in &p.warnings {
         warn!("{w}");
     }
@@ -293,7 +305,11 @@ fn run(args: Args) -> Result<(), String> {
         pools.insert(n, pool);
     }
 
-    let switch = Switch::<Mbuf>::new(&p.pmds);
+    let switch = Switch::<Mbuf>::with_cache(&p.pmds, emc);
+    info!(
+        "exact-match cache: {} entries per PMD",
+        emc.next_power_of_two()
+    );
     let clock = Clock {
         cycles: eal::rdtsc,
         hz: eal::tsc_hz(),
