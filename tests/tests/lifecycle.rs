@@ -5,6 +5,23 @@ use rvs_tests::{wait_for, Host};
 use std::process::Command;
 use std::time::Duration;
 
+/// Runs rvsd in the foreground on `h`'s database and run directory until
+/// it exits (start-up refusals).
+fn rvsd_once(h: &Host, prefix: &str) -> std::process::Output {
+    Command::new(rvs_tests::rvsd_bin())
+        .args([
+            "--db",
+            &h.db(),
+            "--rundir",
+            h.dir.to_str().unwrap(),
+            "--file-prefix",
+            prefix,
+            "--pidfile",
+        ])
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn survives_an_ovsdb_server_restart_and_converges_after() {
     let mut h = Host::start("dbr");
@@ -83,18 +100,7 @@ fn appctl_version_list_commands_and_exit() {
         String::from_utf8_lossy(&o.stderr)
     );
     // A second switch on the same run directory is refused at once.
-    let o = Command::new(rvs_tests::rvsd_bin())
-        .args([
-            "--db",
-            &h.db(),
-            "--rundir",
-            h.dir.to_str().unwrap(),
-            "--file-prefix",
-            "second",
-            "--pidfile",
-        ])
-        .output()
-        .unwrap();
+    let o = rvsd_once(&h, "second");
     assert_eq!(o.status.code(), Some(1));
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("is locked by another running switch"),
@@ -231,17 +237,7 @@ fn a_bad_cache_size_stops_start_up_and_says_what_to_fix() {
         ".",
         "other_config:emc-entries=lots",
     ]);
-    let o = Command::new(rvs_tests::rvsd_bin())
-        .args([
-            "--db",
-            &h.db(),
-            "--rundir",
-            h.dir.to_str().unwrap(),
-            "--file-prefix",
-            &h.prefix,
-        ])
-        .output()
-        .unwrap();
+    let o = rvsd_once(&h, &h.prefix);
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(

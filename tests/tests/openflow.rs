@@ -11,6 +11,24 @@ const A: &str = "02:00:00:00:00:0a";
 const B: &str = "02:00:00:00:00:0b";
 const C: &str = "02:00:00:00:00:0c";
 
+/// A host with br0 and three vhost-user VMs (testpmd virtio-user, MACs A,
+/// B, C on ofports 1, 2, 3), links up, testpmd receiving.
+fn three_vms(name: &str) -> (Host, TestPmd) {
+    let h = Host::start(name);
+    h.add_vhost_ports("br0", &["vm-a", "vm-b", "vm-c"]);
+    let mut tp = TestPmd::start(
+        name,
+        &[
+            virtio_user(0, &h.dir.join("vm-a"), A),
+            virtio_user(1, &h.dir.join("vm-b"), B),
+            virtio_user(2, &h.dir.join("vm-c"), C),
+        ],
+    );
+    tp.cmd("start");
+    h.wait_link_up(&["vm-a", "vm-b", "vm-c"]);
+    (h, tp)
+}
+
 /// "match actions=..." of a dump-flows line.
 fn rule_text(line: &str) -> String {
     let (head, acts) = line.split_once(" actions=").expect("actions");
@@ -224,18 +242,7 @@ fn counter(line: &str, key: &str) -> u64 {
 
 #[test]
 fn flow_counters_equal_the_frames_sent() {
-    let h = Host::start("ofcnt");
-    h.add_vhost_ports("br0", &["vm-a", "vm-b", "vm-c"]);
-    let mut tp = TestPmd::start(
-        "ofcnt",
-        &[
-            virtio_user(0, &h.dir.join("vm-a"), A),
-            virtio_user(1, &h.dir.join("vm-b"), B),
-            virtio_user(2, &h.dir.join("vm-c"), C),
-        ],
-    );
-    tp.cmd("start");
-    h.wait_link_up(&["vm-a", "vm-b", "vm-c"]);
+    let (h, mut tp) = three_vms("ofcnt");
     h.ofctl(&["del-flows", "br0"]);
     h.ofctl(&["add-flow", "br0", "cookie=0x10,in_port=1,actions=output:2"]);
     h.ofctl(&[
@@ -311,18 +318,7 @@ fn flow_counters_equal_the_frames_sent() {
 
 #[test]
 fn pvlan_vocabulary_groups_and_timeouts() {
-    let h = Host::start("ofpv");
-    h.add_vhost_ports("br0", &["vm-a", "vm-b", "vm-c"]);
-    let mut tp = TestPmd::start(
-        "ofpv",
-        &[
-            virtio_user(0, &h.dir.join("vm-a"), A),
-            virtio_user(1, &h.dir.join("vm-b"), B),
-            virtio_user(2, &h.dir.join("vm-c"), C),
-        ],
-    );
-    tp.cmd("start");
-    h.wait_link_up(&["vm-a", "vm-b", "vm-c"]);
+    let (h, mut tp) = three_vms("ofpv");
     let of13 = |args: &[&str]| {
         let mut a = vec!["-O", "OpenFlow13"];
         a.extend_from_slice(args);
@@ -425,18 +421,7 @@ fn pvlan_vocabulary_groups_and_timeouts() {
 
 #[test]
 fn a_real_controller_drives_rvs_over_tcp_and_unix() {
-    let h = Host::start("ofctlr");
-    h.add_vhost_ports("br0", &["vm-a", "vm-b", "vm-c"]);
-    let mut tp = TestPmd::start(
-        "ofctlr",
-        &[
-            virtio_user(0, &h.dir.join("vm-a"), A),
-            virtio_user(1, &h.dir.join("vm-b"), B),
-            virtio_user(2, &h.dir.join("vm-c"), C),
-        ],
-    );
-    tp.cmd("start");
-    h.wait_link_up(&["vm-a", "vm-b", "vm-c"]);
+    let (h, mut tp) = three_vms("ofctlr");
     // OVS's own test controller, proactive: it pushes these flows when the
     // switch connects. It listens in rvsd's namespace (rvsd connects).
     let flows = h.dir.join("ctl.flows");
@@ -514,18 +499,7 @@ fn rx_bytes(tp: &mut TestPmd, port: usize) -> u64 {
 
 #[test]
 fn learn_builds_a_mac_table_from_traffic() {
-    let h = Host::start("oflearn");
-    h.add_vhost_ports("br0", &["vm-a", "vm-b", "vm-c"]);
-    let mut tp = TestPmd::start(
-        "oflearn",
-        &[
-            virtio_user(0, &h.dir.join("vm-a"), A),
-            virtio_user(1, &h.dir.join("vm-b"), B),
-            virtio_user(2, &h.dir.join("vm-c"), C),
-        ],
-    );
-    tp.cmd("start");
-    h.wait_link_up(&["vm-a", "vm-b", "vm-c"]);
+    let (h, mut tp) = three_vms("oflearn");
     // The OVS tutorial's learning switch, in flows.
     h.ofctl(&["del-flows", "br0"]);
     h.ofctl(&[
@@ -670,18 +644,7 @@ fn malformed_openflow_gets_errors_and_changes_nothing() {
 
 #[test]
 fn update_storm_leaves_untouched_flows_exact() {
-    let h = Host::start("ofstorm");
-    h.add_vhost_ports("br0", &["vm-a", "vm-b", "vm-c"]);
-    let mut tp = TestPmd::start(
-        "ofstorm",
-        &[
-            virtio_user(0, &h.dir.join("vm-a"), A),
-            virtio_user(1, &h.dir.join("vm-b"), B),
-            virtio_user(2, &h.dir.join("vm-c"), C),
-        ],
-    );
-    tp.cmd("start");
-    h.wait_link_up(&["vm-a", "vm-b", "vm-c"]);
+    let (h, mut tp) = three_vms("ofstorm");
     h.ofctl(&["del-flows", "br0"]);
     h.ofctl(&["add-flow", "br0", "priority=10,in_port=1,actions=output:2"]);
     // The churned set: 5,000 flows that match traffic nobody sends.

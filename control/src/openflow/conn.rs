@@ -427,12 +427,7 @@ impl Session {
     }
 
     fn apply_flow_mod(&mut self, fm: &FlowMod) -> Result<(), OfError> {
-        let mut t = self
-            .bridge
-            .flows
-            .tables
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut t = self.bridge.tables();
         let r = t.flow_mod(fm, self.bridge.now_ns());
         drop(t);
         match r {
@@ -448,12 +443,7 @@ impl Session {
     }
 
     fn apply_group_mod(&mut self, gm: &GroupMod) -> Result<(), OfError> {
-        let mut t = self
-            .bridge
-            .flows
-            .tables
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut t = self.bridge.tables();
         let r = t.group_mod(gm, self.bridge.now_ns());
         drop(t);
         match r {
@@ -632,12 +622,7 @@ impl Session {
         out_port: u32,
         out_group: u32,
     ) -> Vec<Arc<Rule>> {
-        let t = self
-            .bridge
-            .flows
-            .tables
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let t = self.bridge.tables();
         t.query(table, m, cookie, cmask, out_port, out_group)
     }
 
@@ -720,12 +705,7 @@ impl Session {
     }
 
     fn table_stats(&self) -> Vec<Vec<u8>> {
-        let t = self
-            .bridge
-            .flows
-            .tables
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let t = self.bridge.tables();
         (0..N_TABLES)
             .map(|id| {
                 let active = t.table_len(id) as u32;
@@ -784,12 +764,7 @@ impl Session {
     }
 
     fn groups(&self, id: u32) -> Vec<Arc<Group>> {
-        let t = self
-            .bridge
-            .flows
-            .tables
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let t = self.bridge.tables();
         let mut v: Vec<Arc<Group>> = t
             .groups()
             .filter(|g| id == rvs_dataplane::flow::table::OFPG_ALL || g.id == id)
@@ -801,12 +776,7 @@ impl Session {
 
     fn group_stats(&self, id: u32) -> Vec<Vec<u8>> {
         let now = self.bridge.now_ns();
-        let t = self
-            .bridge
-            .flows
-            .tables
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let t = self.bridge.tables();
         let refs = |gid: u32| {
             t.rules()
                 .filter(|r| {

@@ -11,9 +11,10 @@ pub mod oxm;
 pub mod server;
 pub mod wire;
 
+use rvs_dataplane::flow::table::FlowTables;
 use rvs_dataplane::snapshot::BridgeFlows;
 use rvs_dataplane::stats::PortTotals;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// A port as OpenFlow port descriptions and statistics show it.
 #[derive(Debug, Clone, Default)]
@@ -59,9 +60,15 @@ impl Bridge {
     pub fn protocols(&self) -> Vec<String> {
         self.protocols.lock().map(|p| p.clone()).unwrap_or_default()
     }
+    /// The bridge's flow tables (a panic elsewhere while holding them
+    /// leaves them consistent: every change is applied whole).
+    pub fn tables(&self) -> MutexGuard<'_, FlowTables> {
+        self.flows.tables.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Makes the tables' current state the one PMDs forward by.
     pub fn publish(&self) {
-        let mut t = self.flows.tables.lock().unwrap_or_else(|e| e.into_inner());
+        let mut t = self.tables();
         self.flows.publish(&mut t, || (self.env.quiesce)());
     }
 }

@@ -425,7 +425,7 @@ fn flow_timer(listeners: Arc<Mutex<BTreeMap<String, Listener>>>, stop: Arc<Atomi
         for b in bridges {
             let now_ns = b.now_ns();
             let now_s = (now_ns / 1_000_000_000) as u32;
-            let mut t = b.flows.tables.lock().unwrap_or_else(|e| e.into_inner());
+            let mut t = b.tables();
             let rx = b.flows.learned_rx.lock().unwrap_or_else(|e| e.into_inner());
             while let Ok(l) = rx.try_recv() {
                 let f = &l.flow;
