@@ -7,19 +7,21 @@ use crate::flow::extract::extract_into;
 use crate::flow::key::{packet_words_eq, FlowKey, PACKET_WORDS};
 use crate::flow::rewrite;
 use crate::flow::rule::Pipeline;
-use crate::flow::xlate::{translate, DpOp, Xlate};
+use crate::flow::xlate::{translate, translate_actions, DpOp, PortView, Xlate};
 use crate::normal::{count_rx, Normal};
 use crate::packet::PacketBuf;
-use crate::snapshot::{BridgeEntry, Snapshot};
+use crate::snapshot::{BridgeEntry, Inject, PacketIn, Snapshot};
 use crate::stats::{DropReason, PmdStats};
 use crate::txbuf::TxBuffers;
 use crate::Burst;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 struct Exec<'a, 'b, P: PacketBuf> {
     snap: &'a Snapshot<P>,
     bridge: &'a BridgeEntry,
     in_slot: u16,
+    in_port: u32,
     now: u32,
     stats: &'a PmdStats,
     tx: &'b mut TxBuffers<P>,
@@ -49,6 +51,7 @@ pub fn process_batch<P: PacketBuf>(
         snap,
         bridge,
         in_slot,
+        in_port: port.ofport,
         now,
         stats,
         tx,
@@ -94,7 +97,13 @@ pub fn process_batch<P: PacketBuf>(
         }
         let xl = &run.as_ref().expect("set above").0;
         if let Some(reason) = xl.drop {
-            stats.drop(reason, Some(in_slot), 1);
+            // A table miss goes to the controllers when there are any
+            // (OpenFlow 1.0's table-miss behaviour).
+            if reason == DropReason::TableMiss && to_controller(bridge, port.ofport, 0, &pkt) {
+                stats.drop(DropReason::Controller, Some(in_slot), 1);
+            } else {
+                stats.drop(reason, Some(in_slot), 1);
+            }
             continue;
         }
         ex.run(&xl.ops, xl.last_consumer, pkt);
@@ -104,6 +113,61 @@ pub fn process_batch<P: PacketBuf>(
     }
     stats.emc_hits.add(hits);
     stats.emc_misses.add(misses);
+    if let Some(n) = ex.normal.take() {
+        n.finish(stats);
+    }
+}
+
+/// Queues a packet-in for the controllers; false when none is connected
+/// or the queue is full (the caller counts the packet either way).
+fn to_controller<P: PacketBuf>(bridge: &BridgeEntry, in_port: u32, reason: u8, pkt: &P) -> bool {
+    let f = &bridge.flows;
+    f.controllers_up.load(Ordering::Relaxed) > 0
+        && f.packet_in
+            .try_send(PacketIn {
+                in_port,
+                reason,
+                data: pkt.data().to_vec(),
+            })
+            .is_ok()
+}
+
+/// Sends a controller's packet-out: its actions on `pkt`, as if it had
+/// arrived on `inj.in_port`.
+#[allow(clippy::too_many_arguments)]
+pub fn inject<P: PacketBuf>(
+    snap: &Snapshot<P>,
+    bridge: &BridgeEntry,
+    inj: &Inject,
+    pkt: P,
+    now: u32,
+    stats: &PmdStats,
+    tx: &mut TxBuffers<P>,
+) {
+    let in_slot = bridge.slot(inj.in_port).unwrap_or(u16::MAX);
+    let mut key = FlowKey::default();
+    if extract_into(pkt.data(), inj.in_port, None, &mut key).is_err() {
+        stats.drop(DropReason::Malformed, None, 1);
+        return;
+    }
+    let pipe = bridge.flows.published.load();
+    let xl = translate_actions(&pipe, bridge, in_slot, &key, &inj.actions);
+    credit(&xl, 1, pkt.wire_len() as u64, now);
+    let mut ex = Exec {
+        snap,
+        bridge,
+        in_slot,
+        in_port: inj.in_port,
+        now,
+        stats,
+        tx,
+        normal: None,
+    };
+    if let Some(reason) = xl.drop {
+        stats.drop(reason, None, 1);
+        return;
+    }
+    ex.run(&xl.ops, xl.last_consumer, pkt);
     if let Some(n) = ex.normal.take() {
         n.finish(stats);
     }
@@ -135,9 +199,9 @@ impl<'a, P: PacketBuf> Exec<'a, '_, P> {
                         None => self.stats.drop(DropReason::PoolEmpty, None, 1),
                     }
                 }
-                DpOp::Controller => {
-                    self.stats
-                        .drop(DropReason::Controller, Some(self.in_slot), 1);
+                DpOp::Controller(reason) => {
+                    to_controller(self.bridge, self.in_port, *reason, &pkt);
+                    self.stats.drop(DropReason::Controller, None, 1);
                     if consume {
                         return;
                     }

@@ -97,6 +97,9 @@ pub fn poll_once<P: PacketBuf>(
         }
         flush(&snap, me.index as u16, stats, tx);
     }
+    if me.index == 0 {
+        got += inject_packet_outs(switch, &snap, now, stats, tx);
+    }
     let dt = (clock.cycles)().wrapping_sub(t0);
     stats.iterations.add(1);
     if got > 0 {
@@ -106,6 +109,39 @@ pub fn poll_once<P: PacketBuf>(
         stats.idle_cycles.add(dt);
     }
     got
+}
+
+/// PMD 0 sends what controllers asked for with packet-outs. A lock only
+/// this PMD takes (try_lock: never waits), checked after an atomic load.
+fn inject_packet_outs<P: PacketBuf>(
+    switch: &Switch<P>,
+    snap: &Snapshot<P>,
+    now: u32,
+    stats: &PmdStats,
+    tx: &mut TxBuffers<P>,
+) -> usize {
+    let mut n = 0;
+    for b in &snap.bridges {
+        let f = &b.flows;
+        if f.inject_pending.load(Ordering::Relaxed) == 0 {
+            continue;
+        }
+        let Ok(rx) = f.inject_rx.try_lock() else {
+            continue;
+        };
+        for inj in rx.try_iter().take(crate::BURST) {
+            f.inject_pending.fetch_sub(1, Ordering::Relaxed);
+            n += 1;
+            match switch.packet_alloc.get().and_then(|a| a(&inj.data)) {
+                Some(pkt) => flow_batch::inject(snap, b, &inj, pkt, now, stats, tx),
+                None => stats.drop(DropReason::PoolEmpty, None, 1),
+            }
+        }
+    }
+    if n > 0 {
+        flush(snap, 0, stats, tx);
+    }
+    n
 }
 
 #[inline]

@@ -11,7 +11,7 @@ use crate::packet::PacketBuf;
 use crate::stats::{PmdStats, PortTotals};
 use crate::vlan::VlanConf;
 use arc_swap::ArcSwap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -75,6 +75,33 @@ pub struct BridgeFlows {
     /// Flows learn actions ask for, from PMDs to the control thread.
     pub learned: SyncSender<Arc<LearnOp>>,
     pub learned_rx: Mutex<Receiver<Arc<LearnOp>>>,
+    /// Controller sessions up: table misses and output:CONTROLLER go to
+    /// them as packet-ins while this is non-zero.
+    pub controllers_up: AtomicUsize,
+    pub packet_in: SyncSender<PacketIn>,
+    pub packet_in_rx: Mutex<Receiver<PacketIn>>,
+    /// Packet-outs from controllers, for PMD 0 to send.
+    pub inject: SyncSender<Inject>,
+    pub inject_rx: Mutex<Receiver<Inject>>,
+    pub inject_pending: AtomicUsize,
+}
+
+/// A packet for the controllers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PacketIn {
+    pub in_port: u32,
+    /// 0: no matching flow, 1: output:CONTROLLER.
+    pub reason: u8,
+    pub data: Vec<u8>,
+}
+
+/// A packet a controller asks the switch to send (packet-out).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inject {
+    /// OpenFlow in_port (a port number, or CONTROLLER/LOCAL reserved).
+    pub in_port: u32,
+    pub actions: Vec<crate::flow::action::Action>,
+    pub data: Vec<u8>,
 }
 
 impl BridgeFlows {
@@ -82,11 +109,19 @@ impl BridgeFlows {
     pub fn new(now_ns: u64) -> Arc<BridgeFlows> {
         let t = FlowTables::with_normal(now_ns);
         let (tx, rx) = std::sync::mpsc::sync_channel(1024);
+        let (pin, pin_rx) = std::sync::mpsc::sync_channel(1024);
+        let (inj, inj_rx) = std::sync::mpsc::sync_channel(1024);
         Arc::new(BridgeFlows {
             published: ArcSwap::from_pointee(t.pipeline()),
             tables: Mutex::new(t),
             learned: tx,
             learned_rx: Mutex::new(rx),
+            controllers_up: AtomicUsize::new(0),
+            packet_in: pin,
+            packet_in_rx: Mutex::new(pin_rx),
+            inject: inj,
+            inject_rx: Mutex::new(inj_rx),
+            inject_pending: AtomicUsize::new(0),
         })
     }
 
@@ -149,7 +184,13 @@ pub struct Switch<P: PacketBuf> {
     pub started: Instant,
     /// Entries of each PMD's exact-match cache.
     pub emc_entries: usize,
+    /// Makes a packet from bytes (packet-outs); set once by the owner of
+    /// the buffer pools.
+    pub packet_alloc: std::sync::OnceLock<PacketAlloc<P>>,
 }
+
+/// Builds a packet buffer holding the given frame.
+pub type PacketAlloc<P> = Box<dyn Fn(&[u8]) -> Option<P> + Send + Sync>;
 
 impl<P: PacketBuf> Switch<P> {
     pub fn new(pmd_cores: &[(usize, i32)]) -> Arc<Self> {
@@ -179,6 +220,7 @@ impl<P: PacketBuf> Switch<P> {
             pmds,
             started: Instant::now(),
             emc_entries,
+            packet_alloc: std::sync::OnceLock::new(),
         })
     }
 

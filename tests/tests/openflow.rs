@@ -488,6 +488,52 @@ fn a_real_controller_drives_rvs_over_tcp_and_unix() {
     tp.quit();
 }
 
+#[test]
+fn a_reactive_controller_learns_through_packet_in_and_out() {
+    let (h, mut tp) = three_vms("ofreact");
+    h.ofctl(&["del-flows", "br0"]);
+    // OVS's test controller as a learning switch: every table miss is a
+    // packet-in, answered with a packet-out (flood, or the learned port)
+    // and a flow for known destinations.
+    let log = h.dir.join("testcontroller.log");
+    let mut ctl = h.ns.spawn(&[
+        "ovs-testcontroller",
+        "-vfile:dbg",
+        &format!("--log-file={}", log.display()),
+        "ptcp:16654:127.0.0.1",
+    ]);
+    h.vsctl(&["set-controller", "br0", "tcp:127.0.0.1:16654"]);
+    wait_for("connected", Duration::from_secs(15), || {
+        h.vsctl(&["get", "controller", "br0", "is_connected"])
+            .trim()
+            == "true"
+    });
+    tp.send(0, B, 20);
+    let c = tp.settle();
+    assert_eq!(
+        (c[1].rx, c[2].rx, c[0].rx),
+        (20, 20, 0),
+        "unknown B: flooded by packet-outs"
+    );
+    tp.send(1, A, 15);
+    let c = tp.settle();
+    assert_eq!(
+        (c[0].rx, c[2].rx),
+        (15, 20),
+        "A learned: only A gets B's frames"
+    );
+    let d = h.ofctl(&["dump-flows", "br0"]);
+    assert!(
+        d.contains("actions=output:1"),
+        "the controller installed a flow to A:\n{d}"
+    );
+    let pmd = h.appctl(&["dpif-netdev/pmd-stats-show"]);
+    assert!(!pmd.contains("    to-controller: 0\n"), "{pmd}");
+    let _ = ctl.kill();
+    let _ = ctl.wait();
+    tp.quit();
+}
+
 fn rx_bytes(tp: &mut TestPmd, port: usize) -> u64 {
     let s = tp.cmd(&format!("show port stats {port}"));
     s.split("RX-bytes:")

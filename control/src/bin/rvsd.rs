@@ -306,6 +306,18 @@ fn run(args: Args) -> Result<(), String> {
     }
 
     let switch = Switch::<Mbuf>::with_cache(&p.pmds, emc);
+    // Packet-outs are built from the pool of PMD 0's node (PMD 0 sends them).
+    let pmd0_node = p.pmds.first().map(|x| x.1).unwrap_or(0);
+    if let Some(&pool) = pools.get(&pmd0_node).or_else(|| pools.values().next()) {
+        let _ = switch.packet_alloc.set(Box::new(move |b: &[u8]| {
+            let mut m = pool.alloc()?;
+            if b.len() > u16::MAX as usize || !m.append(b.len() as u16) {
+                return None;
+            }
+            m.data_mut().copy_from_slice(b);
+            Some(m)
+        }));
+    }
     info!(
         "exact-match cache: {} entries per PMD",
         emc.next_power_of_two()

@@ -185,6 +185,10 @@ impl Session {
                 Ok(vec![w.finish()])
             }
             9 => Ok(Vec::new()),
+            13 => {
+                self.packet_out(body)?;
+                Ok(Vec::new())
+            }
             14 => {
                 let fm = if of10 {
                     self.decode_flow_mod10(body)?
@@ -207,6 +211,70 @@ impl Session {
             }
             _ => Err(OfError::BadType),
         }
+    }
+
+    fn packet_out(&mut self, body: &[u8]) -> Result<(), OfError> {
+        let mut r = Reader::new(body, OfError::BadLen);
+        let buffer = r.u32()?;
+        let (in_port, alen) = if self.version == OFP10 {
+            (ofpp::from16(r.u16()?), r.u16()? as usize)
+        } else {
+            let p = r.u32()?;
+            let l = r.u16()? as usize;
+            r.skip(6)?;
+            (p, l)
+        };
+        if buffer != u32::MAX {
+            // rvs announces no buffers: every packet-in carries its frame.
+            return Err(OfError::BufferUnknown);
+        }
+        let actions = decode_actions(r.bytes(alen)?, self.version)?;
+        let data = r.rest().to_vec();
+        if data.len() < 14 {
+            return Err(OfError::BadLen);
+        }
+        let in_port = match in_port {
+            ofpp::LOCAL => ofpp::LOCAL_OFPORT,
+            p => p,
+        };
+        let f = &self.bridge.flows;
+        f.inject_pending
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if f.inject
+            .try_send(rvs_dataplane::snapshot::Inject {
+                in_port,
+                actions,
+                data,
+            })
+            .is_err()
+        {
+            f.inject_pending
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            return Err(OfError::BufferEmpty);
+        }
+        Ok(())
+    }
+
+    /// A packet-in in this session's version (no buffer: the whole frame).
+    pub fn packet_in(&self, p: &rvs_dataplane::snapshot::PacketIn) -> Vec<u8> {
+        let mut w = self.reply(10, 0);
+        w.u32(u32::MAX).u16(p.data.len() as u16);
+        let port = if p.in_port == ofpp::LOCAL_OFPORT {
+            ofpp::LOCAL
+        } else {
+            p.in_port
+        };
+        if self.version == OFP10 {
+            w.u16(ofpp::to16(port).unwrap_or(0xffff)).u8(p.reason).u8(0);
+        } else {
+            w.u8(p.reason).u8(0).u64(u64::MAX);
+            let mut m = Match::any();
+            m.exact(rvs_dataplane::flow::key::Field::InPort, p.in_port as u64);
+            put_ofp13_match(&mut w, &m);
+            w.zeros(2);
+        }
+        w.bytes(&p.data);
+        w.finish()
     }
 
     fn vendor(&mut self, h: &Header, body: &[u8]) -> Result<Vec<Vec<u8>>, OfError> {

@@ -12,7 +12,7 @@ pub mod server;
 pub mod wire;
 
 use rvs_dataplane::flow::table::FlowTables;
-use rvs_dataplane::snapshot::BridgeFlows;
+use rvs_dataplane::snapshot::{BridgeFlows, PacketIn};
 use rvs_dataplane::stats::PortTotals;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -46,6 +46,8 @@ pub struct Bridge {
     pub flows: Arc<BridgeFlows>,
     pub env: Arc<Env>,
     pub protocols: Mutex<Vec<String>>,
+    /// Controller sessions' packet-in queues.
+    pub subscribers: Mutex<Vec<crossbeam_channel::Sender<Arc<PacketIn>>>>,
 }
 
 impl Bridge {
@@ -64,6 +66,25 @@ impl Bridge {
     /// leaves them consistent: every change is applied whole).
     pub fn tables(&self) -> MutexGuard<'_, FlowTables> {
         self.flows.tables.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn subscribe(&self, tx: crossbeam_channel::Sender<Arc<PacketIn>>) {
+        self.subscribers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(tx);
+    }
+
+    /// Queues a packet-in for every controller session; sessions that went
+    /// away are forgotten, full ones lose this packet-in.
+    pub fn deliver(&self, p: Arc<PacketIn>) {
+        let mut subs = self.subscribers.lock().unwrap_or_else(|e| e.into_inner());
+        subs.retain(|tx| {
+            !matches!(
+                tx.try_send(p.clone()),
+                Err(crossbeam_channel::TrySendError::Disconnected(_))
+            )
+        });
     }
 
     /// Makes the tables' current state the one PMDs forward by.

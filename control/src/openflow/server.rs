@@ -5,7 +5,7 @@ use super::conn::{hello, Session};
 use super::wire::{Header, HEADER_LEN};
 use super::{Bridge, Env};
 use rvs_dataplane::flow::table::{Command, FlowMod};
-use rvs_dataplane::snapshot::BridgeFlows;
+use rvs_dataplane::snapshot::{BridgeFlows, PacketIn};
 use std::collections::BTreeMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
@@ -58,12 +58,15 @@ impl Drop for Active {
 }
 
 /// A connected session, ready to be served.
-type Connected = Box<dyn FnOnce(Arc<Bridge>, Arc<AtomicBool>) + Send>;
+type Connected = Box<dyn FnOnce(Arc<Bridge>, Arc<AtomicBool>, Option<PacketIns>) + Send>;
+
+/// Packet-ins for one controller session.
+type PacketIns = crossbeam_channel::Receiver<Arc<PacketIn>>;
 
 fn connect(target: &str) -> std::io::Result<Connected> {
     if let Some(path) = target.strip_prefix("unix:") {
         let s = UnixStream::connect(path)?;
-        return Ok(Box::new(move |b, stop| serve(s, b, stop)));
+        return Ok(Box::new(move |b, stop, pin| serve(s, b, stop, pin)));
     }
     if let Some(addr) = target.strip_prefix("tcp:") {
         use std::net::ToSocketAddrs;
@@ -81,7 +84,7 @@ fn connect(target: &str) -> std::io::Result<Connected> {
             .next()
             .ok_or_else(|| std::io::Error::new(ErrorKind::InvalidInput, "no address"))?;
         let s = TcpStream::connect_timeout(&sa, Duration::from_secs(1))?;
-        return Ok(Box::new(move |b, stop| serve(s, b, stop)));
+        return Ok(Box::new(move |b, stop, pin| serve(s, b, stop, pin)));
     }
     Err(std::io::Error::new(
         ErrorKind::Unsupported,
@@ -102,7 +105,11 @@ fn active_loop(
                 log::info!("{}: connected to controller {target}", bridge.name);
                 warned = false;
                 connected.store(true, Ordering::SeqCst);
-                run(bridge.clone(), stop.clone());
+                let (tx, rx) = crossbeam_channel::bounded(1024);
+                bridge.subscribe(tx);
+                bridge.flows.controllers_up.fetch_add(1, Ordering::SeqCst);
+                run(bridge.clone(), stop.clone(), Some(rx));
+                bridge.flows.controllers_up.fetch_sub(1, Ordering::SeqCst);
                 connected.store(false, Ordering::SeqCst);
                 log::info!("{}: controller {target} disconnected", bridge.name);
             }
@@ -202,6 +209,7 @@ impl OfServer {
                 flows: b.flows.clone(),
                 env: self.env.clone(),
                 protocols: Mutex::new(b.protocols.clone()),
+                subscribers: Mutex::default(),
             });
             let path = self.rundir.join(format!("{name}.mgmt"));
             let _ = std::fs::remove_file(&path);
@@ -214,6 +222,12 @@ impl OfServer {
             };
             let _ = sock.set_nonblocking(true);
             let stop = Arc::new(AtomicBool::new(false));
+            {
+                let (bridge, stop) = (bridge.clone(), stop.clone());
+                let _ = std::thread::Builder::new()
+                    .name(format!("rvs-pktin-{name}"))
+                    .spawn(move || dispatch_packet_ins(bridge, stop));
+            }
             let thread = {
                 let (bridge, stop) = (bridge.clone(), stop.clone());
                 std::thread::Builder::new()
@@ -315,7 +329,7 @@ fn accept_loop(sock: UnixListener, bridge: Arc<Bridge>, stop: Arc<AtomicBool>) {
                 let (bridge, stop) = (bridge.clone(), stop.clone());
                 if let Ok(h) = std::thread::Builder::new()
                     .name(format!("rvs-ofc-{}", bridge.name))
-                    .spawn(move || serve(s, bridge, stop))
+                    .spawn(move || serve(s, bridge, stop, None))
                 {
                     sessions.push(h);
                 }
@@ -337,8 +351,11 @@ fn accept_loop(sock: UnixListener, bridge: Arc<Bridge>, stop: Arc<AtomicBool>) {
 
 /// One session until the peer closes, sends something unframeable, or
 /// the bridge goes away.
-fn serve<S: Stream>(mut s: S, bridge: Arc<Bridge>, stop: Arc<AtomicBool>) {
-    let _ = s.set_timeout(Duration::from_millis(200));
+fn serve<S: Stream>(mut s: S, bridge: Arc<Bridge>, stop: Arc<AtomicBool>, pin: Option<PacketIns>) {
+    // A controller session also waits for packet-ins: poll its socket
+    // often enough that they go out promptly.
+    let tick = if pin.is_some() { 10 } else { 200 };
+    let _ = s.set_timeout(Duration::from_millis(tick));
     if s.write_all(&hello(&bridge.protocols())).is_err() {
         return;
     }
@@ -347,6 +364,17 @@ fn serve<S: Stream>(mut s: S, bridge: Arc<Bridge>, stop: Arc<AtomicBool>) {
     let mut chunk = vec![0u8; 1 << 16];
     let mut last_publish = Instant::now();
     'outer: while !stop.load(Ordering::SeqCst) {
+        if let Some(rx) = &pin {
+            let mut out = Vec::new();
+            for p in rx.try_iter() {
+                if sess.version != 0 {
+                    out.extend_from_slice(&sess.packet_in(&p));
+                }
+            }
+            if !out.is_empty() && s.write_all(&out).is_err() {
+                break;
+            }
+        }
         let n = match s.read(&mut chunk) {
             Ok(0) => break,
             Ok(n) => n,
@@ -397,6 +425,24 @@ fn serve<S: Stream>(mut s: S, bridge: Arc<Bridge>, stop: Arc<AtomicBool>) {
     }
     if sess.dirty {
         bridge.publish();
+    }
+}
+
+/// Hands each packet-in the PMDs queued to every connected controller
+/// session of the bridge.
+fn dispatch_packet_ins(bridge: Arc<Bridge>, stop: Arc<AtomicBool>) {
+    while !stop.load(Ordering::SeqCst) {
+        let got = {
+            let rx = bridge
+                .flows
+                .packet_in_rx
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            rx.recv_timeout(Duration::from_millis(100))
+        };
+        if let Ok(p) = got {
+            bridge.deliver(Arc::new(p));
+        }
     }
 }
 

@@ -41,9 +41,9 @@ pub enum DpOp {
     FastFailover(Box<[Watched]>),
     /// Install or refresh a flow (learn action).
     Learn(Arc<LearnOp>),
-    /// Send to the controller: counted, since no controller connection
-    /// takes packet-ins yet.
-    Controller,
+    /// Send to the controllers as a packet-in with this reason (0: no
+    /// match — the table-miss flow's doing —, 1: an explicit action).
+    Controller(u8),
 }
 
 impl DpOp {
@@ -55,7 +55,7 @@ impl DpOp {
                 | DpOp::Normal
                 | DpOp::Clone(_)
                 | DpOp::FastFailover(_)
-                | DpOp::Controller
+                | DpOp::Controller(_)
         )
     }
 }
@@ -134,9 +134,33 @@ struct Ctx<'a, V: PortView> {
     depth: u32,
     matched: bool,
     stop: Option<DropReason>,
+    /// The rule whose actions run is a table-miss flow.
+    in_miss_rule: bool,
 }
 
 pub fn translate<V: PortView>(pipe: &Pipeline, ports: &V, in_slot: u16, key: &FlowKey) -> Xlate {
+    run(pipe, ports, in_slot, key, None)
+}
+
+/// Translates an explicit action list (a packet-out's) instead of table 0;
+/// `output:TABLE` in it runs the packet through the tables.
+pub fn translate_actions<V: PortView>(
+    pipe: &Pipeline,
+    ports: &V,
+    in_slot: u16,
+    key: &FlowKey,
+    actions: &[Action],
+) -> Xlate {
+    run(pipe, ports, in_slot, key, Some(actions))
+}
+
+fn run<V: PortView>(
+    pipe: &Pipeline,
+    ports: &V,
+    in_slot: u16,
+    key: &FlowKey,
+    actions: Option<&[Action]>,
+) -> Xlate {
     let mut c = Ctx {
         pipe,
         ports,
@@ -148,8 +172,15 @@ pub fn translate<V: PortView>(pipe: &Pipeline, ports: &V, in_slot: u16, key: &Fl
         depth: 0,
         matched: false,
         stop: None,
+        in_miss_rule: false,
     };
-    c.table(0);
+    match actions {
+        Some(a) => {
+            c.matched = true;
+            c.actions(a, 0);
+        }
+        None => c.table(0),
+    }
     let last_consumer = c.ops.iter().rposition(|o| o.consumes());
     let drop = match (c.stop, last_consumer) {
         (Some(r), None) => Some(r),
@@ -181,7 +212,10 @@ impl<V: PortView> Ctx<'_, V> {
         self.matched = true;
         self.hits.push(rule.stats.clone());
         self.depth += 1;
+        let outer = self.in_miss_rule;
+        self.in_miss_rule = rule.priority == 0 && rule.m.mask.is_zero();
         self.actions(&rule.actions, id);
+        self.in_miss_rule = outer;
         self.depth -= 1;
     }
 
@@ -315,7 +349,17 @@ impl<V: PortView> Ctx<'_, V> {
                     }
                 }
             }
-            ofpp::CONTROLLER => self.ops.push(DpOp::Controller),
+            ofpp::CONTROLLER => {
+                self.commit();
+                // OpenFlow 1.3: what the table-miss flow (priority 0, no
+                // match) sends up is reported as "no match".
+                self.ops
+                    .push(DpOp::Controller(if self.in_miss_rule { 0 } else { 1 }));
+            }
+            ofpp::TABLE => {
+                self.commit();
+                self.table(0);
+            }
             ofpp::LOCAL => self.output(ofpp::LOCAL_OFPORT),
             p if p >= ofpp::MAX => {}
             // OpenFlow: output to the ingress port only through IN_PORT.
