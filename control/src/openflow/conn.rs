@@ -1055,10 +1055,8 @@ fn put_ofp13_match(w: &mut Writer, m: &Match) {
     w.pad8();
 }
 
-/// OpenFlow 1.5's group_mod (what NXT_GROUP_MOD carries over 1.0):
-/// buckets with ids and properties.
-fn decode_group_mod15(body: &[u8]) -> Result<GroupMod, OfError> {
-    let mut r = Reader::new(body, OfError::BadLen);
+/// What both group_mod formats start with: command, type, group id.
+fn group_mod_head(r: &mut Reader) -> Result<(GroupCommand, GroupType, u32), OfError> {
     let command = match r.u16()? {
         0 => GroupCommand::Add,
         1 => GroupCommand::Modify,
@@ -1068,9 +1066,40 @@ fn decode_group_mod15(body: &[u8]) -> Result<GroupMod, OfError> {
     let t = r.u8()?;
     r.skip(1)?;
     let id = r.u32()?;
+    let kind = GroupType::from_wire(t).ok_or(OfError::GroupBadType)?;
+    Ok((command, kind, id))
+}
+
+/// A bucket, checked against its group's type: weights are for select
+/// groups, and a fast-failover bucket must watch something.
+fn bucket(
+    kind: GroupType,
+    weight: u16,
+    watch_port: u32,
+    watch_group: u32,
+    actions: Vec<rvs_dataplane::flow::action::Action>,
+) -> Result<Bucket, OfError> {
+    if kind != GroupType::Select && weight != 0 {
+        return Err(OfError::GroupBadBucket);
+    }
+    if kind == GroupType::FastFailover && watch_port == ofpp::ANY && watch_group == OFPG_ANY {
+        return Err(OfError::GroupWatchUnsupported);
+    }
+    Ok(Bucket {
+        weight,
+        watch_port,
+        watch_group,
+        actions,
+    })
+}
+
+/// OpenFlow 1.5's group_mod (what NXT_GROUP_MOD carries over 1.0):
+/// buckets with ids and properties.
+fn decode_group_mod15(body: &[u8]) -> Result<GroupMod, OfError> {
+    let mut r = Reader::new(body, OfError::BadLen);
+    let (command, kind, id) = group_mod_head(&mut r)?;
     let blen = r.u16()? as usize;
     r.skip(6)?;
-    let kind = GroupType::from_wire(t).ok_or(OfError::GroupBadType)?;
     let mut br = Reader::new(r.bytes(blen)?, OfError::GroupBadBucket);
     let mut buckets = Vec::new();
     while !br.is_empty() {
@@ -1098,12 +1127,13 @@ fn decode_group_mod15(body: &[u8]) -> Result<GroupMod, OfError> {
                 _ => return Err(OfError::GroupBadBucket),
             }
         }
-        buckets.push(Bucket {
-            weight: if kind == GroupType::Select { weight } else { 0 },
+        buckets.push(bucket(
+            kind,
+            if kind == GroupType::Select { weight } else { 0 },
             watch_port,
             watch_group,
             actions,
-        });
+        )?);
     }
     // Group properties (selection method) follow; rvs's select groups
     // always hash the 5-tuple.
@@ -1149,16 +1179,7 @@ fn group_desc15(g: &Group) -> Vec<u8> {
 
 fn decode_group_mod(body: &[u8]) -> Result<GroupMod, OfError> {
     let mut r = Reader::new(body, OfError::BadLen);
-    let command = match r.u16()? {
-        0 => GroupCommand::Add,
-        1 => GroupCommand::Modify,
-        2 => GroupCommand::Delete,
-        _ => return Err(OfError::GroupBadCommand),
-    };
-    let t = r.u8()?;
-    r.skip(1)?;
-    let id = r.u32()?;
-    let kind = GroupType::from_wire(t).ok_or(OfError::GroupBadType)?;
+    let (command, kind, id) = group_mod_head(&mut r)?;
     let mut buckets = Vec::new();
     while !r.is_empty() {
         let len = r.u16()? as usize;
@@ -1171,18 +1192,7 @@ fn decode_group_mod(body: &[u8]) -> Result<GroupMod, OfError> {
         let watch_group = b.u32()?;
         b.skip(4)?;
         let actions = decode_actions(b.rest(), OFP13)?;
-        if kind != GroupType::Select && weight != 0 {
-            return Err(OfError::GroupBadBucket);
-        }
-        if kind == GroupType::FastFailover && watch_port == ofpp::ANY && watch_group == OFPG_ANY {
-            return Err(OfError::GroupWatchUnsupported);
-        }
-        buckets.push(Bucket {
-            weight,
-            watch_port,
-            watch_group,
-            actions,
-        });
+        buckets.push(bucket(kind, weight, watch_port, watch_group, actions)?);
     }
     Ok(GroupMod {
         command,
