@@ -537,21 +537,17 @@ impl Session {
         }
         let entries: Vec<Vec<u8>> = match kind {
             0 => vec![self.desc()],
-            1 if self.version == OFP10 => {
-                let (m, table, out_port) = read_stats10(&mut r)?;
-                self.flow_entries(table, &m, 0, 0, out_port, OFPG_ANY, false)
-            }
+            1 if self.version == OFP10 => self.flow_entries(&read_stats10(&mut r)?, false),
             1 | 2 if self.version != OFP10 => {
-                let (table, out_port, out_group, cookie, cmask, m) = read_stats13(&mut r)?;
+                let f = read_stats13(&mut r)?;
                 if kind == 1 {
-                    self.flow_entries(table, &m, cookie, cmask, out_port, out_group, false)
+                    self.flow_entries(&f, false)
                 } else {
-                    vec![self.aggregate(table, &m, cookie, cmask, out_port, out_group)]
+                    vec![self.aggregate(&f)]
                 }
             }
             2 => {
-                let (m, table, out_port) = read_stats10(&mut r)?;
-                vec![self.aggregate(table, &m, 0, 0, out_port, OFPG_ANY)]
+                vec![self.aggregate(&read_stats10(&mut r)?)]
             }
             3 => self.table_stats(),
             4 => {
@@ -611,11 +607,19 @@ impl Session {
                     .bytes(pad8_len(match_len))
                     .map_err(|_| OfError::MatchBadLen)?;
                 let (m, cookie) = decode_match(&mb[..match_len])?;
-                let (c, cm) = cookie.unwrap_or((0, 0));
+                let (cookie, cookie_mask) = cookie.unwrap_or((0, 0));
+                let f = FlowFilter {
+                    table,
+                    m,
+                    cookie,
+                    cookie_mask,
+                    out_port,
+                    out_group: OFPG_ANY,
+                };
                 let entries = if sub == 0 {
-                    self.flow_entries(table, &m, c, cm, out_port, OFPG_ANY, true)
+                    self.flow_entries(&f, true)
                 } else {
-                    vec![self.aggregate(table, &m, c, cm, out_port, OFPG_ANY)]
+                    vec![self.aggregate(&f)]
                 };
                 Ok(self.multipart(h.xid, 0xffff, Some(sub), entries))
             }
@@ -681,33 +685,22 @@ impl Session {
         w.b
     }
 
-    fn select(
-        &self,
-        table: u8,
-        m: &Match,
-        cookie: u64,
-        cmask: u64,
-        out_port: u32,
-        out_group: u32,
-    ) -> Vec<Arc<Rule>> {
+    fn select(&self, f: &FlowFilter) -> Vec<Arc<Rule>> {
         let t = self.bridge.tables();
-        t.query(table, m, cookie, cmask, out_port, out_group)
+        t.query(
+            f.table,
+            &f.m,
+            f.cookie,
+            f.cookie_mask,
+            f.out_port,
+            f.out_group,
+        )
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn flow_entries(
-        &self,
-        table: u8,
-        m: &Match,
-        cookie: u64,
-        cmask: u64,
-        out_port: u32,
-        out_group: u32,
-        nx: bool,
-    ) -> Vec<Vec<u8>> {
+    fn flow_entries(&self, f: &FlowFilter, nx: bool) -> Vec<Vec<u8>> {
         let now_ns = self.bridge.now_ns();
         let now_s = (now_ns / 1_000_000_000) as u32;
-        let rules = self.select(table, m, cookie, cmask, out_port, out_group);
+        let rules = self.select(f);
         rules
             .iter()
             .map(|r| {
@@ -751,16 +744,8 @@ impl Session {
             .collect()
     }
 
-    fn aggregate(
-        &self,
-        table: u8,
-        m: &Match,
-        cookie: u64,
-        cmask: u64,
-        out_port: u32,
-        out_group: u32,
-    ) -> Vec<u8> {
-        let rules = self.select(table, m, cookie, cmask, out_port, out_group);
+    fn aggregate(&self, f: &FlowFilter) -> Vec<u8> {
+        let rules = self.select(f);
         let (mut pk, mut by) = (0u64, 0u64);
         for r in &rules {
             let (p, b) = r.stats.get();
@@ -1010,26 +995,48 @@ fn group_features() -> Vec<u8> {
     w.b
 }
 
-fn read_stats10(r: &mut Reader) -> Result<(Match, u8, u32), OfError> {
+/// Which rules a flow or aggregate statistics request asks about.
+struct FlowFilter {
+    table: u8,
+    m: Match,
+    cookie: u64,
+    cookie_mask: u64,
+    out_port: u32,
+    out_group: u32,
+}
+
+fn read_stats10(r: &mut Reader) -> Result<FlowFilter, OfError> {
     let m = ofp10::decode(r)?;
     let table = r.u8()?;
     r.skip(1)?;
     let out_port = ofpp::from16(r.u16()?);
-    Ok((m, table, out_port))
+    Ok(FlowFilter {
+        table,
+        m,
+        cookie: 0,
+        cookie_mask: 0,
+        out_port,
+        out_group: OFPG_ANY,
+    })
 }
 
-type Stats13 = (u8, u32, u32, u64, u64, Match);
-
-fn read_stats13(r: &mut Reader) -> Result<Stats13, OfError> {
+fn read_stats13(r: &mut Reader) -> Result<FlowFilter, OfError> {
     let table = r.u8()?;
     r.skip(3)?;
     let out_port = r.u32()?;
     let out_group = r.u32()?;
     r.skip(4)?;
     let cookie = r.u64()?;
-    let cmask = r.u64()?;
+    let cookie_mask = r.u64()?;
     let m = read_ofp13_match(r)?;
-    Ok((table, out_port, out_group, cookie, cmask, m))
+    Ok(FlowFilter {
+        table,
+        m,
+        cookie,
+        cookie_mask,
+        out_port,
+        out_group,
+    })
 }
 
 /// ofp_match of OpenFlow 1.1+: type OXM (1), length, fields, padding.
