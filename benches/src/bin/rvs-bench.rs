@@ -49,6 +49,34 @@ struct Args {
     /// control plane (0: skip).
     #[arg(long, default_value_t = 20)]
     port_ops: usize,
+    /// Flows loaded with one `ovs-ofctl add-flows` (then removed with one
+    /// `del-flows`) per switch to time flow-mods (0: skip).
+    #[arg(long, default_value_t = 20_000)]
+    flow_mods: usize,
+}
+
+/// Seconds for `ovs-ofctl add-flows` of `n` distinct flows, and for the
+/// `del-flows` that removes them, on switch `kind`.
+fn flow_mod_time(kind: &str, n: usize) -> (f64, f64) {
+    let h = switch_host(kind, "fm");
+    let file = h.dir.join("bench.flows");
+    let flows: String = (0..n)
+        .map(|i| {
+            format!(
+                "priority=10,ip,nw_src=10.{}.{}.{},tcp,tp_dst=80,actions=output:1\n",
+                i >> 16 & 255,
+                i >> 8 & 255,
+                i & 255
+            )
+        })
+        .collect();
+    std::fs::write(&file, flows).expect("flow file");
+    let t = Instant::now();
+    h.ofctl(&["add-flows", "br0", file.to_str().unwrap()]);
+    let add = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    h.ofctl(&["del-flows", "br0", "ip"]);
+    (add, t.elapsed().as_secs_f64())
 }
 
 /// Median add-port and del-port latency (ms) through ovs-vsctl, which
@@ -459,6 +487,23 @@ fn main() {
             "| OVS-DPDK | {oa:.1} | {od:.1} |\n| rvs | {ra:.1} | {rd:.1} |"
         );
         let _ = writeln!(out, "| rvs/OVS | {:.2} | {:.2} |", ra / oa, rd / od);
+    }
+    if a.flow_mods > 0 {
+        let n = a.flow_mods as f64;
+        let (ra, rd) = flow_mod_time("rvs", a.flow_mods);
+        let (oa, od) = flow_mod_time("ovs", a.flow_mods);
+        let _ = writeln!(out, "\nControl plane: `ovs-ofctl add-flows` of {} distinct flows in one file (ovs-ofctl waits for each flow_mod's barrier), then one `del-flows` removing them all\n", a.flow_mods);
+        let _ = writeln!(
+            out,
+            "| switch | add-flows s | flow_mods/s | del-flows s |\n| --- | --- | --- | --- |"
+        );
+        let _ = writeln!(
+            out,
+            "| OVS-DPDK | {oa:.2} | {:.0} | {od:.2} |\n| rvs | {ra:.2} | {:.0} | {rd:.2} |",
+            n / oa,
+            n / ra
+        );
+        let _ = writeln!(out, "| rvs/OVS (rate) | | {:.2} | |", oa / ra);
     }
     if !rows.is_empty() {
         std::fs::write(&a.plot, svg(&rows)).expect("plot file");
