@@ -505,7 +505,9 @@ fn main() {
         );
         let _ = writeln!(out, "| rvs/OVS (rate) | | {:.2} | |", oa / ra);
     }
-    if !rows.is_empty() {
+    // A control-plane-only run (--runs 0) has nothing to draw: keep the
+    // last plot.
+    if rows.iter().any(|r| r.1.is_finite() || r.2.is_finite() || r.3.is_finite()) {
         std::fs::write(&a.plot, svg(&rows)).expect("plot file");
         let _ = writeln!(out, "\nPlot: `{}`", a.plot);
     }
