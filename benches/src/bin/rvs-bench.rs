@@ -507,7 +507,10 @@ fn main() {
     }
     // A control-plane-only run (--runs 0) has nothing to draw: keep the
     // last plot.
-    if rows.iter().any(|r| r.1.is_finite() || r.2.is_finite() || r.3.is_finite()) {
+    if rows
+        .iter()
+        .any(|r| r.1.is_finite() || r.2.is_finite() || r.3.is_finite())
+    {
         std::fs::write(&a.plot, svg(&rows)).expect("plot file");
         let _ = writeln!(out, "\nPlot: `{}`", a.plot);
     }
