@@ -265,6 +265,15 @@ pub fn register<P: PacketBuf + 'static>(cmds: &mut Commands, ctx: Arc<AppCtx<P>>
         }),
     );
 
+    let c = ctx.clone();
+    cmds.add(
+        "ofproto/trace",
+        "BRIDGE FLOW",
+        2,
+        2,
+        Box::new(move |a| trace(&c.switch, &a[0], &a[1])),
+    );
+
     let v = ctx.version.clone();
     cmds.add("version", "", 0, 0, Box::new(move |_| Ok(format!("{v}\n"))));
     let c = ctx.clone();
@@ -278,4 +287,67 @@ pub fn register<P: PacketBuf + 'static>(cmds: &mut Commands, ctx: Arc<AppCtx<P>>
             Ok(String::new())
         }),
     );
+}
+
+/// `ofproto/trace BRIDGE FLOW`: the tables a packet would go through, the
+/// rules it would hit and what would be done to it, as OVS shows it.
+fn trace<P: PacketBuf>(sw: &Switch<P>, bridge: &str, flow: &str) -> Result<String, String> {
+    use rvs_dataplane::flow::xlate::{trace, DpOp};
+    let key = crate::openflow::flow_text::parse(flow)?;
+    let snap = sw.snap.load();
+    let b = snap
+        .bridges
+        .iter()
+        .find(|b| &*b.name == bridge)
+        .ok_or_else(|| format!("{bridge}: no such bridge"))?;
+    let in_port = key.get(rvs_dataplane::flow::key::Field::InPort) as u32;
+    let in_slot = b.ofport_slot.get(&in_port).copied().unwrap_or(u16::MAX);
+    let pipe = b.flows.published.load();
+    let (x, steps) = trace(&*pipe, b, in_slot, &key);
+    let ofport = |slot: &u16| {
+        snap.port(*slot)
+            .map(|p| p.ofport.to_string())
+            .unwrap_or_else(|| format!("slot{slot}"))
+    };
+    fn ops(o: &[DpOp], ofport: &dyn Fn(&u16) -> String) -> Vec<String> {
+        o.iter()
+            .map(|op| match op {
+                DpOp::Output(s) => ofport(s),
+                DpOp::Normal => "NORMAL".into(),
+                DpOp::Clone(sub) => format!("clone({})", ops(sub, ofport).join(",")),
+                DpOp::FastFailover(alts) => format!(
+                    "ff({})",
+                    alts.iter()
+                        .map(|(_, sub)| ops(sub, ofport).join(","))
+                        .collect::<Vec<_>>()
+                        .join(";")
+                ),
+                DpOp::Controller(r) => format!("userspace(controller,reason={r})"),
+                other => format!("{other:?}"),
+            })
+            .collect()
+    }
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Flow: {flow}\n\nbridge(\"{bridge}\")\n{}",
+        "-".repeat(bridge.len() + 8)
+    );
+    for s in &steps {
+        let _ = writeln!(out, " {s}");
+    }
+    let acts = ops(&x.ops, &ofport);
+    let _ = writeln!(
+        out,
+        "\nDatapath actions: {}",
+        if acts.is_empty() {
+            "drop".to_string()
+        } else {
+            acts.join(",")
+        }
+    );
+    if let Some(r) = x.drop {
+        let _ = writeln!(out, "Dropped: {}", r.name());
+    }
+    Ok(out)
 }

@@ -226,6 +226,64 @@ fn groups_of_every_type_round_trip_in_both_versions() {
     assert_eq!(lines(h.ofctl(&["dump-groups", "br0"])).len(), 3);
 }
 
+#[test]
+fn ofproto_trace_shows_the_way_through_the_tables() {
+    let h = Host::start("oftrace");
+    h.add_vhost_ports("br0", &["vm-a", "vm-b", "vm-c"]);
+    h.ofctl(&["del-flows", "br0"]);
+    h.ofctl(&[
+        "add-flow",
+        "br0",
+        "table=0,priority=10,in_port=1,actions=load:0x7->NXM_NX_REG0[],resubmit(,1)",
+    ]);
+    h.ofctl(&[
+        "add-flow",
+        "br0",
+        "table=1,priority=20,reg0=7,tcp,tp_dst=80,actions=mod_dl_dst:02:00:00:00:00:0c,output:3",
+    ]);
+    h.ofctl(&["add-flow", "br0", "table=1,priority=5,actions=output:2"]);
+    let t = h.appctl(&[
+        "ofproto/trace",
+        "br0",
+        "in_port=1,tcp,nw_dst=10.0.0.1,tp_dst=80",
+    ]);
+    assert!(
+        t.starts_with("Flow: in_port=1,tcp,nw_dst=10.0.0.1,tp_dst=80\n\nbridge(\"br0\")\n"),
+        "{t}"
+    );
+    assert!(t.contains(" 0. ") && t.contains("priority 10,"), "{t}");
+    assert!(
+        t.contains("     1. ") && t.contains("priority 20,"),
+        "table 1 nested under the resubmit: {t}"
+    );
+    assert!(
+        t.contains("\nDatapath actions: SetDlDst(2199023255564),3\n"),
+        "{t}"
+    );
+    // Another port: table 0 misses.
+    let t = h.appctl(&["ofproto/trace", "br0", "in_port=2,udp"]);
+    assert!(
+        t.contains(" 0. No match.") && t.contains("Datapath actions: drop\nDropped: table-miss"),
+        "{t}"
+    );
+    // A bad flow is refused with the field named.
+    let o = std::process::Command::new("ovs-appctl")
+        .args([
+            "-t",
+            h.ctl_path().to_str().unwrap(),
+            "ofproto/trace",
+            "br0",
+            "in_port=1,colour=red",
+        ])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("unknown field \"colour\""),
+        "{o:?}"
+    );
+}
+
 fn flow_line<'a>(dump: &'a str, m: &str) -> &'a str {
     dump.lines()
         .find(|l| l.contains(m))

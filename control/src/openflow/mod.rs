@@ -6,6 +6,7 @@
 pub mod actions;
 pub mod conn;
 pub mod error;
+pub mod flow_text;
 pub mod ofp10;
 pub mod oxm;
 pub mod server;

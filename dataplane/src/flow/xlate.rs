@@ -136,6 +136,8 @@ struct Ctx<'a, V: PortView> {
     stop: Option<DropReason>,
     /// The rule whose actions run is a table-miss flow.
     in_miss_rule: bool,
+    /// Steps of the translation, for ofproto/trace.
+    trace: Option<Vec<String>>,
 }
 
 pub fn translate<V: PortView>(pipe: &Pipeline, ports: &V, in_slot: u16, key: &FlowKey) -> Xlate {
@@ -154,12 +156,36 @@ pub fn translate_actions<V: PortView>(
     run(pipe, ports, in_slot, key, Some(actions))
 }
 
+/// As `translate`, also returning each step taken (tables, rules
+/// matched, their actions) for `ovs-appctl ofproto/trace`.
+pub fn trace<V: PortView>(
+    pipe: &Pipeline,
+    ports: &V,
+    in_slot: u16,
+    key: &FlowKey,
+) -> (Xlate, Vec<String>) {
+    let mut steps = Vec::new();
+    let x = run_traced(pipe, ports, in_slot, key, None, Some(&mut steps));
+    (x, steps)
+}
+
 fn run<V: PortView>(
     pipe: &Pipeline,
     ports: &V,
     in_slot: u16,
     key: &FlowKey,
     actions: Option<&[Action]>,
+) -> Xlate {
+    run_traced(pipe, ports, in_slot, key, actions, None)
+}
+
+fn run_traced<V: PortView>(
+    pipe: &Pipeline,
+    ports: &V,
+    in_slot: u16,
+    key: &FlowKey,
+    actions: Option<&[Action]>,
+    steps: Option<&mut Vec<String>>,
 ) -> Xlate {
     let mut c = Ctx {
         pipe,
@@ -173,6 +199,7 @@ fn run<V: PortView>(
         matched: false,
         stop: None,
         in_miss_rule: false,
+        trace: steps.as_ref().map(|_| Vec::new()),
     };
     match actions {
         Some(a) => {
@@ -180,6 +207,9 @@ fn run<V: PortView>(
             c.actions(a, 0);
         }
         None => c.table(0),
+    }
+    if let (Some(out), Some(t)) = (steps, c.trace.take()) {
+        *out = t;
     }
     let last_consumer = c.ops.iter().rposition(|o| o.consumes());
     let drop = match (c.stop, last_consumer) {
@@ -202,13 +232,30 @@ impl<V: PortView> Ctx<'_, V> {
             self.stop = Some(DropReason::RecursionLimit);
             return;
         }
-        let Some(t) = self.pipe.tables.get(id as usize) else {
-            return;
-        };
-        let Some((_, rule)) = t.lookup(&self.flow) else {
+        let indent = "    ".repeat(self.depth as usize);
+        let Some((_, rule)) = self
+            .pipe
+            .tables
+            .get(id as usize)
+            .and_then(|t| t.lookup(&self.flow))
+        else {
+            if let Some(t) = &mut self.trace {
+                t.push(format!("{indent}{id}. No match."));
+            }
             return;
         };
         let rule = rule.clone();
+        if let Some(t) = &mut self.trace {
+            t.push(format!(
+                "{indent}{id}. {:?}, priority {}, cookie {:#x}",
+                rule.m.key.masked(&rule.m.mask),
+                rule.priority,
+                rule.cookie
+            ));
+            for a in rule.actions.iter() {
+                t.push(format!("{indent}    {a:?}"));
+            }
+        }
         self.matched = true;
         self.hits.push(rule.stats.clone());
         self.depth += 1;
