@@ -303,7 +303,7 @@ fn trace<P: PacketBuf>(sw: &Switch<P>, bridge: &str, flow: &str) -> Result<Strin
     let in_port = key.get(rvs_dataplane::flow::key::Field::InPort) as u32;
     let in_slot = b.ofport_slot.get(&in_port).copied().unwrap_or(u16::MAX);
     let pipe = b.flows.published.load();
-    let (x, steps) = trace(&*pipe, b, in_slot, &key);
+    let (x, steps) = trace(&pipe, b, in_slot, &key);
     let ofport = |slot: &u16| {
         snap.port(*slot)
             .map(|p| p.ofport.to_string())
