@@ -338,45 +338,42 @@ impl Session {
         let mut r = Reader::new(body, OfError::BadLen);
         let m = ofp10::decode(&mut r)?;
         let cookie = r.u64()?;
-        let cmd = r.u16()?;
-        let idle = r.u16()?;
-        let hard = r.u16()?;
-        let mut priority = r.u16()?;
-        r.u32()?;
-        let out_port = ofpp::from16(r.u16()?);
-        let flags = r.u16()?;
-        let actions = decode_actions(r.rest(), OFP10)?;
-        // OpenFlow 1.0: an exact-match rule has the highest priority.
-        if is_exact10(body) {
-            priority = u16::MAX;
-        }
-        self.flow_mod(
-            cmd,
-            0,
-            0,
-            // All-ones: "keep the rules' cookies" (what ovs-ofctl sends
-            // for a modify that names none).
-            (cookie != u64::MAX).then_some(cookie),
-            idle,
-            hard,
-            priority,
-            out_port,
-            OFPG_ANY,
-            flags & 3,
-            m,
-            actions,
-        )
-    }
-
-    fn decode_nx_flow_mod(&self, r: &mut Reader) -> Result<FlowMod, OfError> {
-        let cookie = r.u64()?;
-        let cmd = r.u16()?;
-        let idle = r.u16()?;
-        let hard = r.u16()?;
+        let (command, table) = self.command10(r.u16()?)?;
+        let idle_timeout = r.u16()?;
+        let hard_timeout = r.u16()?;
         let priority = r.u16()?;
         r.u32()?;
         let out_port = ofpp::from16(r.u16()?);
-        let flags = r.u16()?;
+        let flags = r.u16()? & 3;
+        let actions = decode_actions(r.rest(), OFP10)?;
+        finish_flow_mod(FlowMod {
+            command,
+            table,
+            m,
+            // OpenFlow 1.0: an exact-match rule has the highest priority.
+            priority: if is_exact10(body) { u16::MAX } else { priority },
+            cookie: 0,
+            cookie_mask: 0,
+            new_cookie: keep_if_all_ones(cookie),
+            idle_timeout,
+            hard_timeout,
+            importance: 0,
+            flags,
+            out_port,
+            out_group: OFPG_ANY,
+            actions,
+        })
+    }
+
+    fn decode_nx_flow_mod(&self, r: &mut Reader) -> Result<FlowMod, OfError> {
+        let new_cookie = keep_if_all_ones(r.u64()?);
+        let (command, table) = self.command10(r.u16()?)?;
+        let idle_timeout = r.u16()?;
+        let hard_timeout = r.u16()?;
+        let priority = r.u16()?;
+        r.u32()?;
+        let out_port = ofpp::from16(r.u16()?);
+        let flags = r.u16()? & 3;
         let match_len = r.u16()? as usize;
         r.skip(6)?;
         let mb = r
@@ -384,22 +381,23 @@ impl Session {
             .map_err(|_| OfError::MatchBadLen)?;
         let (m, cookie_filter) = decode_match(&mb[..match_len])?;
         let actions = decode_actions(r.rest(), OFP10)?;
-        let (fc, fmask) = cookie_filter.unwrap_or((0, 0));
-        let new_cookie = (cookie != u64::MAX).then_some(cookie);
-        self.flow_mod(
-            cmd,
-            fc,
-            fmask,
-            new_cookie,
-            idle,
-            hard,
-            priority,
-            out_port,
-            OFPG_ANY,
-            flags & 3,
+        let (cookie, cookie_mask) = cookie_filter.unwrap_or((0, 0));
+        finish_flow_mod(FlowMod {
+            command,
+            table,
             m,
+            priority,
+            cookie,
+            cookie_mask,
+            new_cookie,
+            idle_timeout,
+            hard_timeout,
+            importance: 0,
+            flags,
+            out_port,
+            out_group: OFPG_ANY,
             actions,
-        )
+        })
     }
 
     fn decode_flow_mod13(&self, body: &[u8]) -> Result<FlowMod, OfError> {
@@ -407,91 +405,52 @@ impl Session {
         let cookie = r.u64()?;
         let cookie_mask = r.u64()?;
         let table = r.u8()?;
-        let cmd = r.u8()? as u16;
-        let idle = r.u16()?;
-        let hard = r.u16()?;
+        let command = command(r.u8()?)?;
+        let idle_timeout = r.u16()?;
+        let hard_timeout = r.u16()?;
         let priority = r.u16()?;
         r.u32()?;
         let out_port = r.u32()?;
         let out_group = r.u32()?;
-        let flags = r.u16()?;
+        let flags = r.u16()? & 0x1f;
         r.skip(2)?;
         let m = read_ofp13_match(&mut r)?;
         let actions = decode_instructions(r.rest(), table)?;
-        let add = cmd == 0;
-        let mut fm = self.flow_mod(
-            cmd | (table as u16) << 8,
-            if add { 0 } else { cookie },
-            if add { 0 } else { cookie_mask },
-            add.then_some(cookie),
-            idle,
-            hard,
-            priority,
-            out_port,
-            out_group,
-            flags & 0x1f,
-            m,
-            actions,
-        )?;
-        fm.table = table;
-        Ok(fm)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn flow_mod(
-        &self,
-        cmd: u16,
-        cookie: u64,
-        cookie_mask: u64,
-        new_cookie: Option<u64>,
-        idle: u16,
-        hard: u16,
-        priority: u16,
-        out_port: u32,
-        out_group: u32,
-        flags: u16,
-        m: Match,
-        actions: Vec<rvs_dataplane::flow::action::Action>,
-    ) -> Result<FlowMod, OfError> {
-        let command = match cmd & 0xff {
-            0 => Command::Add,
-            1 => Command::Modify,
-            2 => Command::ModifyStrict,
-            3 => Command::Delete,
-            4 => Command::DeleteStrict,
-            _ => return Err(OfError::FlowBadCommand),
-        };
-        let table = if self.version != OFP10 || self.table_ext {
-            (cmd >> 8) as u8
-        } else if command == Command::Add {
-            0
-        } else {
-            OFPTT_ALL
-        };
-        if command == Command::Add && table == OFPTT_ALL {
-            return Err(OfError::FlowBadTableId);
-        }
-        let is_add = command == Command::Add;
-        Ok(FlowMod {
+        // An add's cookie is the new rule's; otherwise it filters (under
+        // the mask) and the rules keep theirs.
+        let add = command == Command::Add;
+        finish_flow_mod(FlowMod {
             command,
             table,
             m,
             priority,
-            cookie: if is_add {
-                new_cookie.unwrap_or(0)
-            } else {
-                cookie
-            },
-            cookie_mask: if is_add { 0 } else { cookie_mask },
-            new_cookie: if is_add { None } else { new_cookie },
-            idle_timeout: idle,
-            hard_timeout: hard,
+            cookie,
+            cookie_mask,
+            new_cookie: add.then_some(cookie),
+            idle_timeout,
+            hard_timeout,
             importance: 0,
             flags,
             out_port,
             out_group,
             actions,
         })
+    }
+
+    /// An OpenFlow 1.0 or Nicira flow_mod's command and table: the table
+    /// rides in the command's high byte once NXT_FLOW_MOD_TABLE_ID is on
+    /// (or on a 1.3 session); otherwise an add goes to table 0 and the rest
+    /// apply to all tables.
+    fn command10(&self, cmd: u16) -> Result<(Command, u8), OfError> {
+        let c = command(cmd as u8)?;
+        let table = if self.version != OFP10 || self.table_ext {
+            (cmd >> 8) as u8
+        } else if c == Command::Add {
+            0
+        } else {
+            OFPTT_ALL
+        };
+        Ok((c, table))
     }
 
     fn apply_flow_mod(&mut self, fm: &FlowMod) -> Result<(), OfError> {
@@ -883,6 +842,36 @@ impl Session {
             })
             .collect()
     }
+}
+
+fn command(c: u8) -> Result<Command, OfError> {
+    Ok(match c {
+        0 => Command::Add,
+        1 => Command::Modify,
+        2 => Command::ModifyStrict,
+        3 => Command::Delete,
+        4 => Command::DeleteStrict,
+        _ => return Err(OfError::FlowBadCommand),
+    })
+}
+
+/// A cookie field of all ones means "keep the rules' cookies" (what
+/// ovs-ofctl sends for a modify that names none).
+fn keep_if_all_ones(cookie: u64) -> Option<u64> {
+    (cookie != u64::MAX).then_some(cookie)
+}
+
+/// What every flow_mod format shares past decoding: an add needs a real
+/// table, and its cookie is the new rule's rather than a filter.
+fn finish_flow_mod(mut fm: FlowMod) -> Result<FlowMod, OfError> {
+    if fm.command == Command::Add {
+        if fm.table == OFPTT_ALL {
+            return Err(OfError::FlowBadTableId);
+        }
+        fm.cookie = fm.new_cookie.take().unwrap_or(0);
+        fm.cookie_mask = 0;
+    }
+    Ok(fm)
 }
 
 fn is_exact10(body: &[u8]) -> bool {
