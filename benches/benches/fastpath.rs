@@ -61,6 +61,7 @@ fn snapshot(vlans: [VlanConf; 2]) -> Snapshot<HeapBuf> {
             vlan: v,
             dev: Arc::new(Sink),
             baseline: Default::default(),
+            tunnel: false,
         }));
     }
     s
@@ -85,13 +86,13 @@ fn batch(c: &mut Criterion) {
         let mut b = Burst::new();
         b.push(frame(1, 2));
         process_batch(&snap, 1, &mut b, 0, &stats, &mut tx); // learn 2 on port 1
-        tx.flush(|_, p| p.clear());
+        tx.flush(|_, p, _| p.clear());
         g.bench_function(name, |bench| {
             bench.iter_batched_ref(
                 || (0..BURST).map(|_| frame(2, 1)).collect::<Burst<HeapBuf>>(),
                 |pkts| {
                     process_batch(&snap, 0, pkts, 0, &stats, &mut tx);
-                    tx.flush(|_, p| p.clear());
+                    tx.flush(|_, p, _| p.clear());
                 },
                 BatchSize::SmallInput,
             )

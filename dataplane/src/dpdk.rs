@@ -24,6 +24,10 @@ impl PacketBuf for Mbuf {
         Mbuf::adj(self, n)
     }
     #[inline]
+    fn trim(&mut self, n: u16) -> bool {
+        Mbuf::trim(self, n)
+    }
+    #[inline]
     fn deep_copy(&self) -> Option<Self> {
         Mbuf::deep_copy(self)
     }

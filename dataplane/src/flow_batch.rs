@@ -3,12 +3,12 @@
 //! the classifier and cache it), count the hit rules once per run of
 //! packets, and carry out the datapath ops.
 use crate::flow::cache::{hash_key, FlowCache};
-use crate::flow::extract::extract_into;
+use crate::flow::extract::{extract_into, TunnelMeta};
 use crate::flow::key::{packet_words_eq, FlowKey, PACKET_WORDS};
 use crate::flow::rewrite;
 use crate::flow::rule::Pipeline;
 use crate::flow::xlate::{translate, translate_actions, DpOp, PortView, Xlate};
-use crate::normal::{count_rx, Normal};
+use crate::normal::Normal;
 use crate::packet::PacketBuf;
 use crate::snapshot::{BridgeEntry, Inject, PacketIn, Snapshot};
 use crate::stats::{DropReason, PmdStats};
@@ -26,14 +26,20 @@ struct Exec<'a, 'b, P: PacketBuf> {
     stats: &'a PmdStats,
     tx: &'b mut TxBuffers<P>,
     normal: Option<Normal<'a, P>>,
+    /// The packet's tunnel fields as the actions so far left them.
+    tun: TunnelMeta,
 }
 
+/// Runs a batch that arrived on `in_slot` (and was counted there) through
+/// the pipeline; `tun` holds each packet's tunnel fields when the port is
+/// a tunnel.
 #[allow(clippy::too_many_arguments)]
 pub fn process_batch<P: PacketBuf>(
     snap: &Snapshot<P>,
     pipe: &Pipeline,
     in_slot: u16,
     pkts: &mut Burst<P>,
+    tun: Option<&[TunnelMeta]>,
     now: u32,
     stats: &PmdStats,
     tx: &mut TxBuffers<P>,
@@ -44,7 +50,6 @@ pub fn process_batch<P: PacketBuf>(
         pkts.clear();
         return;
     };
-    count_rx(stats, in_slot, pkts);
     let bridge = &snap.bridges[port.bridge as usize];
     let stamp = (pipe.generation, snap.version);
     let mut ex = Exec {
@@ -56,14 +61,16 @@ pub fn process_batch<P: PacketBuf>(
         stats,
         tx,
         normal: None,
+        tun: TunnelMeta::default(),
     };
     // The current run of packets with one key: a burst is mostly runs of
     // one flow, and a run costs one cache probe and one counter update.
     let mut run: Option<(Arc<Xlate>, [u64; PACKET_WORDS], u64, u64)> = None;
     let (mut hits, mut misses) = (0u64, 0u64);
-    for pkt in pkts.drain(..) {
+    for (i, pkt) in pkts.drain(..).enumerate() {
         let mut key = FlowKey::default();
-        if extract_into(pkt.data(), port.ofport, None, &mut key).is_err() {
+        let meta = tun.and_then(|t| t.get(i));
+        if extract_into(pkt.data(), port.ofport, meta, &mut key).is_err() {
             stats.drop(DropReason::Malformed, Some(in_slot), 1);
             continue;
         }
@@ -106,6 +113,7 @@ pub fn process_batch<P: PacketBuf>(
             }
             continue;
         }
+        ex.tun = meta.copied().unwrap_or_default();
         ex.run(&xl.ops, xl.last_consumer, pkt);
     }
     if let Some((r, _, n, b)) = run {
@@ -162,6 +170,7 @@ pub fn inject<P: PacketBuf>(
         stats,
         tx,
         normal: None,
+        tun: TunnelMeta::default(),
     };
     if let Some(reason) = xl.drop {
         stats.drop(reason, None, 1);
@@ -206,6 +215,7 @@ impl<'a, P: PacketBuf> Exec<'a, '_, P> {
                         return;
                     }
                 }
+                DpOp::SetTunnel(t) => self.tun = *t,
                 DpOp::Learn(l) => {
                     if l.due(self.now) {
                         // Full: the control thread is behind; the next
@@ -228,9 +238,15 @@ impl<'a, P: PacketBuf> Exec<'a, '_, P> {
         match op {
             DpOp::Output(slot) => {
                 let slot = *slot;
-                if self.snap.port(slot).is_none() {
-                    self.stats.drop(DropReason::NoPort, None, 1);
-                } else if self.tx.push(slot, pkt).is_err() {
+                let queued = match self.snap.port(slot) {
+                    None => {
+                        self.stats.drop(DropReason::NoPort, None, 1);
+                        return;
+                    }
+                    Some(p) if p.tunnel => self.tx.push_tunnel(slot, pkt, self.tun),
+                    Some(_) => self.tx.push(slot, pkt),
+                };
+                if queued.is_err() {
                     self.stats.drop(DropReason::TxFull, None, 1);
                     self.stats.ports[slot as usize].tx_dropped.add(1);
                 }
@@ -246,7 +262,9 @@ impl<'a, P: PacketBuf> Exec<'a, '_, P> {
             }
             DpOp::Clone(sub) => {
                 let last = sub.iter().rposition(DpOp::consumes);
+                let saved = self.tun;
                 self.run(sub, last, pkt);
+                self.tun = saved;
             }
             DpOp::FastFailover(alts) => {
                 let live = alts.iter().find(|(watch, _)| {
@@ -255,7 +273,9 @@ impl<'a, P: PacketBuf> Exec<'a, '_, P> {
                 match live {
                     Some((_, sub)) => {
                         let last = sub.iter().rposition(DpOp::consumes);
+                        let saved = self.tun;
                         self.run(sub, last, pkt);
+                        self.tun = saved;
                     }
                     None => self.stats.drop(DropReason::FlowDrop, Some(self.in_slot), 1),
                 }

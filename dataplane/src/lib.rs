@@ -19,6 +19,7 @@ pub mod packet;
 pub mod pmd;
 pub mod snapshot;
 pub mod stats;
+pub mod tunnel;
 pub mod txbuf;
 pub mod vlan;
 pub mod wire;

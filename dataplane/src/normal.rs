@@ -87,6 +87,10 @@ impl<'a, P: PacketBuf> Normal<'a, P> {
                 self.hits += 1;
                 stats.drop(DropReason::SamePort, Some(in_slot), 1);
             }
+            Some(out) if self.port.tunnel && self.snap.port(out).is_some_and(|p| p.tunnel) => {
+                self.hits += 1;
+                stats.drop(DropReason::SplitHorizon, Some(in_slot), 1);
+            }
             Some(out) => {
                 self.hits += 1;
                 output(self.snap, stats, tx, out, vlan, tagged, pkt);
@@ -125,18 +129,34 @@ pub fn process_batch<P: PacketBuf>(
     stats: &PmdStats,
     tx: &mut TxBuffers<P>,
 ) -> u64 {
-    let n = pkts.len() as u64;
-    let Some(mut normal) = Normal::new(snap, in_slot, now) else {
-        stats.drop(DropReason::NoPort, None, n);
+    if snap.port(in_slot).is_none() {
+        stats.drop(DropReason::NoPort, None, pkts.len() as u64);
         pkts.clear();
         return 0;
-    };
+    }
     let bytes = count_rx(stats, in_slot, pkts);
+    forward_batch(snap, in_slot, pkts, now, stats, tx);
+    bytes
+}
+
+/// As `process_batch` for packets already counted where they came from.
+pub fn forward_batch<P: PacketBuf>(
+    snap: &Snapshot<P>,
+    in_slot: u16,
+    pkts: &mut Burst<P>,
+    now: u32,
+    stats: &PmdStats,
+    tx: &mut TxBuffers<P>,
+) {
+    let Some(mut normal) = Normal::new(snap, in_slot, now) else {
+        stats.drop(DropReason::NoPort, None, pkts.len() as u64);
+        pkts.clear();
+        return;
+    };
     for pkt in pkts.drain(..) {
         normal.forward(pkt, stats, tx);
     }
     normal.finish(stats);
-    bytes
 }
 
 /// Counts a received batch on its port and PMD. Returns its bytes.
@@ -171,13 +191,15 @@ fn flood<P: PacketBuf>(
     pkt: P,
 ) {
     stats.flood_packets.add(1);
+    // Split horizon: what came out of a tunnel never floods into another.
+    let from_tunnel = snap.port(in_slot).is_some_and(|p| p.tunnel);
     let mut pending: Option<u16> = None;
     for &s in &bridge.ports {
         if s == in_slot {
             continue;
         }
         match snap.port(s) {
-            Some(p) if p.vlan.member(vlan) => {}
+            Some(p) if p.vlan.member(vlan) && !(from_tunnel && p.tunnel) => {}
             _ => continue,
         }
         // Send a copy to the previous member and keep the original for the
@@ -215,7 +237,12 @@ pub(crate) fn output<P: PacketBuf>(
         stats.ports[out as usize].tx_dropped.add(1);
         return;
     }
-    if tx.push(out, pkt).is_err() {
+    let queued = if port.tunnel {
+        tx.push_tunnel(out, pkt, Default::default())
+    } else {
+        tx.push(out, pkt)
+    };
+    if queued.is_err() {
         stats.drop(DropReason::TxFull, None, 1);
         stats.ports[out as usize].tx_dropped.add(1);
     }

@@ -8,6 +8,9 @@ pub trait PacketBuf: Send + Sized {
     fn prepend(&mut self, n: u16) -> bool;
     /// Removes `n` bytes from the front.
     fn adj(&mut self, n: u16) -> bool;
+    /// Removes `n` bytes from the end; false (and no change) when the
+    /// packet is shorter or spans several buffers.
+    fn trim(&mut self, n: u16) -> bool;
     /// An independent copy, None when no buffer is left.
     fn deep_copy(&self) -> Option<Self>;
     /// Bytes on the wire (all segments).
@@ -55,6 +58,13 @@ impl PacketBuf for HeapBuf {
             return false;
         }
         self.off += n as usize;
+        true
+    }
+    fn trim(&mut self, n: u16) -> bool {
+        if self.buf.len() - self.off < n as usize {
+            return false;
+        }
+        self.buf.truncate(self.buf.len() - n as usize);
         true
     }
     fn deep_copy(&self) -> Option<Self> {

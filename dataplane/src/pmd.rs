@@ -2,10 +2,13 @@
 //! over bursts, never waiting for the control plane.
 use crate::flow::cache::FlowCache;
 use crate::flow_batch;
-use crate::normal::process_batch;
+use crate::normal::{count_rx, forward_batch};
 use crate::packet::PacketBuf;
 use crate::snapshot::{PmdShared, Snapshot, Switch};
 use crate::stats::{DropReason, PmdStats};
+use crate::tunnel::path::{self as tnl_path, TnlLocal};
+use crate::tunnel::state::TnlState;
+use crate::tunnel::TunnelMeta;
 use crate::txbuf::TxBuffers;
 use crate::Burst;
 use std::sync::atomic::Ordering;
@@ -34,11 +37,14 @@ impl Clock {
     }
 }
 
-/// What one PMD thread owns: its tx buffers, rx burst and flow cache.
+/// What one PMD thread owns: its tx buffers, rx burst, flow cache and
+/// tunnel recirculation.
 pub struct PmdLocal<P: PacketBuf> {
     pub tx: TxBuffers<P>,
     pub burst: Burst<P>,
     pub cache: FlowCache,
+    pub tnl: TnlLocal<P>,
+    spare: Vec<tnl_path::Recirc<P>>,
 }
 
 impl<P: PacketBuf> PmdLocal<P> {
@@ -47,6 +53,8 @@ impl<P: PacketBuf> PmdLocal<P> {
             tx: TxBuffers::default(),
             burst: Burst::new(),
             cache: FlowCache::new(cache_entries),
+            tnl: TnlLocal::default(),
+            spare: Vec::new(),
         }
     }
 }
@@ -60,7 +68,13 @@ pub fn poll_once<P: PacketBuf>(
     clock: &Clock,
     now: u32,
 ) -> usize {
-    let PmdLocal { tx, burst, cache } = local;
+    let PmdLocal {
+        tx,
+        burst,
+        cache,
+        tnl,
+        spare,
+    } = local;
     // Announce a new epoch before loading the snapshot: once the control
     // thread sees it, we hold nothing older than its swap. An unchanged
     // epoch was announced already, so the common case is one plain load.
@@ -84,21 +98,30 @@ pub fn poll_once<P: PacketBuf>(
             continue;
         }
         got += n;
-        let bridge = &snap.bridges[port.bridge as usize];
-        let pipe = bridge.flows.published.load();
-        match &pipe.only_normal {
-            // The default table: NORMAL over the whole batch, the rule
-            // credited once.
-            Some(rule) => {
-                let bytes = process_batch(&snap, rq.slot, burst, now, stats, tx);
-                rule.stats.hit(n as u64, bytes, now);
-            }
-            None => flow_batch::process_batch(&snap, &pipe, rq.slot, burst, now, stats, tx, cache),
-        }
-        flush(&snap, me.index as u16, stats, tx);
+        let bytes = count_rx(stats, rq.slot, burst);
+        run_batch(&snap, rq.slot, burst, None, bytes, now, stats, tx, cache);
+        let mut d = Drain {
+            snap: &snap,
+            txq: me.index as u16,
+            now,
+            stats,
+            events: &switch.tnl_events,
+        };
+        d.run(tx, cache, tnl, spare);
     }
     if me.index == 0 {
-        got += inject_packet_outs(switch, &snap, now, stats, tx);
+        let n = inject_packet_outs(switch, &snap, now, stats, tx);
+        if n > 0 {
+            got += n;
+            let mut d = Drain {
+                snap: &snap,
+                txq: 0,
+                now,
+                stats,
+                events: &switch.tnl_events,
+            };
+            d.run(tx, cache, tnl, spare);
+        }
     }
     let dt = (clock.cycles)().wrapping_sub(t0);
     stats.iterations.add(1);
@@ -138,20 +161,139 @@ fn inject_packet_outs<P: PacketBuf>(
             }
         }
     }
-    if n > 0 {
-        flush(snap, 0, stats, tx);
-    }
     n
 }
 
+/// Runs a batch received on `slot` (already counted) through its bridge:
+/// NORMAL over the whole batch while the bridge has only the default
+/// table (its rule credited once), the OpenFlow pipeline otherwise.
+#[allow(clippy::too_many_arguments)]
 #[inline]
-fn flush<P: PacketBuf>(snap: &Snapshot<P>, txq: u16, stats: &PmdStats, tx: &mut TxBuffers<P>) {
-    tx.flush(|slot, b| {
-        let n = b.len() as u64;
-        let Some(port) = snap.port(slot) else {
-            stats.drop(DropReason::NoPort, None, n);
-            return;
-        };
+fn run_batch<P: PacketBuf>(
+    snap: &Snapshot<P>,
+    slot: u16,
+    pkts: &mut Burst<P>,
+    tun: Option<&[TunnelMeta]>,
+    bytes: u64,
+    now: u32,
+    stats: &PmdStats,
+    tx: &mut TxBuffers<P>,
+    cache: &mut FlowCache,
+) {
+    let Some(port) = snap.port(slot) else {
+        stats.drop(DropReason::NoPort, None, pkts.len() as u64);
+        pkts.clear();
+        return;
+    };
+    let pipe = snap.bridges[port.bridge as usize].flows.published.load();
+    match &pipe.only_normal {
+        Some(rule) => {
+            rule.stats.hit(pkts.len() as u64, bytes, now);
+            forward_batch(snap, slot, pkts, now, stats, tx);
+        }
+        None => flow_batch::process_batch(snap, &pipe, slot, pkts, tun, now, stats, tx, cache),
+    }
+}
+
+/// Recirculation passes before what is left is dropped: encap and decap
+/// take one each, and nothing legitimate nests deeper.
+const MAX_PASSES: usize = 4;
+
+/// Sends what a batch queued, and runs what tunnels hand back (outer
+/// frames through the underlay bridge, inner frames through the tenant
+/// bridge) until nothing is left.
+struct Drain<'a, P: PacketBuf> {
+    snap: &'a Snapshot<P>,
+    txq: u16,
+    now: u32,
+    stats: &'a PmdStats,
+    events: &'a std::sync::mpsc::SyncSender<crate::tunnel::TnlEvent>,
+}
+
+impl<P: PacketBuf> Drain<'_, P> {
+    fn run(
+        &mut self,
+        tx: &mut TxBuffers<P>,
+        cache: &mut FlowCache,
+        tnl: &mut TnlLocal<P>,
+        spare: &mut Vec<tnl_path::Recirc<P>>,
+    ) {
+        let st = self.snap.tnl.load();
+        for pass in 0.. {
+            self.flush(&st, tx, tnl);
+            if tnl.recirc.is_empty() {
+                return;
+            }
+            std::mem::swap(&mut tnl.recirc, spare);
+            for mut g in spare.drain(..) {
+                if pass >= MAX_PASSES {
+                    self.stats
+                        .drop(DropReason::RecursionLimit, None, g.pkts.len() as u64);
+                    continue;
+                }
+                let bytes = if g.count {
+                    count_rx(self.stats, g.slot, &g.pkts)
+                } else {
+                    g.pkts.iter().map(|p| p.wire_len() as u64).sum()
+                };
+                let meta = (!g.meta.is_empty()).then_some(&g.meta[..]);
+                run_batch(
+                    self.snap,
+                    g.slot,
+                    &mut g.pkts,
+                    meta,
+                    bytes,
+                    self.now,
+                    self.stats,
+                    tx,
+                    cache,
+                );
+            }
+        }
+    }
+
+    #[inline]
+    fn flush(&mut self, st: &TnlState, tx: &mut TxBuffers<P>, tnl: &mut TnlLocal<P>) {
+        let (snap, txq, stats) = (self.snap, self.txq, self.stats);
+        tx.flush(|slot, b, metas| {
+            let n = b.len() as u64;
+            let Some(port) = snap.port(slot) else {
+                stats.drop(DropReason::NoPort, None, n);
+                return;
+            };
+            if port.tunnel {
+                match st.ports.get(&slot) {
+                    Some(tp) => {
+                        tnl_path::encap(st, tp, slot, b, metas, self.now, stats, tnl, self.events)
+                    }
+                    None => {
+                        stats.drop(DropReason::TunnelNoRoute, None, n);
+                        stats.ports[slot as usize].tx_dropped.add(n);
+                    }
+                }
+                return;
+            }
+            if let Some(ep) = st.endpoints.get(&slot) {
+                tnl_path::decap(st, ep, slot, b, stats, tnl, self.events);
+                if b.is_empty() {
+                    return;
+                }
+            }
+            send(port, slot, txq, stats, b);
+        });
+    }
+}
+
+#[inline]
+fn send<P: PacketBuf>(
+    port: &crate::snapshot::PortEntry<P>,
+    slot: u16,
+    txq: u16,
+    stats: &PmdStats,
+    b: &mut Burst<P>,
+) {
+    let n = b.len() as u64;
+    {
         let pc = &stats.ports[slot as usize];
         if port.dev.tx_down() {
             stats.drop(DropReason::TxPortDown, None, n);
@@ -171,7 +313,7 @@ fn flush<P: PacketBuf>(snap: &Snapshot<P>, txq: u16, stats: &PmdStats, tx: &mut 
         }
         pc.tx_packets.add(sent);
         stats.tx_packets.add(sent);
-    });
+    }
 }
 
 /// The PMD thread body, until `stop` is set.

@@ -9,6 +9,8 @@ use crate::mac_table::MacTable;
 use crate::netdev::NetDev;
 use crate::packet::PacketBuf;
 use crate::stats::{PmdStats, PortTotals};
+use crate::tunnel::state::TnlState;
+use crate::tunnel::TnlEvent;
 use crate::vlan::VlanConf;
 use arc_swap::ArcSwap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -25,6 +27,8 @@ pub struct PortEntry<P: PacketBuf> {
     /// The slot's counters when this port got it (they are cumulative per
     /// slot).
     pub baseline: PortTotals,
+    /// A gre/vxlan port: sending means encapsulating (see `tunnel`).
+    pub tunnel: bool,
 }
 
 pub struct BridgeEntry {
@@ -146,6 +150,9 @@ pub struct Snapshot<P: PacketBuf> {
     pub bridges: Vec<BridgeEntry>,
     /// Rx queues each PMD polls, by PMD index.
     pub rxqs: Vec<Vec<RxqRef>>,
+    /// Tunnel plans for this snapshot's ports; the control thread swaps in
+    /// a new one when routes or neighbours change, without a new snapshot.
+    pub tnl: ArcSwap<TnlState>,
 }
 
 impl<P: PacketBuf> Snapshot<P> {
@@ -155,6 +162,7 @@ impl<P: PacketBuf> Snapshot<P> {
             ports: Vec::new(),
             bridges: Vec::new(),
             rxqs: vec![Vec::new(); n_pmds],
+            tnl: ArcSwap::from_pointee(TnlState::default()),
         }
     }
 
@@ -187,6 +195,10 @@ pub struct Switch<P: PacketBuf> {
     /// Makes a packet from bytes (packet-outs); set once by the owner of
     /// the buffer pools.
     pub packet_alloc: std::sync::OnceLock<PacketAlloc<P>>,
+    /// Neighbours seen and next hops wanted, from PMDs to the control
+    /// thread that keeps the tunnel underlay.
+    pub tnl_events: SyncSender<TnlEvent>,
+    pub tnl_events_rx: Mutex<Receiver<TnlEvent>>,
 }
 
 /// Builds a packet buffer holding the given frame.
@@ -214,6 +226,7 @@ impl<P: PacketBuf> Switch<P> {
                 })
             })
             .collect::<Vec<_>>();
+        let (tev, tev_rx) = std::sync::mpsc::sync_channel(4096);
         Arc::new(Switch {
             snap: ArcSwap::from_pointee(Snapshot::empty(pmds.len())),
             epoch: AtomicU64::new(0),
@@ -221,6 +234,8 @@ impl<P: PacketBuf> Switch<P> {
             started: Instant::now(),
             emc_entries,
             packet_alloc: std::sync::OnceLock::new(),
+            tnl_events: tev,
+            tnl_events_rx: Mutex::new(tev_rx),
         })
     }
 

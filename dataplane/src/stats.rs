@@ -53,10 +53,29 @@ pub enum DropReason {
     NoGroup,
     /// Sent to the controller, and no controller takes packet-ins.
     Controller,
+    /// NORMAL would have sent a frame from one tunnel port to another
+    /// (split horizon: a full mesh of tunnels must not loop).
+    SplitHorizon,
+    /// No route to a tunnel's remote endpoint through a bridge.
+    TunnelNoRoute,
+    /// The next hop's MAC is not resolved (yet): an ARP request is out.
+    TunnelNoNeighbor,
+    /// The frame does not fit the tunnel's underlay MTU.
+    MtuExceeded,
+    /// Tunnel traffic for us with no tunnel port for its key/VNI and
+    /// remote.
+    TunnelUnknownKey,
+    /// GRE with routing/version/unknown flags, VXLAN without exactly the
+    /// I flag.
+    TunnelBadFlags,
+    /// Outer IPv4, GRE or UDP checksum wrong.
+    TunnelBadChecksum,
+    /// Truncated outer headers, an outer fragment, a non-Ethernet payload.
+    TunnelMalformed,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 14] = [
+    pub const ALL: [DropReason; 22] = [
         DropReason::Malformed,
         DropReason::VlanDenied,
         DropReason::SamePort,
@@ -71,6 +90,14 @@ impl DropReason {
         DropReason::RecursionLimit,
         DropReason::NoGroup,
         DropReason::Controller,
+        DropReason::SplitHorizon,
+        DropReason::TunnelNoRoute,
+        DropReason::TunnelNoNeighbor,
+        DropReason::MtuExceeded,
+        DropReason::TunnelUnknownKey,
+        DropReason::TunnelBadFlags,
+        DropReason::TunnelBadChecksum,
+        DropReason::TunnelMalformed,
     ];
 
     pub fn name(self) -> &'static str {
@@ -89,6 +116,14 @@ impl DropReason {
             DropReason::RecursionLimit => "recursion-limit",
             DropReason::NoGroup => "no-group",
             DropReason::Controller => "to-controller",
+            DropReason::SplitHorizon => "split-horizon",
+            DropReason::TunnelNoRoute => "tunnel-no-route",
+            DropReason::TunnelNoNeighbor => "tunnel-no-neighbor",
+            DropReason::MtuExceeded => "mtu-exceeded",
+            DropReason::TunnelUnknownKey => "tunnel-unknown-key",
+            DropReason::TunnelBadFlags => "tunnel-bad-flags",
+            DropReason::TunnelBadChecksum => "tunnel-bad-checksum",
+            DropReason::TunnelMalformed => "tunnel-malformed",
         }
     }
 }
@@ -142,6 +177,8 @@ pub struct PmdStats {
     pub emc_misses: Counter,
     pub drops: [Counter; DropReason::ALL.len()],
     pub ports: Box<[PortCounters]>,
+    /// Per tunnel key/VNI.
+    pub tunnels: crate::tunnel::stats::KeyStats,
 }
 
 impl Default for PmdStats {
@@ -160,6 +197,7 @@ impl Default for PmdStats {
             emc_misses: Counter::default(),
             drops: Default::default(),
             ports: (0..MAX_PORTS).map(|_| PortCounters::default()).collect(),
+            tunnels: Default::default(),
         }
     }
 }

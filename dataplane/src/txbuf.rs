@@ -1,11 +1,16 @@
 //! Per-output-port bursts collected while a batch is processed and flushed
 //! at its end, so each port sees one tx call per batch.
 use crate::packet::PacketBuf;
-use crate::{Burst, MAX_PORTS};
+use crate::tunnel::TunnelMeta;
+use crate::{Burst, BURST, MAX_PORTS};
+use arrayvec::ArrayVec;
 
 pub struct TxBuffers<P> {
     bufs: Vec<Burst<P>>,
     dirty: Vec<u16>,
+    /// Tunnel fields of what was queued for tunnel ports (few per batch:
+    /// searched, not indexed).
+    tun: Vec<(u16, ArrayVec<TunnelMeta, BURST>)>,
 }
 
 impl<P: PacketBuf> Default for TxBuffers<P> {
@@ -13,6 +18,7 @@ impl<P: PacketBuf> Default for TxBuffers<P> {
         TxBuffers {
             bufs: (0..MAX_PORTS).map(|_| Burst::new()).collect(),
             dirty: Vec::with_capacity(MAX_PORTS),
+            tun: Vec::new(),
         }
     }
 }
@@ -28,12 +34,33 @@ impl<P: PacketBuf> TxBuffers<P> {
         b.try_push(pkt).map_err(|e| e.element())
     }
 
-    /// Hands every non-empty burst to `f`; what `f` leaves in it is freed.
+    /// Queues `pkt` for tunnel port `slot` with the flow's tunnel fields.
+    /// Every packet for a tunnel port must come this way.
     #[inline]
-    pub fn flush(&mut self, mut f: impl FnMut(u16, &mut Burst<P>)) {
+    pub fn push_tunnel(&mut self, slot: u16, pkt: P, meta: TunnelMeta) -> Result<(), P> {
+        self.push(slot, pkt)?;
+        match self.tun.iter_mut().find(|(s, _)| *s == slot) {
+            Some((_, m)) => m.push(meta),
+            None => {
+                let mut m = ArrayVec::new();
+                m.push(meta);
+                self.tun.push((slot, m));
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands every non-empty burst to `f` with its tunnel fields (empty
+    /// unless the port is a tunnel); what `f` leaves in it is freed.
+    #[inline]
+    pub fn flush(&mut self, mut f: impl FnMut(u16, &mut Burst<P>, &[TunnelMeta])) {
         for slot in self.dirty.drain(..) {
             let b = &mut self.bufs[slot as usize];
-            f(slot, b);
+            let meta = match self.tun.iter().position(|(s, _)| *s == slot) {
+                Some(i) => self.tun.swap_remove(i).1,
+                None => ArrayVec::new(),
+            };
+            f(slot, b, &meta);
             b.clear();
         }
     }

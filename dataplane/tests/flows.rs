@@ -34,6 +34,7 @@ fn lab(n: usize) -> Lab {
             vlan: VlanConf::default(),
             dev: d.clone(),
             baseline: Default::default(),
+            tunnel: false,
         }));
         br.add_port(i as u16, i as u32 + 1);
     }

@@ -35,6 +35,7 @@ fn lab(n_bridges: usize, ports: &[(u16, VlanConf)]) -> Lab {
             vlan: v.clone(),
             dev: devs[i].clone(),
             baseline: Default::default(),
+            tunnel: false,
         }));
         snap.bridges[*b as usize].add_port(i as u16, i as u32 + 1);
     }
@@ -236,6 +237,7 @@ fn tx_refusals_are_counted_per_port() {
         vlan: VlanConf::default(),
         dev: l.devs[0].clone(),
         baseline: Default::default(),
+        tunnel: false,
     }));
     snap.ports.push(Some(PortEntry {
         name: "p1".into(),
@@ -244,6 +246,7 @@ fn tx_refusals_are_counted_per_port() {
         vlan: VlanConf::default(),
         dev: small.clone(),
         baseline: Default::default(),
+        tunnel: false,
     }));
     snap.rxqs = assign_rxqs(&[(0, 0)], &[(0, 0, 0), (1, 0, 0)]);
     l.sw.publish(snap);

@@ -44,6 +44,9 @@ pub enum DpOp {
     /// Send to the controllers as a packet-in with this reason (0: no
     /// match — the table-miss flow's doing —, 1: an explicit action).
     Controller(u8),
+    /// The tunnel fields outputs to tunnel ports use from here on
+    /// (set_tunnel, set_field on tun_id/tun_src/tun_dst).
+    SetTunnel(crate::flow::extract::TunnelMeta),
 }
 
 impl DpOp {
@@ -475,6 +478,13 @@ impl<V: PortView> Ctx<'_, V> {
         }
         let ch = |x: Field| f.get(x) != b.get(x);
         let ops = &mut self.ops;
+        if ch(Field::TunId) || ch(Field::TunSrc) || ch(Field::TunDst) {
+            ops.push(DpOp::SetTunnel(crate::flow::extract::TunnelMeta {
+                id: f.get(Field::TunId),
+                src: f.get(Field::TunSrc) as u32,
+                dst: f.get(Field::TunDst) as u32,
+            }));
+        }
         if ch(Field::DlSrc) {
             ops.push(DpOp::SetDlSrc(f.get(Field::DlSrc)));
         }

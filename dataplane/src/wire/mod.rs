@@ -3,8 +3,10 @@
 pub mod arp;
 pub mod checksum;
 pub mod ethernet;
+pub mod gre;
 pub mod ipv4;
 pub mod l4;
+pub mod vxlan;
 
 pub use ethernet::{EthernetFrame, MacAddr};
 

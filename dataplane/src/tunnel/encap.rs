@@ -1,0 +1,372 @@
+//! Encapsulation: a tunnel's outer header is built once per resolved
+//! (route, neighbour) and copied in front of each frame, with only the
+//! lengths, checksum, key and UDP source port filled per packet.
+use super::conf::{TunnelConf, TunnelKind};
+use crate::packet::PacketBuf;
+use crate::wire::checksum;
+use crate::wire::ipv4::{PROTO_GRE, PROTO_UDP};
+use crate::wire::{gre, vxlan};
+
+const ETH: usize = 14;
+const IP: usize = 20;
+const MAX_HEADER: usize = 64;
+/// OVS's default UDP source port range for tunnels.
+const SRC_PORT_MIN: u32 = 32768;
+const SRC_PORT_MAX: u32 = 61000;
+
+/// Who the outer header is from and to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Endpoints {
+    pub src_mac: [u8; 6],
+    pub dst_mac: [u8; 6],
+    pub src_ip: u32,
+    pub dst_ip: u32,
+}
+
+/// An outer header ready to copy: Ethernet, IPv4, and GRE or UDP+VXLAN.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    bytes: [u8; MAX_HEADER],
+    len: u8,
+    kind: TunnelKind,
+    gre_csum: bool,
+    /// Where the key goes (None: GRE without a key).
+    key_at: Option<u8>,
+    /// One's-complement sum of the IPv4 header without its total length
+    /// and checksum: adding the length gives the checksum.
+    ip_sum: u32,
+}
+
+impl Header {
+    pub fn new(conf: &TunnelConf, ep: &Endpoints) -> Header {
+        let mut b = [0u8; MAX_HEADER];
+        b[0..6].copy_from_slice(&ep.dst_mac);
+        b[6..12].copy_from_slice(&ep.src_mac);
+        b[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+        let ip = &mut b[ETH..ETH + IP];
+        ip[0] = 0x45;
+        ip[1] = conf.tos;
+        if conf.df {
+            ip[6] = 0x40;
+        }
+        ip[8] = conf.ttl;
+        ip[9] = match conf.kind {
+            TunnelKind::Gre => PROTO_GRE,
+            TunnelKind::Vxlan => PROTO_UDP,
+        };
+        ip[12..16].copy_from_slice(&ep.src_ip.to_be_bytes());
+        ip[16..20].copy_from_slice(&ep.dst_ip.to_be_bytes());
+        let ip_sum = checksum::sum(ip, 0);
+        let l4 = ETH + IP;
+        let (len, key_at) = match conf.kind {
+            TunnelKind::Gre => {
+                let key = conf.out_key.map(|_| 0u32);
+                let flags = (if conf.csum { gre::FLAG_CSUM } else { 0 })
+                    | (if key.is_some() { gre::FLAG_KEY } else { 0 });
+                let gl = gre::header_len(flags);
+                gre::emit(&mut b[l4..l4 + gl], key, conf.csum);
+                let key_at = key.map(|_| (l4 + if conf.csum { 8 } else { 4 }) as u8);
+                (l4 + gl, key_at)
+            }
+            TunnelKind::Vxlan => {
+                b[l4 + 2..l4 + 4].copy_from_slice(&conf.dst_port.to_be_bytes());
+                vxlan::emit(&mut b[l4 + 8..l4 + 16], 0);
+                (l4 + 8 + vxlan::HEADER_LEN, Some((l4 + 8 + 4) as u8))
+            }
+        };
+        Header {
+            bytes: b,
+            len: len as u8,
+            kind: conf.kind,
+            gre_csum: conf.kind == TunnelKind::Gre && conf.csum,
+            key_at,
+            ip_sum,
+        }
+    }
+
+    /// Bytes the header adds in front of the inner frame.
+    pub fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The outer IPv4 packet's length for an inner frame of `inner` bytes.
+    pub fn outer_ip_len(&self, inner: usize) -> usize {
+        self.len as usize - ETH + inner
+    }
+
+    /// The largest inner IP packet an underlay of `mtu` carries: the
+    /// overhead relative to the inner IP packet is the header plus the
+    /// inner Ethernet header (42 for GRE with a key, 50 for VXLAN).
+    pub fn inner_ip_mtu(&self, mtu: u16) -> u16 {
+        mtu.saturating_sub((self.len as usize - ETH + ETH) as u16)
+    }
+
+    /// Puts the header in front of `pkt`. False (packet unchanged) without
+    /// headroom, or when a GRE checksum is asked for a packet spread over
+    /// several buffers.
+    pub fn push<P: PacketBuf>(&self, pkt: &mut P, key: u64, flow_hash: u32) -> bool {
+        let inner = pkt.wire_len();
+        let hl = self.len as usize;
+        let total = hl - ETH + inner;
+        if total > u16::MAX as usize
+            || (self.gre_csum && inner != pkt.data().len())
+            || !pkt.prepend(hl as u16)
+        {
+            return false;
+        }
+        let d = pkt.data_mut();
+        d[..hl].copy_from_slice(&self.bytes[..hl]);
+        d[ETH + 2..ETH + 4].copy_from_slice(&(total as u16).to_be_bytes());
+        let sum = checksum::finish(self.ip_sum + total as u32);
+        d[ETH + 10..ETH + 12].copy_from_slice(&sum.to_be_bytes());
+        let l4 = ETH + IP;
+        match self.kind {
+            TunnelKind::Vxlan => {
+                let port = SRC_PORT_MIN + flow_hash % (SRC_PORT_MAX - SRC_PORT_MIN);
+                d[l4..l4 + 2].copy_from_slice(&(port as u16).to_be_bytes());
+                d[l4 + 4..l4 + 6].copy_from_slice(&((total - IP) as u16).to_be_bytes());
+                if let Some(at) = self.key_at {
+                    let at = at as usize;
+                    d[at..at + 4].copy_from_slice(&(((key as u32) & 0xff_ffff) << 8).to_be_bytes());
+                }
+            }
+            TunnelKind::Gre => {
+                if let Some(at) = self.key_at {
+                    let at = at as usize;
+                    d[at..at + 4].copy_from_slice(&(key as u32).to_be_bytes());
+                }
+                if self.gre_csum {
+                    let c = checksum::checksum(&d[l4..]);
+                    d[l4 + 4..l4 + 6].copy_from_slice(&c.to_be_bytes());
+                }
+            }
+        }
+        true
+    }
+}
+
+/// A hash of the inner frame's flow (addresses and ports), so one flow
+/// keeps one UDP source port and the underlay's ECMP keeps it in order.
+pub fn inner_hash(frame: &[u8]) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    let mut mix = |b: &[u8]| {
+        for &x in b {
+            h = (h ^ x as u32).wrapping_mul(0x0100_0193);
+        }
+    };
+    if frame.len() < ETH {
+        return 0;
+    }
+    mix(&frame[..12]);
+    let (ty, l3) = match u16::from_be_bytes([frame[12], frame[13]]) {
+        0x8100 if frame.len() >= 18 => (u16::from_be_bytes([frame[16], frame[17]]), 18),
+        t => (t, ETH),
+    };
+    if ty == 0x0800 && frame.len() >= l3 + IP {
+        let ip = &frame[l3..];
+        mix(&ip[9..10]);
+        mix(&ip[12..20]);
+        let ihl = (ip[0] & 0x0f) as usize * 4;
+        if (ip[9] == 6 || ip[9] == 17) && ip.len() >= ihl + 4 {
+            mix(&ip[ihl..ihl + 4]);
+        }
+    }
+    // Fold: the low bits feed the port range.
+    h ^ (h >> 16)
+}
+
+/// Turns `pkt`, an IPv4 frame with DF set that does not fit the tunnel,
+/// into the ICMP fragmentation-needed message that tells its sender the
+/// path MTU (`mtu`, the largest inner IP packet). As Linux does for
+/// bridged tunnels, the message comes from the frame's destination (MACs
+/// and addresses swapped), so it works without the switch owning an
+/// address in the tenant network. False when the frame does not qualify:
+/// not IPv4, no DF, a fragment other than the first, or itself an ICMP
+/// error.
+pub fn frag_needed<P: PacketBuf>(pkt: &mut P, mtu: u16) -> bool {
+    let d = pkt.data();
+    if d.len() < ETH + IP {
+        return false;
+    }
+    let l3 = match u16::from_be_bytes([d[12], d[13]]) {
+        0x0800 => ETH,
+        0x8100 if d.len() >= 18 + IP && u16::from_be_bytes([d[16], d[17]]) == 0x0800 => 18,
+        _ => return false,
+    };
+    let ip = &d[l3..];
+    let ihl = (ip[0] & 0x0f) as usize * 4;
+    let frag = u16::from_be_bytes([ip[6], ip[7]]);
+    if ip[0] >> 4 != 4 || ihl < IP || ip.len() < ihl || frag & 0x4000 == 0 || frag & 0x1fff != 0 {
+        return false;
+    }
+    if ip[9] == 1 && ip.len() > ihl && matches!(ip[ihl], 3 | 4 | 5 | 11 | 12) {
+        return false;
+    }
+    // The quoted part: the original IP header and 8 bytes of payload.
+    let quote_len = (ihl + 8).min(ip.len());
+    let mut msg = [0u8; 18 + IP + 8 + 60 + 8];
+    msg[..l3].copy_from_slice(&d[..l3]);
+    msg[0..6].copy_from_slice(&d[6..12]);
+    msg[6..12].copy_from_slice(&d[0..6]);
+    let (src, dst) = (&ip[16..20], &ip[12..16]);
+    let total = IP + 8 + quote_len;
+    {
+        let o = &mut msg[l3..l3 + IP];
+        o[0] = 0x45;
+        o[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+        o[8] = 64;
+        o[9] = 1;
+        o[12..16].copy_from_slice(src);
+        o[16..20].copy_from_slice(dst);
+        let c = checksum::checksum(o);
+        o[10..12].copy_from_slice(&c.to_be_bytes());
+    }
+    {
+        let icmp = &mut msg[l3 + IP..l3 + total];
+        icmp[0] = 3;
+        icmp[1] = 4;
+        icmp[6..8].copy_from_slice(&mtu.to_be_bytes());
+        icmp[8..8 + quote_len].copy_from_slice(&ip[..quote_len]);
+        let c = checksum::checksum(icmp);
+        icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    }
+    let new_len = l3 + total;
+    let have = pkt.wire_len();
+    if have < new_len || !pkt.trim((have - new_len) as u16) {
+        return false;
+    }
+    pkt.data_mut().copy_from_slice(&msg[..new_len]);
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packet::HeapBuf;
+    use crate::tunnel::conf::Param;
+    use crate::wire::ipv4::Ipv4Packet;
+
+    fn conf(kind: TunnelKind, key: Option<u64>, csum: bool) -> TunnelConf {
+        TunnelConf {
+            kind,
+            remote: Param::Fixed(0x0a00_0002),
+            local: None,
+            in_key: Param::Fixed(key.unwrap_or(0)),
+            out_key: key.map(Param::Fixed),
+            dst_port: if kind == TunnelKind::Vxlan { 4789 } else { 0 },
+            csum,
+            ttl: 64,
+            tos: 0,
+            df: true,
+        }
+    }
+
+    const EP: Endpoints = Endpoints {
+        src_mac: [2, 0, 0, 0, 0, 1],
+        dst_mac: [2, 0, 0, 0, 0, 2],
+        src_ip: 0x0a00_0001,
+        dst_ip: 0x0a00_0002,
+    };
+
+    fn inner(len: usize) -> Vec<u8> {
+        let mut f = vec![0u8; len];
+        f[0..6].copy_from_slice(&[0xaa; 6]);
+        f[6..12].copy_from_slice(&[0xbb; 6]);
+        f[12] = 0x08;
+        f[14] = 0x45;
+        f[16..18].copy_from_slice(&((len - 14) as u16).to_be_bytes());
+        f[20] = 0x40;
+        f[22] = 17;
+        f
+    }
+
+    #[test]
+    fn gre_with_key_is_42_bytes_of_overhead_and_checksums_right() {
+        let h = Header::new(&conf(TunnelKind::Gre, Some(1001), false), &EP);
+        assert_eq!(h.len(), 14 + 20 + 8);
+        assert_eq!(h.inner_ip_mtu(1500), 1500 - 42);
+        let f = inner(100);
+        let mut p = HeapBuf::new(&f);
+        assert!(h.push(&mut p, 1001, 7));
+        let d = p.data();
+        let ip = Ipv4Packet::new_checked(&d[14..]).unwrap();
+        assert_eq!(ip.total_len() as usize, 20 + 8 + 100);
+        assert!(ip.verify_checksum());
+        assert!(ip.dont_frag());
+        assert_eq!((ip.ttl(), ip.protocol()), (64, 47));
+        let g = gre::GreHeader::new_checked(&d[34..]).unwrap();
+        assert_eq!(g.key(), Some(1001));
+        assert_eq!(&d[42..], &f[..]);
+    }
+
+    #[test]
+    fn gre_checksum_and_keyless() {
+        let h = Header::new(&conf(TunnelKind::Gre, Some(5), true), &EP);
+        let mut p = HeapBuf::new(&inner(61));
+        assert!(h.push(&mut p, 5, 0));
+        assert_eq!(checksum::checksum(&p.data()[34..]), 0);
+        let h = Header::new(&conf(TunnelKind::Gre, None, false), &EP);
+        assert_eq!(h.len(), 38);
+        let mut p = HeapBuf::new(&inner(60));
+        assert!(h.push(&mut p, 99, 0));
+        assert_eq!(
+            gre::GreHeader::new_checked(&p.data()[34..]).unwrap().key(),
+            None
+        );
+    }
+
+    #[test]
+    fn vxlan_is_50_bytes_with_vni_and_flow_port() {
+        let h = Header::new(&conf(TunnelKind::Vxlan, Some(0x12_3456), false), &EP);
+        assert_eq!(h.inner_ip_mtu(1500), 1450);
+        let f = inner(200);
+        let (mut a, mut b) = (HeapBuf::new(&f), HeapBuf::new(&f));
+        assert!(h.push(&mut a, 0x12_3456, inner_hash(&f)));
+        assert!(h.push(&mut b, 0x12_3456, inner_hash(&f)));
+        let d = a.data();
+        let udp = &d[34..42];
+        let sport = u16::from_be_bytes([udp[0], udp[1]]);
+        assert!((32768..61000).contains(&sport));
+        assert_eq!(&b.data()[34..36], &udp[0..2], "one flow, one source port");
+        assert_eq!(u16::from_be_bytes([udp[2], udp[3]]), 4789);
+        assert_eq!(u16::from_be_bytes([udp[4], udp[5]]) as usize, 8 + 8 + 200);
+        assert_eq!(
+            &udp[6..8],
+            &[0, 0],
+            "no UDP checksum, as OVS and Linux send"
+        );
+        assert_eq!(
+            vxlan::VxlanHeader::new_checked(&d[42..]).unwrap().vni(),
+            0x12_3456
+        );
+        assert!(Ipv4Packet::new_checked(&d[14..]).unwrap().verify_checksum());
+    }
+
+    #[test]
+    fn frag_needed_quotes_the_header_and_swaps_ends() {
+        let mut f = inner(1500);
+        f[26..30].copy_from_slice(&[192, 168, 1, 1]);
+        f[30..34].copy_from_slice(&[192, 168, 1, 2]);
+        let mut p = HeapBuf::new(&f);
+        assert!(frag_needed(&mut p, 1458));
+        let d = p.data();
+        assert_eq!(d.len(), 14 + 20 + 8 + 28);
+        assert_eq!(&d[0..6], &[0xbb; 6]);
+        let ip = Ipv4Packet::new_checked(&d[14..]).unwrap();
+        assert!(ip.verify_checksum());
+        assert_eq!((ip.src(), ip.dst()), ([192, 168, 1, 2], [192, 168, 1, 1]));
+        let icmp = &d[34..];
+        assert_eq!((icmp[0], icmp[1]), (3, 4));
+        assert_eq!(u16::from_be_bytes([icmp[6], icmp[7]]), 1458);
+        assert_eq!(checksum::checksum(icmp), 0);
+        assert_eq!(&icmp[8..36], &f[14..42]);
+        // Without DF: not answered.
+        let mut g = inner(1500);
+        g[20] = 0;
+        assert!(!frag_needed(&mut HeapBuf::new(&g), 1458));
+    }
+}

@@ -1,0 +1,223 @@
+//! The PMD's tunnel steps, run where a burst for a port is flushed: a
+//! burst for a tunnel port is encapsulated, a burst for an endpoint's
+//! internal port is searched for tunnel traffic to decapsulate. Both hand
+//! their results back as recirculation groups the PMD then runs through
+//! the underlay or tenant bridge.
+use super::conf::Param;
+use super::decap::{classify, Verdict};
+use super::encap::{frag_needed, inner_hash};
+use super::state::{EncapPlan, Endpoint, TnlState, TunnelPort};
+use super::{TnlEvent, TunnelMeta};
+use crate::packet::PacketBuf;
+use crate::stats::{DropReason, PmdStats};
+use crate::wire::arp::{ArpPacket, OP_REPLY};
+use crate::{Burst, BURST};
+use arrayvec::ArrayVec;
+use std::sync::mpsc::SyncSender;
+
+/// Packets to run through the bridge of port `slot` as if received there.
+pub struct Recirc<P> {
+    pub slot: u16,
+    /// Count them as received on the port (decapsulated frames), or not
+    /// (outer frames the underlay sends on the host's behalf).
+    pub count: bool,
+    pub pkts: Burst<P>,
+    /// Tunnel metadata per packet; empty when not from a tunnel.
+    pub meta: ArrayVec<TunnelMeta, BURST>,
+}
+
+/// A PMD's tunnel state between flushes.
+pub struct TnlLocal<P> {
+    pub recirc: Vec<Recirc<P>>,
+    /// The last next hop asked for and when (seconds), so a burst of
+    /// misses asks once.
+    last_resolve: (u32, u32),
+}
+
+impl<P> Default for TnlLocal<P> {
+    fn default() -> Self {
+        TnlLocal {
+            recirc: Vec::new(),
+            last_resolve: (0, u32::MAX),
+        }
+    }
+}
+
+impl<P: PacketBuf> TnlLocal<P> {
+    fn push(&mut self, slot: u16, count: bool, pkt: P, meta: Option<TunnelMeta>) {
+        let fits = |g: &Recirc<P>| {
+            g.slot == slot
+                && g.count == count
+                && !g.pkts.is_full()
+                && g.meta.is_empty() == meta.is_none()
+        };
+        if !self.recirc.last().is_some_and(fits) {
+            self.recirc.push(Recirc {
+                slot,
+                count,
+                pkts: Burst::new(),
+                meta: ArrayVec::new(),
+            });
+        }
+        let g = self.recirc.last_mut().expect("pushed above");
+        g.pkts.push(pkt);
+        if let Some(m) = meta {
+            g.meta.push(m);
+        }
+    }
+}
+
+/// Encapsulates `pkts`, sent to tunnel port `slot` (`metas`: the flow's
+/// tunnel fields per packet, for `flow` options).
+#[allow(clippy::too_many_arguments)]
+pub fn encap<P: PacketBuf>(
+    st: &TnlState,
+    tp: &TunnelPort,
+    slot: u16,
+    pkts: &mut Burst<P>,
+    metas: &[TunnelMeta],
+    now: u32,
+    stats: &PmdStats,
+    local: &mut TnlLocal<P>,
+    events: &SyncSender<TnlEvent>,
+) {
+    let c = &tp.conf;
+    let pc = &stats.ports[slot as usize];
+    let mut dynamic;
+    for (i, mut pkt) in pkts.drain(..).enumerate() {
+        let meta = metas.get(i).copied().unwrap_or_default();
+        let key = match c.out_key {
+            Some(Param::Fixed(k)) => k,
+            Some(Param::Flow) => meta.id,
+            None => 0,
+        };
+        let row = stats.tunnels.row(c.kind, key);
+        let drop = |r: DropReason| {
+            stats.drop(r, None, 1);
+            pc.tx_dropped.add(1);
+            row.dropped.add(1);
+        };
+        let (header, out_slot, mtu) = match &tp.plan {
+            EncapPlan::Ready {
+                header,
+                out_slot,
+                mtu,
+            } => (header, *out_slot, *mtu),
+            EncapPlan::Unresolved(r) => {
+                drop(*r);
+                continue;
+            }
+            EncapPlan::Dynamic => {
+                let src = match c.local {
+                    Some(Param::Fixed(ip)) => ip,
+                    _ => meta.src,
+                };
+                match st.resolve(c, meta.dst, src) {
+                    Ok(r) => {
+                        dynamic = Some(r);
+                        let (h, s, m) = dynamic.as_ref().expect("set");
+                        (h, *s, *m)
+                    }
+                    Err(u) => {
+                        if let Some((s, ip, src)) = u.arp {
+                            if local.last_resolve != (ip, now) {
+                                local.last_resolve = (ip, now);
+                                let _ = events.try_send(TnlEvent::Resolve { slot: s, ip, src });
+                            }
+                        }
+                        drop(u.reason);
+                        continue;
+                    }
+                }
+            }
+        };
+        let len = pkt.wire_len();
+        if header.outer_ip_len(len) > mtu as usize {
+            drop(DropReason::MtuExceeded);
+            // The sender learns the path MTU from the far side of the
+            // tunnel, as if the tunnel port had received the answer.
+            if frag_needed(&mut pkt, header.inner_ip_mtu(mtu)) {
+                let back = TunnelMeta {
+                    id: key,
+                    src: meta.dst,
+                    dst: meta.src,
+                };
+                local.push(slot, false, pkt, Some(back));
+            }
+            continue;
+        }
+        let h = inner_hash(pkt.data());
+        if !header.push(&mut pkt, key, h) {
+            drop(DropReason::PoolEmpty);
+            continue;
+        }
+        pc.tx_packets.add(1);
+        pc.tx_bytes.add(len as u64);
+        row.encap.add(1);
+        local.push(out_slot, false, pkt, None);
+    }
+}
+
+/// Takes the tunnel traffic for this endpoint out of `pkts` (a burst for
+/// its internal port) and queues it, decapsulated, for its tunnel ports;
+/// what is not tunnel traffic stays for the kernel. ARP replies to the
+/// endpoint's addresses are reported for the neighbour cache.
+pub fn decap<P: PacketBuf>(
+    st: &TnlState,
+    ep: &Endpoint,
+    slot: u16,
+    pkts: &mut Burst<P>,
+    stats: &PmdStats,
+    local: &mut TnlLocal<P>,
+    events: &SyncSender<TnlEvent>,
+) {
+    let term = st.terminator(ep);
+    let mut keep = Burst::<P>::new();
+    for mut pkt in pkts.drain(..) {
+        match classify(pkt.data(), &term) {
+            Verdict::Other => {
+                snoop_arp(pkt.data(), ep, slot, events);
+                keep.push(pkt);
+            }
+            Verdict::Drop(r) => stats.drop(r, None, 1),
+            Verdict::Tunnel(o) => {
+                let row = stats.tunnels.row(o.kind, o.key);
+                let Some(tslot) = st.rx.lookup(&o) else {
+                    stats.drop(DropReason::TunnelUnknownKey, None, 1);
+                    row.dropped.add(1);
+                    continue;
+                };
+                if !pkt.adj(o.strip as u16) || (o.trim > 0 && !pkt.trim(o.trim as u16)) {
+                    stats.drop(DropReason::TunnelMalformed, None, 1);
+                    row.dropped.add(1);
+                    continue;
+                }
+                row.decap.add(1);
+                let meta = TunnelMeta {
+                    id: o.key,
+                    src: o.src,
+                    dst: o.dst,
+                };
+                local.push(tslot, true, pkt, Some(meta));
+            }
+        }
+    }
+    *pkts = keep;
+}
+
+fn snoop_arp(frame: &[u8], ep: &Endpoint, slot: u16, events: &SyncSender<TnlEvent>) {
+    if frame.len() < 14 + crate::wire::arp::LEN || frame[12..14] != [0x08, 0x06] {
+        return;
+    }
+    let Ok(a) = ArpPacket::new_checked(&frame[14..]) else {
+        return;
+    };
+    let tpa = u32::from_be_bytes(a.tpa());
+    if a.op() == OP_REPLY && ep.ips.contains(&tpa) {
+        let _ = events.try_send(TnlEvent::Neighbor {
+            slot,
+            ip: u32::from_be_bytes(a.spa()),
+            mac: a.sha().0,
+        });
+    }
+}
