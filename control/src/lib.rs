@@ -15,4 +15,5 @@ pub mod openflow;
 pub mod pidfile;
 pub mod ports;
 pub mod reconcile;
+pub mod underlay;
 pub mod unixctl;

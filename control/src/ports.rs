@@ -18,10 +18,12 @@ pub const TYPES: &[&str] = &[
     "internal",
     "system",
     "tap",
+    "gre",
+    "vxlan",
 ];
 /// Types OVS knows that this rvs does not carry yet.
 const NOT_YET: &[&str] = &[
-    "gre", "vxlan", "geneve", "patch", "stt", "lisp", "erspan", "ip6gre", "bareudp", "gtpu", "srv6",
+    "geneve", "patch", "stt", "lisp", "erspan", "ip6gre", "bareudp", "gtpu", "srv6",
 ];
 
 /// Queue pairs polled per vhost-user port unless options:n_rxq says more:

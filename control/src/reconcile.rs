@@ -6,12 +6,14 @@ use crate::budget::Budget;
 use crate::config::{BridgeSpec, Desired, IfaceSpec};
 use crate::datum::make_map;
 use crate::db::update_op;
+use crate::underlay::{InternalPort, Underlay};
 use rvs_dataplane::mac_table::MacTable;
 use rvs_dataplane::netdev::NetDev;
 use rvs_dataplane::packet::PacketBuf;
 use rvs_dataplane::pmd::assign_rxqs;
 use rvs_dataplane::snapshot::{BridgeEntry, BridgeFlows, PortEntry, Snapshot, Switch};
 use rvs_dataplane::stats::{port_totals, PortTotals};
+use rvs_dataplane::tunnel::{TunnelConf, TunnelDev};
 use rvs_dataplane::vlan::VlanConf;
 use rvs_dataplane::MAX_PORTS;
 use serde_json::{json, Value};
@@ -47,6 +49,8 @@ pub struct LivePort<P: PacketBuf> {
     pub mbufs: u64,
     /// Counters of the slot when this port got it.
     pub baseline: PortTotals,
+    /// A gre/vxlan port's configuration.
+    pub tunnel: Option<TunnelConf>,
 }
 
 pub struct FailedPort {
@@ -74,6 +78,8 @@ pub struct Reconciler<P: PacketBuf> {
     /// Written back already: (interface uuid -> (ofport, error)).
     written: BTreeMap<String, (i64, Option<String>)>,
     cur_cfg: i64,
+    /// Routes and neighbours tunnels resolve their remote endpoints by.
+    pub underlay: Arc<Underlay>,
 }
 
 impl<P: PacketBuf + 'static> Reconciler<P> {
@@ -92,6 +98,7 @@ impl<P: PacketBuf + 'static> Reconciler<P> {
             version: 0,
             written: BTreeMap::new(),
             cur_cfg: -1,
+            underlay: Arc::new(Underlay::default()),
         }
     }
 
@@ -291,6 +298,35 @@ impl<P: PacketBuf + 'static> Reconciler<P> {
             .find(|sl| !self.ports.values().any(|p| p.slot == *sl))
             .ok_or("no free port slot (1024 ports in use)")?;
         let ofport = self.assign_ofport(s)?;
+        if matches!(s.kind.as_str(), "gre" | "vxlan") {
+            let conf = TunnelConf::from_options(&s.kind, &s.options)?;
+            for k in s.options.keys() {
+                if !rvs_dataplane::tunnel::conf::KNOWN_OPTIONS.contains(&k.as_str()) {
+                    log::warn!(
+                        "{}: options:{k} is not used by {} tunnels in rvs",
+                        s.name,
+                        s.kind
+                    );
+                }
+            }
+            log::info!(
+                "{}: added to bridge {} as ofport {ofport} (slot {slot}, {})",
+                s.name,
+                s.bridge,
+                conf.describe()
+            );
+            return Ok(LivePort {
+                spec: s.clone(),
+                slot,
+                ofport,
+                vlan,
+                dev: Arc::new(TunnelDev),
+                numa: -1,
+                mbufs: 0,
+                baseline: port_totals(self.switch.pmds.iter().map(|p| &p.stats), slot),
+                tunnel: Some(conf),
+            });
+        }
         let (numa, need) = self.factory.mbufs_needed(s)?;
         self.budget.reserve(numa, need)?;
         let opened = match self.factory.open(s) {
@@ -316,6 +352,7 @@ impl<P: PacketBuf + 'static> Reconciler<P> {
             numa: opened.numa,
             mbufs: need,
             baseline,
+            tunnel: None,
         })
     }
 
@@ -394,6 +431,7 @@ impl<P: PacketBuf + 'static> Reconciler<P> {
                 vlan: lp.vlan.clone(),
                 dev: lp.dev.clone(),
                 baseline: lp.baseline,
+                tunnel: lp.tunnel.is_some(),
             });
             snap.bridges[bi as usize].add_port(lp.slot, lp.ofport as u32);
             for q in 0..lp.dev.n_rxq() {
@@ -402,7 +440,37 @@ impl<P: PacketBuf + 'static> Reconciler<P> {
         }
         let pmds: Vec<(usize, i32)> = self.switch.pmds.iter().map(|p| (p.core, p.numa)).collect();
         snap.rxqs = assign_rxqs(&pmds, &queues);
+        snap.tnl.store(Arc::new(self.tunnel_state()));
         let _old = self.switch.publish(snap);
+    }
+
+    fn tunnel_state(&self) -> rvs_dataplane::tunnel::state::TnlState {
+        let tunnels: Vec<(u16, TunnelConf)> = self
+            .ports
+            .values()
+            .filter_map(|p| Some((p.slot, p.tunnel.clone()?)))
+            .collect();
+        let internal: Vec<InternalPort> = self
+            .ports
+            .values()
+            .filter(|p| p.spec.kind == "internal")
+            .map(|p| InternalPort {
+                slot: p.slot,
+                name: p.spec.name.clone(),
+                bridge: p.spec.bridge.clone(),
+            })
+            .collect();
+        self.underlay.state(&tunnels, &internal)
+    }
+
+    /// Rebuilds the tunnel state after routes or neighbours changed (no
+    /// new port snapshot: PMDs pick it up at their next batch). Its
+    /// predecessor is freed once no PMD can hold it.
+    pub fn publish_tunnels(&mut self) {
+        let st = Arc::new(self.tunnel_state());
+        let old = self.switch.snap.load().tnl.swap(st);
+        self.switch.quiesce();
+        drop(old);
     }
 
     /// Counters of a live port since it got its slot.

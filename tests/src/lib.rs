@@ -888,11 +888,22 @@ impl Capture {
         fields: &[&str],
         seconds: u32,
     ) -> Capture {
+        Capture::start_with(ns, iface, &[], display_filter, fields, seconds)
+    }
+
+    /// As `start`, with tshark options (`-o` preferences) before the rest.
+    pub fn start_with(
+        ns: &Netns,
+        iface: &str,
+        opts: &[&str],
+        display_filter: &str,
+        fields: &[&str],
+        seconds: u32,
+    ) -> Capture {
         let dur = format!("duration:{seconds}");
-        let mut args = vec![
-            "tshark",
-            "-l",
-            "-n",
+        let mut args = vec!["tshark", "-l", "-n"];
+        args.extend_from_slice(opts);
+        args.extend_from_slice(&[
             "-i",
             iface,
             "-a",
@@ -901,7 +912,7 @@ impl Capture {
             display_filter,
             "-T",
             "fields",
-        ];
+        ]);
         for f in fields {
             args.push("-e");
             args.push(f);

@@ -379,6 +379,25 @@ fn run(args: Args) -> Result<(), String> {
         budget,
     )));
 
+    // The tunnel underlay: kernel routes and addresses, ARP for next hops.
+    let underlay = rec.lock().map_err(|_| "lock poisoned")?.underlay.clone();
+    underlay.refresh_kernel();
+    {
+        let (ul, sw, rec) = (underlay.clone(), switch.clone(), rec.clone());
+        std::thread::Builder::new()
+            .name("underlay".into())
+            .spawn(move || loop {
+                std::thread::sleep(Duration::from_millis(100));
+                if ul.tick(&sw) {
+                    match rec.lock() {
+                        Ok(mut r) => r.publish_tunnels(),
+                        Err(_) => return,
+                    }
+                }
+            })
+            .map_err(|e| e.to_string())?;
+    }
+
     let ctl = args
         .unixctl
         .clone()
@@ -423,6 +442,7 @@ fn run(args: Args) -> Result<(), String> {
             }),
         );
     }
+    rvs_control::underlay::commands::register(&mut cmds, underlay, switch.clone(), rec.clone());
     unixctl::serve(&ctl.to_string_lossy(), Arc::new(cmds))?;
     info!("unixctl socket {}", ctl.display());
     let mut of = OfServer::new(&args.rundir, openflow_env(switch.clone()));

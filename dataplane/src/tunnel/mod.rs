@@ -22,3 +22,26 @@ pub enum TnlEvent {
     /// A `remote_ip=flow` tunnel needs this next hop resolved.
     Resolve { slot: u16, ip: u32, src: u32 },
 }
+
+/// The device behind a tunnel port: it has no queues of its own (PMDs
+/// encapsulate what is sent to it and feed it what they decapsulate).
+pub struct TunnelDev;
+
+impl<P: crate::packet::PacketBuf> crate::netdev::NetDev<P> for TunnelDev {
+    fn n_rxq(&self) -> u16 {
+        0
+    }
+    fn rx(&self, _q: u16, _out: &mut crate::Burst<P>) -> usize {
+        0
+    }
+    fn tx(&self, _q: u16, pkts: &mut crate::Burst<P>) -> usize {
+        pkts.clear();
+        0
+    }
+    fn status(&self) -> crate::netdev::DevStatus {
+        crate::netdev::DevStatus {
+            link_up: true,
+            ..Default::default()
+        }
+    }
+}

@@ -33,6 +33,7 @@ pub struct TunnelPort {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
     pub name: String,
+    pub bridge: String,
     pub ips: Vec<u32>,
     pub mac: [u8; 6],
     pub mtu: u16,
@@ -81,7 +82,8 @@ pub struct TnlState {
     pub gre: bool,
     /// VXLAN UDP ports in use.
     pub udp_ports: Vec<u16>,
-    /// Longest prefix first.
+    /// In lookup order (the caller's: user routes before the kernel's,
+    /// longest prefix first within each).
     pub routes: Vec<Route>,
     pub neigh: hashbrown::HashMap<u32, [u8; 6]>,
 }
@@ -91,10 +93,9 @@ impl TnlState {
     pub fn build(
         tunnels: &[(u16, TunnelConf)],
         endpoints: hashbrown::HashMap<u16, Endpoint>,
-        mut routes: Vec<Route>,
+        routes: Vec<Route>,
         neigh: hashbrown::HashMap<u32, [u8; 6]>,
     ) -> TnlState {
-        routes.sort_by(|a, b| b.plen.cmp(&a.plen));
         let mut st = TnlState {
             endpoints,
             routes,
@@ -231,6 +232,7 @@ mod tests {
     fn plans_follow_routes_and_neighbours() {
         let ep = Endpoint {
             name: "br-phy".into(),
+            bridge: "br-phy".into(),
             ips: vec![0x0a00_0001],
             mac: [2, 0, 0, 0, 0, 1],
             mtu: 1500,
