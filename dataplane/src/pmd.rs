@@ -219,14 +219,13 @@ impl<P: PacketBuf> Drain<'_, P> {
         spare: &mut Vec<tnl_path::Recirc<P>>,
     ) {
         let st = self.snap.tnl.load();
-        for pass in 0.. {
-            self.flush(&st, tx, tnl);
-            if tnl.recirc.is_empty() {
-                return;
-            }
+        self.flush(&st, tx, tnl);
+        let mut pass = 0;
+        while !tnl.recirc.is_empty() {
+            pass += 1;
             std::mem::swap(&mut tnl.recirc, spare);
             for mut g in spare.drain(..) {
-                if pass >= MAX_PASSES {
+                if pass > MAX_PASSES {
                     self.stats
                         .drop(DropReason::RecursionLimit, None, g.pkts.len() as u64);
                     continue;
@@ -248,6 +247,9 @@ impl<P: PacketBuf> Drain<'_, P> {
                     tx,
                     cache,
                 );
+                // One group at a time: a burst per output port, as for
+                // what the port's own rx queue brings.
+                self.flush(&st, tx, tnl);
             }
         }
     }

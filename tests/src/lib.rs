@@ -929,6 +929,8 @@ impl Capture {
         wait_for("tshark to capture", Duration::from_secs(20), || {
             err.lock().unwrap().contains("Capturing on")
         });
+        // tshark reports before its capture child is reading.
+        std::thread::sleep(Duration::from_millis(500));
         Capture { child, err }
     }
 
@@ -946,4 +948,77 @@ impl Capture {
         }
         lines
     }
+}
+
+// Overlay helpers: underlay bridges, tenants, tunnel counters.
+
+/// Makes `br` an underlay bridge: a `system` port on veth `port` (whose
+/// peer `peer` goes into `far`) and the host's endpoint address on the
+/// bridge's internal port.
+pub fn underlay(h: &Host, br: &str, port: &str, addr: &str, far: &Netns, peer: &str) {
+    veth(peer, far, port, &h.ns);
+    h.vsctl(&["add-br", br]);
+    h.vsctl(&["add-port", br, port]);
+    h.ns.exec(&["ip", "link", "set", br, "up"]);
+    h.ns.exec(&["ip", "address", "add", addr, "dev", br]);
+    // Frames the kernel sends through a veth carry partial checksums.
+    far.exec(&["ethtool", "-K", peer, "tx", "off"]);
+}
+
+/// A tenant namespace on a veth whose other end is a `system` port of
+/// `br`.
+pub fn tenant(h: &Host, br: &str, name: &str, addr: &str) -> Netns {
+    let ns = Netns::new(name);
+    let (inner, outer) = (format!("{name}i"), format!("{name}o"));
+    veth(&inner, &ns, &outer, &h.ns);
+    h.vsctl(&["add-port", br, &outer]);
+    ns.exec(&["ip", "address", "add", addr, "dev", &inner]);
+    ns.exec(&["ethtool", "-K", &inner, "tx", "off"]);
+    ns
+}
+
+/// (encapsulated, decapsulated, dropped) of a key in rvs/tunnel/show.
+pub fn key_counts(h: &Host, kind: &str, key: u64) -> (u64, u64, u64) {
+    let show = h.appctl(&["rvs/tunnel/show"]);
+    let prefix = format!("  {kind} key {key}: ");
+    let Some(l) = show.lines().find(|l| l.starts_with(&prefix)) else {
+        return (0, 0, 0);
+    };
+    let n: Vec<u64> = l[prefix.len()..]
+        .split(", ")
+        .map(|p| p.rsplit(' ').next().unwrap().parse().unwrap())
+        .collect();
+    (n[0], n[1], n[2])
+}
+
+pub fn drop_count(h: &Host, reason: &str) -> u64 {
+    h.appctl(&["rvs/tunnel/show"])
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(&format!("  {reason}: "))
+                .map(|v| v.parse().unwrap())
+        })
+        .unwrap_or(0)
+}
+
+/// Pings until one answer comes (ARP on both sides of the overlay and the
+/// underlay resolve first), within `secs`.
+pub fn reachable(ns: &Netns, dst: &str, secs: u64) {
+    wait_for(
+        &format!("{dst} reachable"),
+        Duration::from_secs(secs),
+        || {
+            ns.try_exec(&["ping", "-c", "1", "-W", "1", dst])
+                .status
+                .success()
+        },
+    );
+}
+
+pub fn ping(ns: &Netns, dst: &str, n: u32, extra: &[&str]) -> String {
+    let c = n.to_string();
+    let mut a = vec!["ping", "-c", &c, "-i", "0.2", "-W", "2"];
+    a.extend_from_slice(extra);
+    a.push(dst);
+    String::from_utf8_lossy(&ns.try_exec(&a).stdout).into_owned()
 }
