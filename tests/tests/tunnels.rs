@@ -34,11 +34,21 @@ fn http_get(client: &Netns, server: &Netns, addr: &str, dir: &std::path::Path) -
     body
 }
 
-#[test]
-fn vxlan_with_the_linux_kernel() {
-    let h = Host::start("vxk");
-    let far = Netns::new("vxkf");
-    underlay(&h, "br-phy", "vxu0", "10.31.0.1/24", &far, "vxf0");
+/// rvsd with underlay bridge br-phy (10.31.0.1) and tenant bridge br-t
+/// whose port vxlan0 (VNI 4242) reaches a kernel vxlan device in `far`
+/// (10.31.0.2, overlay 192.168.31.2); the tenant namespace has
+/// 192.168.31.1 with the given MTU.
+fn kernel_vxlan(name: &str, tenant_mtu: u16) -> (Host, Netns, Netns) {
+    let h = Host::start(name);
+    let far = Netns::new(&format!("{name}f"));
+    underlay(
+        &h,
+        "br-phy",
+        &format!("{name}u0"),
+        "10.31.0.1/24",
+        &far,
+        "vxf0",
+    );
     far.exec(&["ip", "address", "add", "10.31.0.2/24", "dev", "vxf0"]);
     far.exec(&[
         "ip",
@@ -77,10 +87,22 @@ fn vxlan_with_the_linux_kernel() {
     ]);
     assert_eq!(h.get("Interface", "vxlan0", "error"), "[]");
     assert_eq!(h.ofport("vxlan0"), 1);
-    // The kernel's vxlan device leaves room for its 50 bytes of headers.
-    let t = tenant(&h, "br-t", "vxkt", "192.168.31.1/24");
-    t.exec(&["ip", "link", "set", "vxkti", "mtu", "1450"]);
+    let t = tenant(&h, "br-t", &format!("{name}t"), "192.168.31.1/24");
+    t.exec(&[
+        "ip",
+        "link",
+        "set",
+        &format!("{name}ti"),
+        "mtu",
+        &tenant_mtu.to_string(),
+    ]);
+    (h, far, t)
+}
 
+#[test]
+fn vxlan_with_the_linux_kernel() {
+    // The kernel's vxlan device leaves room for its 50 bytes of headers.
+    let (h, far, t) = kernel_vxlan("vxk", 1450);
     reachable(&t, "192.168.31.2", 20);
     let route = h.appctl(&["ovs/route/lookup", "10.31.0.2"]);
     assert_eq!(route, "src 10.31.0.1\ngateway ::\ndev br-phy\n");
@@ -181,4 +203,59 @@ fn vxlan_with_the_linux_kernel() {
     assert!(out.contains("3 packets transmitted, 0 received"), "{out}");
     assert_eq!(drop_count(&h, "tunnel-unknown-key") - unknown, 3);
     assert_eq!(key_counts(&h, "vxlan", 4243), (0, 0, 3));
+}
+
+#[test]
+fn mtu_limits_with_and_without_df() {
+    // A tenant at 1500 over a 1500 underlay: inner IP packets of 1450
+    // bytes fit VXLAN's 50 bytes of overhead, 1451 do not.
+    let (h, far, t) = kernel_vxlan("vxm", 1500);
+    far.exec(&["ip", "link", "set", "vxf0", "mtu", "1600"]);
+    far.exec(&["ip", "link", "set", "vx0", "mtu", "1500"]);
+    h.ns.exec(&["ip", "link", "set", "vxmu0", "mtu", "1600"]);
+    reachable(&t, "192.168.31.2", 20);
+    let (fit, over) = ("1422", "1423"); // ICMP payload: IP length - 28
+    let mtu_drops = drop_count(&h, "mtu-exceeded");
+    // Without DF first (once the tenant knows the path MTU it fragments
+    // by itself): just under passes, just over is dropped and counted.
+    let out = ping(&t, "192.168.31.2", 3, &["-M", "dont", "-s", fit]);
+    assert!(out.contains("3 packets transmitted, 3 received"), "{out}");
+    let out = ping(&t, "192.168.31.2", 3, &["-M", "dont", "-s", over]);
+    assert!(out.contains("3 packets transmitted, 0 received"), "{out}");
+    assert_eq!(drop_count(&h, "mtu-exceeded") - mtu_drops, 3);
+    // With DF: just under passes; just over is answered with ICMP
+    // fragmentation-needed carrying the overlay MTU.
+    let out = ping(&t, "192.168.31.2", 3, &["-M", "do", "-s", fit]);
+    assert!(out.contains("3 packets transmitted, 3 received"), "{out}");
+    let out = ping(&t, "192.168.31.2", 1, &["-M", "do", "-s", over]);
+    assert!(out.contains("Frag needed and DF set (mtu = 1450)"), "{out}");
+    assert_eq!(drop_count(&h, "mtu-exceeded") - mtu_drops, 4);
+    let route = t.exec(&["ip", "route", "get", "192.168.31.2"]);
+    assert!(
+        route.contains("mtu 1450"),
+        "the tenant learned the path MTU: {route}"
+    );
+    // TCP finds the path MTU the same way: the far side takes 1500-byte
+    // frames (its underlay has room), so only our ICMP tells the tenant.
+    t.exec(&["ip", "route", "flush", "cache"]);
+    let before = drop_count(&h, "mtu-exceeded");
+    let lis = far.spawn(&["sh", "-c", "nc -l -N 192.168.31.2 9100 | wc -c"]);
+    rvs_tests::wait_for("nc listener", std::time::Duration::from_secs(10), || {
+        far.try_exec(&["sh", "-c", "ss -ltn | grep -q 192.168.31.2:9100"])
+            .status
+            .success()
+    });
+    t.exec(&[
+        "sh",
+        "-c",
+        "head -c 300000 /dev/zero | nc -N -w 10 192.168.31.2 9100",
+    ]);
+    let got = lis.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&got.stdout).trim(), "300000");
+    assert!(
+        drop_count(&h, "mtu-exceeded") > before,
+        "no segment needed ICMP?"
+    );
+    let route = t.exec(&["ip", "route", "get", "192.168.31.2"]);
+    assert!(route.contains("mtu 1450"), "{route}");
 }
