@@ -10,10 +10,12 @@ PKGS=(
   openvswitch-switch openvswitch-common
   # test peers and tools (ovs-testcontroller: a real OpenFlow controller)
   openvswitch-testcontroller
+  # the incumbent: benchmark baseline and the independent GRE peer in tests
+  openvswitch-switch-dpdk
   iproute2 iputils-ping curl ethtool tshark netcat-openbsd busybox-static procps psmisc python3
 )
 
-# Callers may ask for more (benches/run.sh adds openvswitch-switch-dpdk).
+# Callers may ask for more.
 read -r -a EXTRA <<< "${RVS_EXTRA_PKGS:-}"
 PKGS+=("${EXTRA[@]}")
 

@@ -259,3 +259,109 @@ fn mtu_limits_with_and_without_df() {
     let route = t.exec(&["ip", "route", "get", "192.168.31.2"]);
     assert!(route.contains("mtu 1450"), "{route}");
 }
+
+/// GRE with the incumbent: OVS-DPDK 3.1's userspace tunnelling (Debian's
+/// ovs-vswitchd-dpdk, netdev datapath, its own database, run directory and
+/// DPDK file prefix) on the far side of the underlay, as CloudStack's other
+/// hosts would run it. Ping and TCP both ways; tshark decodes the key.
+#[test]
+fn gre_with_ovs_dpdk() {
+    let h = Host::start("ogr");
+    let mut o = Host::without_rvsd("ogo");
+    o.vsctl(&[
+        "--no-wait",
+        "set",
+        "Open_vSwitch",
+        ".",
+        "other_config:pmd-cpu-mask=0x1",
+    ]);
+    o.start_ovs_vswitchd();
+    rvs_tests::veth("ogo0", &o.ns, "ogr0", &h.ns);
+    // rvs: underlay bridge, tenant bridge with the GRE port (key 77).
+    h.vsctl(&["add-br", "br-phy"]);
+    h.vsctl(&["add-port", "br-phy", "ogr0"]);
+    h.ns.exec(&["ip", "link", "set", "br-phy", "up"]);
+    h.ns.exec(&["ip", "address", "add", "10.51.0.1/24", "dev", "br-phy"]);
+    h.vsctl(&["add-br", "br-t"]);
+    h.vsctl(&[
+        "add-port",
+        "br-t",
+        "gre0",
+        "--",
+        "set",
+        "interface",
+        "gre0",
+        "type=gre",
+        "options:remote_ip=10.51.0.2",
+        "options:key=77",
+    ]);
+    let a = tenant(&h, "br-t", "ogta", "192.168.51.1/24");
+    a.exec(&["ip", "link", "set", "ogtai", "mtu", "1400"]);
+    // OVS-DPDK: the same, on its userspace (netdev) datapath.
+    for br in ["br-phy", "br-t"] {
+        o.vsctl(&[
+            "add-br",
+            br,
+            "--",
+            "set",
+            "bridge",
+            br,
+            "datapath_type=netdev",
+        ]);
+    }
+    o.vsctl(&["add-port", "br-phy", "ogo0"]);
+    o.ns.exec(&["ip", "link", "set", "br-phy", "up"]);
+    o.ns.exec(&["ip", "address", "add", "10.51.0.2/24", "dev", "br-phy"]);
+    o.ns.exec(&["ethtool", "-K", "ogo0", "tx", "off"]);
+    o.vsctl(&[
+        "add-port",
+        "br-t",
+        "gre0",
+        "--",
+        "set",
+        "interface",
+        "gre0",
+        "type=gre",
+        "options:remote_ip=10.51.0.1",
+        "options:key=77",
+    ]);
+    let b = tenant(&o, "br-t", "ogtb", "192.168.51.2/24");
+    b.exec(&["ip", "link", "set", "ogtbi", "mtu", "1400"]);
+
+    reachable(&a, "192.168.51.2", 40);
+    let cap = Capture::start_with(
+        &o.ns,
+        "ogo0",
+        &["-o", "ip.check_checksum:TRUE"],
+        "gre && icmp",
+        &[
+            "ip.src",
+            "gre.key",
+            "ip.checksum.status",
+            "_ws.expert.severity",
+            "_ws.malformed",
+        ],
+        4,
+    );
+    let before = key_counts(&h, "gre", 77);
+    let out = ping(&a, "192.168.51.2", 5, &[]);
+    assert!(out.contains("5 packets transmitted, 5 received"), "{out}");
+    let after = key_counts(&h, "gre", 77);
+    assert_eq!((after.0 - before.0, after.1 - before.1), (5, 5));
+    let lines = cap.finish();
+    assert_eq!(lines.len(), 10, "{lines:?}");
+    for l in &lines {
+        let f: Vec<&str> = l.split('\t').collect();
+        assert_eq!(f[1], "0x0000004d", "{l}");
+        assert!(f[2].split(',').all(|s| s == "1"), "{l}");
+        assert_eq!((f[3], f[4]), ("", ""), "tshark warns: {l}");
+    }
+    let out = ping(&b, "192.168.51.1", 3, &[]);
+    assert!(out.contains("3 packets transmitted, 3 received"), "{out}");
+    let blob: String = (0..60000)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    std::fs::write(h.dir.join("blob"), &blob).unwrap();
+    assert_eq!(http_get(&a, &b, "192.168.51.2", &h.dir), blob);
+    assert_eq!(http_get(&b, &a, "192.168.51.1", &h.dir), blob);
+}
