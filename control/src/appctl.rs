@@ -323,6 +323,16 @@ fn trace<P: PacketBuf>(sw: &Switch<P>, bridge: &str, flow: &str) -> Result<Strin
                         .join(";")
                 ),
                 DpOp::Controller(r) => format!("userspace(controller,reason={r})"),
+                DpOp::SetTunnel(t) => {
+                    let mut s = format!("set(tunnel(tun_id={:#x}", t.id);
+                    if t.src != 0 {
+                        s += &format!(",src={}", std::net::Ipv4Addr::from(t.src));
+                    }
+                    if t.dst != 0 {
+                        s += &format!(",dst={}", std::net::Ipv4Addr::from(t.dst));
+                    }
+                    s + "))"
+                }
                 other => format!("{other:?}"),
             })
             .collect()

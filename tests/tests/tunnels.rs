@@ -365,3 +365,99 @@ fn gre_with_ovs_dpdk() {
     assert_eq!(http_get(&a, &b, "192.168.51.2", &h.dir), blob);
     assert_eq!(http_get(&b, &a, "192.168.51.1", &h.dir), blob);
 }
+
+/// A flow-based tunnel port (remote_ip=flow, key=flow) driven by flows
+/// through the real ovs-ofctl: set_field on tun_dst and set_tunnel pick
+/// the remote and VNI, tun_id/tun_src matches pick what is received.
+#[test]
+fn flow_based_vxlan_by_openflow() {
+    let h = Host::start("vxf");
+    let far = Netns::new("vxff");
+    underlay(&h, "br-phy", "vxfu0", "10.32.0.1/24", &far, "vxff0");
+    far.exec(&["ip", "address", "add", "10.32.0.2/24", "dev", "vxff0"]);
+    for (dev, vni, addr) in [
+        ("vx0", "500", "192.168.33.2/24"),
+        ("vx1", "501", "192.168.34.2/24"),
+    ] {
+        far.exec(&[
+            "ip",
+            "link",
+            "add",
+            dev,
+            "type",
+            "vxlan",
+            "id",
+            vni,
+            "remote",
+            "10.32.0.1",
+            "local",
+            "10.32.0.2",
+            "dstport",
+            "4789",
+            "dev",
+            "vxff0",
+        ]);
+        far.exec(&["ip", "link", "set", dev, "up"]);
+        far.exec(&["ip", "address", "add", addr, "dev", dev]);
+        far.exec(&["ethtool", "-K", dev, "tx", "off"]);
+    }
+    h.vsctl(&["add-br", "br-t"]);
+    h.vsctl(&[
+        "add-port",
+        "br-t",
+        "vxf",
+        "--",
+        "set",
+        "interface",
+        "vxf",
+        "type=vxlan",
+        "options:remote_ip=flow",
+        "options:key=flow",
+    ]);
+    let t = tenant(&h, "br-t", "vxft", "192.168.33.1/24");
+    t.exec(&["ip", "link", "set", "vxfti", "mtu", "1450"]);
+    let (vxf, tp) = (h.ofport("vxf"), h.ofport("vxfto"));
+    let flows = format!(
+        "priority=10,in_port={tp},actions=set_field:10.32.0.2->tun_dst,set_tunnel:500,output:{vxf}\n\
+         priority=10,in_port={vxf},tun_id=500,tun_src=10.32.0.2,actions=output:{tp}\n\
+         priority=10,in_port={vxf},tun_id=501,actions=drop\n"
+    );
+    std::fs::write(h.dir.join("flows.txt"), flows).unwrap();
+    h.ofctl(&["del-flows", "br-t"]);
+    h.ofctl(&[
+        "add-flows",
+        "br-t",
+        h.dir.join("flows.txt").to_str().unwrap(),
+    ]);
+
+    reachable(&t, "192.168.33.2", 20);
+    let n = |needle: &str| -> u64 {
+        let d = h.ofctl(&["dump-flows", "br-t"]);
+        let l = d
+            .lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("{d}"));
+        let at = l.find("n_packets=").unwrap() + 10;
+        l[at..].split(',').next().unwrap().parse().unwrap()
+    };
+    let (out0, in0, drop0) = (n("set_tunnel"), n("tun_id=0x1f4"), n("tun_id=0x1f5"));
+    let out = ping(&t, "192.168.33.2", 5, &[]);
+    assert!(out.contains("5 packets transmitted, 5 received"), "{out}");
+    assert_eq!((n("set_tunnel") - out0, n("tun_id=0x1f4") - in0), (5, 5));
+    // VNI 501 reaches the port (key=flow) and the drop flow takes it.
+    let out = ping(&far, "192.168.34.1", 3, &["-I", "vx1"]);
+    assert!(out.contains("3 packets transmitted, 0 received"), "{out}");
+    assert_eq!(n("tun_id=0x1f5") - drop0, 3);
+    assert_eq!(key_counts(&h, "vxlan", 501).1, 3);
+    let trace = h.appctl(&[
+        "ofproto/trace",
+        "br-t",
+        &format!("in_port={tp},dl_type=0x0800,nw_dst=192.168.33.2"),
+    ]);
+    assert!(
+        trace.contains(&format!(
+            "Datapath actions: set(tunnel(tun_id=0x1f4,dst=10.32.0.2)),{vxf}\n"
+        )),
+        "{trace}"
+    );
+}
