@@ -440,6 +440,15 @@ impl<P: PacketBuf + 'static> Reconciler<P> {
         }
         let pmds: Vec<(usize, i32)> = self.switch.pmds.iter().map(|p| (p.core, p.numa)).collect();
         snap.rxqs = assign_rxqs(&pmds, &queues);
+        let lazy: BTreeSet<u16> = self
+            .ports
+            .values()
+            .filter(|p| matches!(p.spec.kind.as_str(), "internal" | "system" | "" | "tap"))
+            .map(|p| p.slot)
+            .collect();
+        for rq in snap.rxqs.iter_mut().flatten() {
+            rq.lazy = lazy.contains(&rq.slot);
+        }
         snap.tnl.store(Arc::new(self.tunnel_state()));
         let _old = self.switch.publish(snap);
     }

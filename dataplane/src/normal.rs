@@ -162,12 +162,19 @@ pub fn forward_batch<P: PacketBuf>(
 /// Counts a received batch on its port and PMD. Returns its bytes.
 #[inline]
 pub fn count_rx<P: PacketBuf>(stats: &PmdStats, in_slot: u16, pkts: &Burst<P>) -> u64 {
+    stats.rx_packets.add(pkts.len() as u64);
+    count_port_rx(stats, in_slot, pkts)
+}
+
+/// Counts a batch on the port alone: what a tunnel port receives was
+/// counted by the PMD already, when its outer frame arrived.
+#[inline]
+pub fn count_port_rx<P: PacketBuf>(stats: &PmdStats, in_slot: u16, pkts: &Burst<P>) -> u64 {
     let n = pkts.len() as u64;
     let bytes: u64 = pkts.iter().map(|p| p.wire_len() as u64).sum();
     let pc = &stats.ports[in_slot as usize];
     pc.rx_packets.add(n);
     pc.rx_bytes.add(bytes);
-    stats.rx_packets.add(n);
     bytes
 }
 

@@ -2,7 +2,7 @@
 //! over bursts, never waiting for the control plane.
 use crate::flow::cache::FlowCache;
 use crate::flow_batch;
-use crate::normal::{count_rx, forward_batch};
+use crate::normal::{count_port_rx, count_rx, forward_batch};
 use crate::packet::PacketBuf;
 use crate::snapshot::{PmdShared, Snapshot, Switch};
 use crate::stats::{DropReason, PmdStats};
@@ -45,6 +45,10 @@ pub struct PmdLocal<P: PacketBuf> {
     pub cache: FlowCache,
     pub tnl: TnlLocal<P>,
     spare: Vec<tnl_path::Recirc<P>>,
+    /// When lazy queues were last polled (clock cycles), and whether the
+    /// last poll filled a burst (then they stay on every turn).
+    lazy_at: u64,
+    lazy_busy: bool,
 }
 
 impl<P: PacketBuf> PmdLocal<P> {
@@ -55,6 +59,8 @@ impl<P: PacketBuf> PmdLocal<P> {
             cache: FlowCache::new(cache_entries),
             tnl: TnlLocal::default(),
             spare: Vec::new(),
+            lazy_at: 0,
+            lazy_busy: false,
         }
     }
 }
@@ -74,6 +80,8 @@ pub fn poll_once<P: PacketBuf>(
         cache,
         tnl,
         spare,
+        lazy_at,
+        lazy_busy,
     } = local;
     // Announce a new epoch before loading the snapshot: once the control
     // thread sees it, we hold nothing older than its swap. An unchanged
@@ -89,11 +97,22 @@ pub fn poll_once<P: PacketBuf>(
     let Some(rxqs) = snap.rxqs.get(me.index) else {
         return 0;
     };
+    let lazy_turn = *lazy_busy || t0.wrapping_sub(*lazy_at) >= clock.hz / LAZY_POLLS_PER_SEC;
+    if lazy_turn {
+        *lazy_at = t0;
+        *lazy_busy = false;
+    }
     for rq in rxqs {
+        if rq.lazy && !lazy_turn {
+            continue;
+        }
         let Some(port) = snap.port(rq.slot) else {
             continue;
         };
         let n = port.dev.rx(rq.queue, burst);
+        if rq.lazy && n == crate::BURST {
+            *lazy_busy = true;
+        }
         if n == 0 {
             continue;
         }
@@ -195,6 +214,10 @@ fn run_batch<P: PacketBuf>(
     }
 }
 
+/// How often queues whose polling costs a system call are polled: every
+/// 20 us (a kernel port's added latency is at most that).
+const LAZY_POLLS_PER_SEC: u64 = 50_000;
+
 /// Recirculation passes before what is left is dropped: encap and decap
 /// take one each, and nothing legitimate nests deeper.
 const MAX_PASSES: usize = 4;
@@ -231,7 +254,7 @@ impl<P: PacketBuf> Drain<'_, P> {
                     continue;
                 }
                 let bytes = if g.count {
-                    count_rx(self.stats, g.slot, &g.pkts)
+                    count_port_rx(self.stats, g.slot, &g.pkts)
                 } else {
                     g.pkts.iter().map(|p| p.wire_len() as u64).sum()
                 };
@@ -375,7 +398,11 @@ pub fn assign_rxqs(
             .into_iter()
             .min_by_key(|&i| (out[i].len(), i))
             .expect("non-empty");
-        out[best].push(crate::snapshot::RxqRef { slot, queue });
+        out[best].push(crate::snapshot::RxqRef {
+            slot,
+            queue,
+            lazy: false,
+        });
     }
     out
 }

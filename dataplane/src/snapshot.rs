@@ -141,6 +141,10 @@ impl BridgeFlows {
 pub struct RxqRef {
     pub slot: u16,
     pub queue: u16,
+    /// Polling it costs a system call (a kernel TAP or AF_PACKET port):
+    /// the PMD polls it every few microseconds rather than every turn,
+    /// as OVS leaves such ports to its main thread.
+    pub lazy: bool,
 }
 
 pub struct Snapshot<P: PacketBuf> {

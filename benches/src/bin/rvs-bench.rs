@@ -22,7 +22,9 @@ use std::time::{Duration, Instant};
 struct Args {
     /// Scenarios: normal (MAC learning, port to port), vlan (the same with
     /// both ports access ports of VLAN 10), l2 (port-to-port OpenFlow
-    /// rules written with ovs-ofctl: in_port=1->2, in_port=2->1).
+    /// rules written with ovs-ofctl: in_port=1->2, in_port=2->1), gre and
+    /// vxlan (every frame is encapsulated on one pass through the switch
+    /// and decapsulated on the next: see `tunnel_ports`).
     #[arg(long, value_delimiter = ',', default_value = "normal,vlan,l2")]
     scenarios: Vec<String>,
     /// Frame sizes in bytes.
@@ -283,7 +285,95 @@ fn switch_host(kind: &str, tag: &str) -> Host {
     h
 }
 
+/// The tunnel loop, the same ovs-vsctl/ovs-ofctl/ovs-appctl commands for
+/// both switches: VM port p0 on tenant bridge br-t, "NIC" port p1 on
+/// underlay bridge br-phy whose internal port holds both endpoint
+/// addresses (10.99.0.1 and .2) and switches by NORMAL, as a CloudStack
+/// host's traffic-label bridge does. br-t sends p0's frames into tunnel tA
+/// (.1 -> .2); br-phy sends them out of p1; the generator reflects them
+/// with MACs swapped (to br-phy's MAC), br-phy hands them to its internal
+/// port, where they terminate on tunnel tB (local .2, remote .1), and
+/// br-t sends what tB receives back out of p0. Each circle is one
+/// encapsulation and one decapsulation.
+fn tunnel_ports(h: &Host, kind: &str) {
+    for br in ["br-t", "br-phy"] {
+        h.vsctl(&[
+            "add-br",
+            br,
+            "--",
+            "set",
+            "bridge",
+            br,
+            "datapath_type=netdev",
+        ]);
+    }
+    h.vsctl(&[
+        "add-port",
+        "br-t",
+        "p0",
+        "--",
+        "set",
+        "Interface",
+        "p0",
+        "type=dpdkvhostuser",
+    ]);
+    h.vsctl(&[
+        "add-port",
+        "br-phy",
+        "p1",
+        "--",
+        "set",
+        "Interface",
+        "p1",
+        "type=dpdkvhostuser",
+    ]);
+    for (name, local, remote) in [
+        ("tA", "10.99.0.1", "10.99.0.2"),
+        ("tB", "10.99.0.2", "10.99.0.1"),
+    ] {
+        h.vsctl(&[
+            "add-port",
+            "br-t",
+            name,
+            "--",
+            "set",
+            "Interface",
+            name,
+            &format!("type={kind}"),
+            &format!("options:local_ip={local}"),
+            &format!("options:remote_ip={remote}"),
+            "options:key=7",
+        ]);
+    }
+    h.ns.exec(&["ip", "link", "set", "br-phy", "up", "mtu", "1600"]);
+    h.ns.exec(&["ip", "address", "add", "10.99.0.1/24", "dev", "br-phy"]);
+    h.ns.exec(&["ip", "address", "add", "10.99.0.2/24", "dev", "br-phy"]);
+    let (p0, ta, tb) = (h.ofport("p0"), h.ofport("tA"), h.ofport("tB"));
+    for args in [
+        vec!["del-flows".to_string(), "br-t".into()],
+        vec![
+            "add-flow".into(),
+            "br-t".into(),
+            format!("in_port={p0},actions=output:{ta}"),
+        ],
+        vec![
+            "add-flow".into(),
+            "br-t".into(),
+            format!("in_port={tb},actions=output:{p0}"),
+        ],
+    ] {
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        h.ofctl(&a);
+    }
+    // The next hop is the generator's port 1.
+    std::thread::sleep(Duration::from_secs(2));
+    h.appctl(&["tnl/neigh/set", "br-phy", "10.99.0.2", MAC1]);
+}
+
 fn ports(h: &Host, scenario: &str) {
+    if scenario == "gre" || scenario == "vxlan" {
+        return tunnel_ports(h, scenario);
+    }
     let (t0, t1): (&[&str], &[&str]) = match scenario {
         // Both VM ports access ports of VLAN 10 (testpmd's virtio-user strips
         // received tags, so a generator cannot reflect frames onto a trunk).

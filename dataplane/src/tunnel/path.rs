@@ -84,6 +84,9 @@ pub fn encap<P: PacketBuf>(
     let c = &tp.conf;
     let pc = &stats.ports[slot as usize];
     let mut dynamic;
+    // A burst is mostly one key: its counter row is looked up once.
+    let mut last_row: Option<(u64, &crate::tunnel::stats::KeyRow)> = None;
+    let vxlan = c.kind == super::TunnelKind::Vxlan;
     for (i, mut pkt) in pkts.drain(..).enumerate() {
         let meta = metas.get(i).copied().unwrap_or_default();
         let key = match c.out_key {
@@ -91,7 +94,14 @@ pub fn encap<P: PacketBuf>(
             Some(Param::Flow) => meta.id,
             None => 0,
         };
-        let row = stats.tunnels.row(c.kind, key);
+        let row = match last_row {
+            Some((k, r)) if k == key => r,
+            _ => {
+                let r = stats.tunnels.row(c.kind, key);
+                last_row = Some((key, r));
+                r
+            }
+        };
         let drop = |r: DropReason| {
             stats.drop(r, None, 1);
             pc.tx_dropped.add(1);
@@ -146,7 +156,8 @@ pub fn encap<P: PacketBuf>(
             }
             continue;
         }
-        let h = inner_hash(pkt.data());
+        // Only VXLAN's UDP source port carries the flow's hash.
+        let h = if vxlan { inner_hash(pkt.data()) } else { 0 };
         if !header.push(&mut pkt, key, h) {
             drop(DropReason::PoolEmpty);
             continue;
@@ -173,6 +184,18 @@ pub fn decap<P: PacketBuf>(
 ) {
     let term = st.terminator(ep);
     let mut keep = Burst::<P>::new();
+    // A burst is mostly one tunnel: its port and counter row are looked
+    // up once.
+    type Seen<'a> = (
+        super::TunnelKind,
+        u16,
+        u64,
+        u32,
+        u32,
+        Option<u16>,
+        &'a super::stats::KeyRow,
+    );
+    let mut last: Option<Seen> = None;
     for mut pkt in pkts.drain(..) {
         match classify(pkt.data(), &term) {
             Verdict::Other => {
@@ -181,8 +204,20 @@ pub fn decap<P: PacketBuf>(
             }
             Verdict::Drop(r) => stats.drop(r, None, 1),
             Verdict::Tunnel(o) => {
-                let row = stats.tunnels.row(o.kind, o.key);
-                let Some(tslot) = st.rx.lookup(&o) else {
+                let (found, row) = match last {
+                    Some((k, p, key, src, dst, s, r))
+                        if (k, p, key, src, dst) == (o.kind, o.port, o.key, o.src, o.dst) =>
+                    {
+                        (s, r)
+                    }
+                    _ => {
+                        let r = stats.tunnels.row(o.kind, o.key);
+                        let s = st.rx.lookup(&o);
+                        last = Some((o.kind, o.port, o.key, o.src, o.dst, s, r));
+                        (s, r)
+                    }
+                };
+                let Some(tslot) = found else {
                     stats.drop(DropReason::TunnelUnknownKey, None, 1);
                     row.dropped.add(1);
                     continue;
