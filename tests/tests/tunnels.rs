@@ -168,6 +168,38 @@ fn vxlan_with_the_linux_kernel() {
         5
     );
 
+    // Routes of our own, and a flushed neighbour cache that refills.
+    assert_eq!(
+        h.appctl(&["ovs/route/add", "10.99.0.0/16", "br-phy", "10.31.0.254"]),
+        "OK\n"
+    );
+    let show = h.appctl(&["ovs/route/show"]);
+    assert!(
+        show.contains("User: 10.99.0.0/16 dev br-phy GW 10.31.0.254 SRC 10.31.0.1\n"),
+        "{show}"
+    );
+    assert_eq!(
+        h.appctl(&["ovs/route/lookup", "10.99.1.1"]),
+        "src 10.31.0.1\ngateway 10.31.0.254\ndev br-phy\n"
+    );
+    assert_eq!(h.appctl(&["ovs/route/del", "10.99.0.0/16"]), "OK\n");
+    let t_ctl = h.ctl_path();
+    let again = rvs_tests::run(
+        "ovs-appctl",
+        &[
+            "-t",
+            t_ctl.to_str().unwrap(),
+            "ovs/route/del",
+            "10.99.0.0/16",
+        ],
+    );
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("Not found"));
+    assert_eq!(h.appctl(&["tnl/arp/flush"]), "OK\n");
+    assert!(!h.appctl(&["tnl/neigh/show"]).contains("10.31.0.2"));
+    reachable(&t, "192.168.31.2", 10);
+    assert!(h.appctl(&["tnl/neigh/show"]).contains("10.31.0.2"));
+
     // TCP both ways: curl across the overlay to an http.server.
     let blob: String = (0..40000)
         .map(|i| char::from(b'a' + (i % 26) as u8))

@@ -44,26 +44,32 @@ impl<P> Default for TnlLocal<P> {
 }
 
 impl<P: PacketBuf> TnlLocal<P> {
+    #[inline]
     fn push(&mut self, slot: u16, count: bool, pkt: P, meta: Option<TunnelMeta>) {
-        let fits = |g: &Recirc<P>| {
-            g.slot == slot
+        if let Some(g) = self.recirc.last_mut() {
+            if g.slot == slot
                 && g.count == count
                 && !g.pkts.is_full()
                 && g.meta.is_empty() == meta.is_none()
-        };
-        if !self.recirc.last().is_some_and(fits) {
-            self.recirc.push(Recirc {
-                slot,
-                count,
-                pkts: Burst::new(),
-                meta: ArrayVec::new(),
-            });
+            {
+                g.pkts.push(pkt);
+                if let Some(m) = meta {
+                    g.meta.push(m);
+                }
+                return;
+            }
         }
-        let g = self.recirc.last_mut().expect("pushed above");
+        let mut g = Recirc {
+            slot,
+            count,
+            pkts: Burst::new(),
+            meta: ArrayVec::new(),
+        };
         g.pkts.push(pkt);
         if let Some(m) = meta {
             g.meta.push(m);
         }
+        self.recirc.push(g);
     }
 }
 
@@ -184,6 +190,9 @@ pub fn decap<P: PacketBuf>(
 ) {
     let term = st.terminator(ep);
     let mut keep = Burst::<P>::new();
+    if pkts.is_empty() {
+        return;
+    }
     // A burst is mostly one tunnel: its port and counter row are looked
     // up once.
     type Seen<'a> = (
