@@ -497,6 +497,19 @@ impl<P: PacketBuf + 'static> Reconciler<P> {
                 vec![("driver_name".into(), driver_name(&lp.spec.kind).into())];
             status.extend(st.extra.iter().cloned());
             status.push(("numa_id".into(), st.numa.to_string()));
+            if lp.tunnel.is_some() {
+                // As OVS reports it: the underlay port the tunnel leaves by.
+                let snap = self.switch.snap.load();
+                let tnl = snap.tnl.load();
+                if let Some(rvs_dataplane::tunnel::state::EncapPlan::Ready { out_slot, .. }) =
+                    tnl.ports.get(&lp.slot).map(|p| &p.plan)
+                {
+                    if let Some(p) = snap.port(*out_slot) {
+                        status.push(("tunnel_egress_iface".into(), p.name.to_string()));
+                        status.push(("tunnel_egress_iface_carrier".into(), "up".into()));
+                    }
+                }
+            }
             let mut row = json!({
                 "link_state": if st.link_up { "up" } else { "down" },
                 "admin_state": "up",

@@ -168,6 +168,21 @@ fn vxlan_with_the_linux_kernel() {
         5
     );
 
+    wait_for(
+        "tunnel_egress_iface",
+        std::time::Duration::from_secs(5),
+        || {
+            h.vsctl(&[
+                "--if-exists",
+                "get",
+                "Interface",
+                "vxlan0",
+                "status:tunnel_egress_iface",
+            ])
+            .trim()
+                == "br-phy"
+        },
+    );
     // Routes of our own, and a flushed neighbour cache that refills.
     assert_eq!(
         h.appctl(&["ovs/route/add", "10.99.0.0/16", "br-phy", "10.31.0.254"]),
