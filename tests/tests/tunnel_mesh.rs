@@ -7,6 +7,9 @@
 //! every tenant interface: each reaches its own tenant only, once (no loop
 //! through the mesh), and spoofed or malformed tunnel frames from the
 //! underlay reach nobody and are counted by reason.
+// Hosts and tenants are a grid addressed by (host, tenant) index throughout.
+#![allow(clippy::needless_range_loop)]
+
 use rvs_tests::{drop_count, key_counts, ping, reachable, send_raw, tenant, veth, Host, Netns};
 
 const HOSTS: usize = 3;
