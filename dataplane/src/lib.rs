@@ -10,6 +10,7 @@
 //! `snapshot`s; `stats` are per PMD and summed when read.
 #![deny(unsafe_code)]
 
+pub mod conntrack;
 pub mod flow;
 pub mod flow_batch;
 pub mod mac_table;

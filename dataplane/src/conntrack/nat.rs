@@ -1,0 +1,302 @@
+//! NAT for tracked connections: choosing the translated address and port
+//! when a connection is committed, the rewrite each later packet of it
+//! needs in either direction, ICMP errors about it (their quoted header
+//! too), and applying a rewrite with checksums updated incrementally
+//! (RFC 1624; a UDP checksum of zero stays zero).
+use super::key::{ConnKey, Parsed};
+use super::{Conn, NatDone};
+use crate::packet::PacketBuf;
+use crate::wire::checksum::{checksum, update16, update32};
+use crate::wire::ipv4::{PROTO_ICMP, PROTO_TCP, PROTO_UDP};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NatKind {
+    Src,
+    Dst,
+    /// Plain `nat`: apply what the connection was committed with.
+    Reverse,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NatSpec {
+    pub kind: NatKind,
+    pub ip_min: u32,
+    pub ip_max: u32,
+    /// 0: keep the port.
+    pub port_min: u16,
+    pub port_max: u16,
+    pub persistent: bool,
+    pub hash: bool,
+    pub random: bool,
+}
+
+/// An address and port.
+pub type Endpoint = (u32, u16);
+
+/// What to change in one packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Rewrite {
+    pub l3: usize,
+    pub l4: usize,
+    pub proto: u8,
+    pub src: Option<(u32, u16)>,
+    pub dst: Option<(u32, u16)>,
+    /// ICMP error: where the quoted IP header starts and its new source
+    /// and destination.
+    pub quoted: Option<(usize, Endpoint, Endpoint)>,
+}
+
+fn mix(k: &ConnKey, with_sport: bool) -> u64 {
+    let mut h = (k.src as u64) << 32 | k.dst as u64;
+    h ^= (k.dport as u64) << 16
+        | (if with_sport { k.sport as u64 } else { 0 })
+        | (k.proto as u64) << 40;
+    h = h.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    h ^ (h >> 29)
+}
+
+/// Picks the translation for a new connection `k`; `taken` says whether a
+/// reply key is in use already. Returns it with the reply key, or None
+/// when the range has no free address and port.
+pub fn choose(
+    spec: &NatSpec,
+    k: &ConnKey,
+    taken: impl Fn(&ConnKey) -> bool,
+) -> Option<(NatDone, ConnKey)> {
+    let h = mix(k, !spec.persistent);
+    let n_ip = (spec.ip_max.max(spec.ip_min) - spec.ip_min) as u64 + 1;
+    let icmp = k.proto == PROTO_ICMP;
+    let (pmin, pmax, keep) = if spec.port_min == 0 || icmp {
+        let orig = if spec.kind == NatKind::Src {
+            k.sport
+        } else {
+            k.dport
+        };
+        (orig, orig, true)
+    } else {
+        (spec.port_min, spec.port_max.max(spec.port_min), false)
+    };
+    let n_port = (pmax - pmin) as u64 + 1;
+    // Source NAT may move to another port when the chosen one is taken
+    // (as Linux and OVS do); destination NAT keeps what was asked.
+    let tries = if spec.kind == NatKind::Src && !icmp {
+        n_ip * if keep { 64512 } else { n_port }
+    } else {
+        n_ip
+    };
+    for i in 0..tries.min(1 << 17) {
+        let ip = spec.ip_min + ((h.wrapping_add(i)) % n_ip) as u32;
+        let port = if keep && i < n_ip {
+            pmin
+        } else if keep {
+            // Fell off the original port: search the ephemeral range.
+            1024 + ((h >> 16).wrapping_add(i) % 64512) as u16
+        } else {
+            pmin + ((h >> 16).wrapping_add(i / n_ip) % n_port) as u16
+        };
+        let (done, reply) = match spec.kind {
+            NatKind::Dst => (
+                NatDone {
+                    src: None,
+                    dst: Some((ip, port)),
+                },
+                ConnKey {
+                    zone: k.zone,
+                    proto: k.proto,
+                    src: ip,
+                    dst: k.src,
+                    sport: if icmp { k.sport } else { port },
+                    dport: if icmp { 0 } else { k.sport },
+                },
+            ),
+            _ => (
+                NatDone {
+                    src: Some((ip, port)),
+                    dst: None,
+                },
+                ConnKey {
+                    zone: k.zone,
+                    proto: k.proto,
+                    src: k.dst,
+                    dst: ip,
+                    sport: if icmp { k.sport } else { k.dport },
+                    dport: if icmp { 0 } else { port },
+                },
+            ),
+        };
+        if !taken(&reply) {
+            return Some((done, reply));
+        }
+    }
+    None
+}
+
+/// The connection's translation applied to a tuple going direction `dir`.
+fn translate(c: &Conn, dir: u8, t: &mut ConnKey) {
+    let icmp = t.proto == PROTO_ICMP;
+    if dir == 0 {
+        if let Some((ip, port)) = c.nat.src {
+            t.src = ip;
+            if !icmp {
+                t.sport = port;
+            }
+        }
+        if let Some((ip, port)) = c.nat.dst {
+            t.dst = ip;
+            if !icmp {
+                t.dport = port;
+            }
+        }
+    } else {
+        if c.nat.src.is_some() {
+            t.dst = c.orig.src;
+            if !icmp {
+                t.dport = c.orig.sport;
+            }
+        }
+        if c.nat.dst.is_some() {
+            t.src = c.orig.dst;
+            if !icmp {
+                t.sport = c.orig.dport;
+            }
+        }
+    }
+}
+
+/// The rewrite of a packet of `c` going direction `dir`.
+pub fn forward(c: &Conn, dir: u8, p: &Parsed) -> Rewrite {
+    let mut t = p.key;
+    translate(c, dir, &mut t);
+    Rewrite {
+        l3: p.l3,
+        l4: p.l4,
+        proto: p.key.proto,
+        src: ((t.src, t.sport) != (p.key.src, p.key.sport)).then_some((t.src, t.sport)),
+        dst: ((t.dst, t.dport) != (p.key.dst, p.key.dport)).then_some((t.dst, t.dport)),
+        quoted: None,
+    }
+}
+
+/// The rewrite of an ICMP error about `c`, travelling direction `dir`,
+/// whose quoted header starts at `q`.
+pub fn related(c: &Conn, dir: u8, p: &Parsed, q: usize) -> Rewrite {
+    let quoted = p.related.map(|r| r.0).unwrap_or_default();
+    // The quoted packet went the other way; seen from this direction it
+    // is its reverse.
+    let mut r = quoted.reverse();
+    translate(c, dir, &mut r);
+    let nq = r.reverse();
+    let dst = (nq.src != p.key.dst).then_some((nq.src, 0));
+    let src = (p.key.src == quoted.dst && nq.dst != quoted.dst).then_some((nq.dst, 0));
+    Rewrite {
+        l3: p.l3,
+        l4: p.l4,
+        proto: PROTO_ICMP,
+        src,
+        dst,
+        quoted: Some((q, (nq.src, nq.sport), (nq.dst, nq.dport))),
+    }
+}
+
+fn rd32(b: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+fn rd16(b: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([b[at], b[at + 1]])
+}
+fn wr16(b: &mut [u8], at: usize, v: u16) {
+    b[at..at + 2].copy_from_slice(&v.to_be_bytes());
+}
+
+/// Changes an address at `at` (IPv4 header at `l3`) and fixes the IPv4
+/// checksum and, when given, an L4 checksum covering it (pseudo-header).
+fn set_addr(d: &mut [u8], l3: usize, at: usize, new: u32, l4_csum: Option<(usize, bool)>) {
+    let old = rd32(d, at);
+    if old == new {
+        return;
+    }
+    d[at..at + 4].copy_from_slice(&new.to_be_bytes());
+    let c = update32(rd16(d, l3 + 10), old, new);
+    wr16(d, l3 + 10, c);
+    fix_l4(d, l4_csum, |c| update32(c, old, new));
+}
+
+fn set_port(d: &mut [u8], at: usize, new: u16, l4_csum: Option<(usize, bool)>) {
+    let old = rd16(d, at);
+    if old == new {
+        return;
+    }
+    wr16(d, at, new);
+    fix_l4(d, l4_csum, |c| update16(c, old, new));
+}
+
+/// (checksum offset, is UDP): a UDP checksum of zero means none.
+fn fix_l4(d: &mut [u8], l4_csum: Option<(usize, bool)>, f: impl Fn(u16) -> u16) {
+    if let Some((at, udp)) = l4_csum {
+        let c = rd16(d, at);
+        if udp && c == 0 {
+            return;
+        }
+        let n = f(c);
+        wr16(d, at, if udp && n == 0 { 0xffff } else { n });
+    }
+}
+
+/// Applies `rw` to `pkt`. False when the packet is shorter than the
+/// rewrite expects (nothing is changed then).
+pub fn apply<P: PacketBuf>(pkt: &mut P, rw: &Rewrite) -> bool {
+    let d = pkt.data_mut();
+    let need = match rw.proto {
+        PROTO_TCP => rw.l4 + 20,
+        PROTO_UDP | PROTO_ICMP => rw.l4 + 8,
+        _ => rw.l4,
+    };
+    if d.len() < need {
+        return false;
+    }
+    let l4c = match rw.proto {
+        PROTO_TCP => Some((rw.l4 + 16, false)),
+        PROTO_UDP => Some((rw.l4 + 6, true)),
+        _ => None,
+    };
+    let ports = matches!(rw.proto, PROTO_TCP | PROTO_UDP);
+    if let Some((ip, port)) = rw.src {
+        set_addr(d, rw.l3, rw.l3 + 12, ip, l4c);
+        if ports {
+            set_port(d, rw.l4, port, l4c);
+        }
+    }
+    if let Some((ip, port)) = rw.dst {
+        set_addr(d, rw.l3, rw.l3 + 16, ip, l4c);
+        if ports {
+            set_port(d, rw.l4 + 2, port, l4c);
+        }
+    }
+    if let Some((q, (qs, qsp), (qd, qdp))) = rw.quoted {
+        if d.len() < q + 28 {
+            return false;
+        }
+        let qhl = (d[q] & 0x0f) as usize * 4;
+        if d.len() < q + qhl + 8 {
+            return false;
+        }
+        let qproto = d[q + 9];
+        // The quoted transport header is cut at 8 bytes: only UDP's
+        // checksum is inside it.
+        let ql4 = q + qhl;
+        let qc = (qproto == PROTO_UDP).then_some((ql4 + 6, true));
+        set_addr(d, q, q + 12, qs, qc);
+        set_addr(d, q, q + 16, qd, qc);
+        if matches!(qproto, PROTO_TCP | PROTO_UDP) {
+            set_port(d, ql4, qsp, qc);
+            set_port(d, ql4 + 2, qdp, qc);
+        }
+        // The ICMP checksum covers the whole message: recompute it.
+        let end = rw.l3 + rd16(d, rw.l3 + 2) as usize;
+        let end = end.min(d.len());
+        wr16(d, rw.l4 + 2, 0);
+        let c = checksum(&d[rw.l4..end]);
+        wr16(d, rw.l4 + 2, c);
+    }
+    true
+}

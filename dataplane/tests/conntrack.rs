@@ -1,0 +1,305 @@
+//! The connection tracker on frames: states through a TCP handshake and
+//! close, UDP and ICMP, NAT in both directions with checksums that a full
+//! recomputation agrees with, ICMP errors about a translated connection,
+//! a full table evicting and counting, expiry, flush.
+use rvs_dataplane::conntrack::nat::{apply, NatKind, NatSpec};
+use rvs_dataplane::conntrack::state::*;
+use rvs_dataplane::conntrack::{Conntrack, CtRequest, Outcome};
+use rvs_dataplane::packet::{HeapBuf, PacketBuf};
+use rvs_dataplane::wire::checksum::{checksum, finish, pseudo_header, sum};
+
+const S: u64 = 1_000_000_000;
+
+fn ip(a: [u8; 4]) -> u32 {
+    u32::from_be_bytes(a)
+}
+
+/// An IPv4 frame with `proto` and transport bytes `l4` (checksums made
+/// right).
+fn frame(src: [u8; 4], dst: [u8; 4], proto: u8, mut l4: Vec<u8>) -> Vec<u8> {
+    let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 8, 0];
+    let total = (20 + l4.len()) as u16;
+    let mut h = vec![0x45, 0, 0, 0, 0, 1, 0x40, 0, 64, proto, 0, 0];
+    h[2..4].copy_from_slice(&total.to_be_bytes());
+    h.extend_from_slice(&src);
+    h.extend_from_slice(&dst);
+    let c = checksum(&h);
+    h[10..12].copy_from_slice(&c.to_be_bytes());
+    let ck = match proto {
+        6 => Some(16),
+        17 => Some(6),
+        1 => Some(2),
+        _ => None,
+    };
+    if let Some(at) = ck {
+        let ph = if proto == 1 {
+            0
+        } else {
+            pseudo_header(src, dst, proto, l4.len() as u16)
+        };
+        let c = finish(sum(&l4, ph));
+        l4[at..at + 2].copy_from_slice(&c.to_be_bytes());
+    }
+    f.extend_from_slice(&h);
+    f.extend_from_slice(&l4);
+    f
+}
+
+fn tcp(src: [u8; 4], sp: u16, dst: [u8; 4], dp: u16, flags: u8, seq: u32) -> Vec<u8> {
+    let mut t = vec![0u8; 20];
+    t[0..2].copy_from_slice(&sp.to_be_bytes());
+    t[2..4].copy_from_slice(&dp.to_be_bytes());
+    t[4..8].copy_from_slice(&seq.to_be_bytes());
+    t[12] = 0x50;
+    t[13] = flags;
+    t[14..16].copy_from_slice(&65535u16.to_be_bytes());
+    frame(src, dst, 6, t)
+}
+
+fn udp(src: [u8; 4], sp: u16, dst: [u8; 4], dp: u16) -> Vec<u8> {
+    let mut u = vec![0u8; 12];
+    u[0..2].copy_from_slice(&sp.to_be_bytes());
+    u[2..4].copy_from_slice(&dp.to_be_bytes());
+    u[4..6].copy_from_slice(&12u16.to_be_bytes());
+    u[8..12].copy_from_slice(b"ping");
+    frame(src, dst, 17, u)
+}
+
+/// Every checksum of an IPv4 TCP/UDP/ICMP frame is right.
+fn sound(f: &[u8]) -> bool {
+    let h = &f[14..34];
+    if checksum(h) != 0 {
+        return false;
+    }
+    let proto = h[9];
+    let l4 = &f[34..];
+    let src = [h[12], h[13], h[14], h[15]];
+    let dst = [h[16], h[17], h[18], h[19]];
+    match proto {
+        6 => finish(sum(l4, pseudo_header(src, dst, 6, l4.len() as u16))) == 0,
+        17 => {
+            l4[6..8] == [0, 0] || finish(sum(l4, pseudo_header(src, dst, 17, l4.len() as u16))) == 0
+        }
+        1 => checksum(l4) == 0,
+        _ => true,
+    }
+}
+
+fn run(ct: &Conntrack, f: &[u8], req: &CtRequest, now: u64) -> (Outcome, Vec<u8>) {
+    let o = ct.process(f, req, now);
+    let mut p = HeapBuf::new(f);
+    if let Some(rw) = &o.rewrite {
+        assert!(apply(&mut p, rw));
+    }
+    (o, p.data().to_vec())
+}
+
+const C: [u8; 4] = [198, 51, 100, 7];
+const PUB: [u8; 4] = [203, 0, 113, 10];
+const VM: [u8; 4] = [10, 1, 0, 5];
+
+#[test]
+fn tcp_states_through_handshake_and_close() {
+    let ct = Conntrack::new(100);
+    let commit = CtRequest {
+        commit: true,
+        ..Default::default()
+    };
+    let look = CtRequest::default();
+    let (o, _) = run(&ct, &tcp(C, 4000, VM, 80, 0x02, 100), &commit, 0);
+    assert_eq!(o.state, TRK | NEW);
+    let (o, _) = run(&ct, &tcp(VM, 80, C, 4000, 0x12, 900), &look, S);
+    assert_eq!(o.state, TRK | EST | RPL);
+    let (o, _) = run(&ct, &tcp(C, 4000, VM, 80, 0x10, 101), &look, 2 * S);
+    assert_eq!(o.state, TRK | EST);
+    // A mid-stream segment of an unknown connection is invalid.
+    let (o, _) = run(&ct, &tcp(C, 4001, VM, 80, 0x10, 5), &commit, 2 * S);
+    assert_eq!(o.state, TRK | INV);
+    assert_eq!(ct.len(), 1);
+    assert_eq!(o.orig, None);
+}
+
+#[test]
+fn static_nat_both_ways_with_sound_checksums() {
+    let ct = Conntrack::new(100);
+    // Inbound: the client reaches PUB:80, which is VM:8080.
+    let dnat = NatSpec {
+        kind: NatKind::Dst,
+        ip_min: ip(VM),
+        ip_max: ip(VM),
+        port_min: 8080,
+        port_max: 8080,
+        persistent: false,
+        hash: false,
+        random: false,
+    };
+    let rev = NatSpec {
+        kind: NatKind::Reverse,
+        ..dnat
+    };
+    let commit = CtRequest {
+        commit: true,
+        nat: Some(&dnat),
+        set_mark: Some((7, u32::MAX)),
+        ..Default::default()
+    };
+    let (o, f) = run(&ct, &tcp(C, 4000, PUB, 80, 0x02, 1), &commit, 0);
+    assert_eq!(o.state, TRK | NEW | DNAT);
+    assert_eq!(o.mark, 7);
+    assert_eq!(
+        (&f[30..34], &f[36..38]),
+        (&VM[..], &8080u16.to_be_bytes()[..])
+    );
+    assert!(sound(&f));
+    // The VM's answer goes back out as PUB:80.
+    let back = CtRequest {
+        nat: Some(&rev),
+        ..Default::default()
+    };
+    let (o, f) = run(&ct, &tcp(VM, 8080, C, 4000, 0x12, 50), &back, S);
+    assert_eq!(o.state, TRK | EST | RPL | DNAT);
+    assert_eq!(o.mark, 7);
+    assert_eq!(
+        (&f[26..30], &f[34..36]),
+        (&PUB[..], &80u16.to_be_bytes()[..])
+    );
+    assert!(sound(&f));
+    // The original tuple stays what the client sent.
+    let orig = o.orig.unwrap();
+    assert_eq!((orig.src, orig.dst, orig.dport), (ip(C), ip(PUB), 80));
+}
+
+#[test]
+fn source_nat_keeps_replies_apart_and_udp_zero_checksum() {
+    let ct = Conntrack::new(100);
+    let snat = NatSpec {
+        kind: NatKind::Src,
+        ip_min: ip(PUB),
+        ip_max: ip(PUB),
+        port_min: 0,
+        port_max: 0,
+        persistent: false,
+        hash: false,
+        random: false,
+    };
+    let commit = CtRequest {
+        commit: true,
+        nat: Some(&snat),
+        ..Default::default()
+    };
+    // Two VMs use the same source port to the same server: the second
+    // gets another public port.
+    let (_, a) = run(&ct, &udp(VM, 5000, C, 53), &commit, 0);
+    let (_, b) = run(&ct, &udp([10, 1, 0, 6], 5000, C, 53), &commit, 0);
+    assert_eq!(&a[26..30], &PUB[..]);
+    assert_eq!(&b[26..30], &PUB[..]);
+    assert_eq!(&a[34..36], &5000u16.to_be_bytes()[..]);
+    assert_ne!(&b[34..36], &5000u16.to_be_bytes()[..]);
+    assert!(sound(&a) && sound(&b));
+    // A UDP datagram without checksum keeps none.
+    let mut z = udp([10, 1, 0, 9], 7000, C, 53);
+    z[40] = 0;
+    z[41] = 0;
+    let (_, zf) = run(&ct, &z, &commit, 0);
+    assert_eq!(&zf[40..42], &[0, 0]);
+    assert_eq!(ct.len(), 3);
+}
+
+#[test]
+fn icmp_errors_about_a_translated_connection_are_related_and_translated() {
+    let ct = Conntrack::new(100);
+    let snat = NatSpec {
+        kind: NatKind::Src,
+        ip_min: ip(PUB),
+        ip_max: ip(PUB),
+        port_min: 0,
+        port_max: 0,
+        persistent: false,
+        hash: false,
+        random: false,
+    };
+    let commit = CtRequest {
+        commit: true,
+        nat: Some(&snat),
+        ..Default::default()
+    };
+    let (_, out) = run(&ct, &udp(VM, 33434, C, 33435), &commit, 0);
+    // A router answers "time exceeded" to the public address, quoting
+    // what it got.
+    let mut icmp = vec![11, 0, 0, 0, 0, 0, 0, 0];
+    icmp.extend_from_slice(&out[14..14 + 28]);
+    let err = frame([192, 0, 2, 1], PUB, 1, icmp);
+    let rev = NatSpec {
+        kind: NatKind::Reverse,
+        ..snat
+    };
+    let (o, f) = run(
+        &ct,
+        &err,
+        &CtRequest {
+            nat: Some(&rev),
+            ..Default::default()
+        },
+        S,
+    );
+    assert_eq!(o.state, TRK | REL | RPL | SNAT);
+    assert_eq!(&f[30..34], &VM[..], "outer destination back to the VM");
+    assert_eq!(
+        &f[42 + 12..42 + 16],
+        &VM[..],
+        "quoted source back to the VM"
+    );
+    assert!(sound(&f));
+    assert_eq!(checksum(&f[42..62]), 0, "quoted IP header checksum");
+}
+
+#[test]
+fn full_table_evicts_and_counts_and_entries_expire() {
+    let ct = Conntrack::new(4);
+    let commit = CtRequest {
+        commit: true,
+        ..Default::default()
+    };
+    for i in 0..6u16 {
+        ct.process(&udp(VM, 1000 + i, C, 53), &commit, i as u64);
+    }
+    assert_eq!(ct.len(), 4);
+    assert_eq!(
+        ct.stats.evicted.load(std::sync::atomic::Ordering::Relaxed),
+        2
+    );
+    // UDP seen once lives 30 s.
+    assert_eq!(ct.sweep(29 * S), 0);
+    assert_eq!(ct.sweep(31 * S), 4);
+    assert!(ct.is_empty());
+    ct.process(&udp(VM, 1, C, 53), &commit, 0);
+    ct.process(
+        &udp(VM, 2, C, 53),
+        &CtRequest {
+            commit: true,
+            zone: 9,
+            ..Default::default()
+        },
+        0,
+    );
+    assert_eq!(ct.flush(Some(9)), 1);
+    assert_eq!(ct.len(), 1);
+}
+
+#[test]
+fn icmp_echo_is_tracked_by_identifier() {
+    let ct = Conntrack::new(10);
+    let echo = |src, dst, ty| frame(src, dst, 1, vec![ty, 0, 0, 0, 0x12, 0x34, 0, 1]);
+    let (o, _) = run(
+        &ct,
+        &echo(C, VM, 8),
+        &CtRequest {
+            commit: true,
+            ..Default::default()
+        },
+        0,
+    );
+    assert_eq!(o.state, TRK | NEW);
+    let (o, _) = run(&ct, &echo(VM, C, 0), &CtRequest::default(), 1);
+    assert_eq!(o.state, TRK | EST | RPL);
+}
