@@ -6,6 +6,7 @@
 pub mod appctl;
 pub mod budget;
 pub mod config;
+pub mod ctctl;
 pub mod datum;
 pub mod db;
 pub mod eal_args;

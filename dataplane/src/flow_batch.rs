@@ -2,12 +2,15 @@
 //! find its translation in the PMD's exact-match cache (or translate through
 //! the classifier and cache it), count the hit rules once per run of
 //! packets, and carry out the datapath ops.
-use crate::flow::cache::{hash_key, FlowCache};
+use crate::conntrack::{nat, CtRequest, Outcome};
+use crate::flow::cache::{hash_key, FlowCache, RecircCache};
 use crate::flow::extract::{extract_into, TunnelMeta};
-use crate::flow::key::{packet_words_eq, FlowKey, PACKET_WORDS};
+use crate::flow::key::{packet_words_eq, Field, FlowKey, PACKET_WORDS};
 use crate::flow::rewrite;
 use crate::flow::rule::Pipeline;
-use crate::flow::xlate::{translate, translate_actions, DpOp, PortView, Xlate};
+use crate::flow::xlate::{
+    translate, translate_actions, translate_recirc, CtOp, DpOp, PortView, Xlate,
+};
 use crate::normal::Normal;
 use crate::packet::PacketBuf;
 use crate::snapshot::{BridgeEntry, Inject, PacketIn, Snapshot};
@@ -28,7 +31,16 @@ struct Exec<'a, 'b, P: PacketBuf> {
     normal: Option<Normal<'a, P>>,
     /// The packet's tunnel fields as the actions so far left them.
     tun: TunnelMeta,
+    pipe: &'a Pipeline,
+    rcache: &'b mut RecircCache,
+    /// Recirculations this packet went through.
+    depth: u32,
+    /// What the last `ct` said.
+    last_ct: Outcome,
 }
+
+/// Recirculations (ct(table=...)) one packet may go through.
+const MAX_RECIRC: u32 = 8;
 
 /// Runs a batch that arrived on `in_slot` (and was counted there) through
 /// the pipeline; `tun` holds each packet's tunnel fields when the port is
@@ -44,6 +56,7 @@ pub fn process_batch<P: PacketBuf>(
     stats: &PmdStats,
     tx: &mut TxBuffers<P>,
     cache: &mut FlowCache,
+    rcache: &mut RecircCache,
 ) {
     let Some(port) = snap.port(in_slot) else {
         stats.drop(DropReason::NoPort, None, pkts.len() as u64);
@@ -62,6 +75,10 @@ pub fn process_batch<P: PacketBuf>(
         tx,
         normal: None,
         tun: TunnelMeta::default(),
+        pipe,
+        rcache,
+        depth: 0,
+        last_ct: Outcome::default(),
     };
     // The current run of packets with one key: a burst is mostly runs of
     // one flow, and a run costs one cache probe and one counter update.
@@ -151,6 +168,7 @@ pub fn inject<P: PacketBuf>(
     now: u32,
     stats: &PmdStats,
     tx: &mut TxBuffers<P>,
+    rcache: &mut RecircCache,
 ) {
     let in_slot = bridge.slot(inj.in_port).unwrap_or(u16::MAX);
     let mut key = FlowKey::default();
@@ -171,6 +189,10 @@ pub fn inject<P: PacketBuf>(
         tx,
         normal: None,
         tun: TunnelMeta::default(),
+        pipe: &pipe,
+        rcache,
+        depth: 0,
+        last_ct: Outcome::default(),
     };
     if let Some(reason) = xl.drop {
         stats.drop(reason, None, 1);
@@ -216,6 +238,23 @@ impl<'a, P: PacketBuf> Exec<'a, '_, P> {
                     }
                 }
                 DpOp::SetTunnel(t) => self.tun = *t,
+                DpOp::Ct(ct) => {
+                    let Some(p) = self.conntrack(ct, pkt) else {
+                        return;
+                    };
+                    pkt = p;
+                    if let Some((_, carry)) = &ct.recirc {
+                        let (outcome, carry) = (self.last_ct, *carry);
+                        if consume {
+                            self.recirc(&carry, &outcome, pkt);
+                            return;
+                        }
+                        match pkt.deep_copy() {
+                            Some(c) => self.recirc(&carry, &outcome, c),
+                            None => self.stats.drop(DropReason::PoolEmpty, None, 1),
+                        }
+                    }
+                }
                 DpOp::Learn(l) => {
                     if l.due(self.now) {
                         // Full: the control thread is behind; the next
@@ -232,6 +271,95 @@ impl<'a, P: PacketBuf> Exec<'a, '_, P> {
                 }
             }
         }
+    }
+
+    /// Runs the packet through the tracker and applies its NAT; None when
+    /// the packet was dropped.
+    fn conntrack(&mut self, ct: &CtOp, mut pkt: P) -> Option<P> {
+        let req = CtRequest {
+            zone: ct.zone,
+            commit: ct.commit,
+            force: ct.force,
+            nat: ct.nat.as_ref(),
+            set_mark: ct.set_mark,
+            set_label: ct.set_label,
+        };
+        let out = self
+            .snap
+            .ct
+            .process(pkt.data(), &req, self.now as u64 * 1_000_000_000);
+        if let Some(rw) = &out.rewrite {
+            if !nat::apply(&mut pkt, rw) {
+                self.stats
+                    .drop(DropReason::Malformed, Some(self.in_slot), 1);
+                return None;
+            }
+        }
+        self.last_ct = out;
+        Some(pkt)
+    }
+
+    /// Runs a packet back through the tables after `ct(table=...)`, with
+    /// what the tracker said in its key.
+    fn recirc(&mut self, carry: &FlowKey, out: &Outcome, pkt: P) {
+        if self.depth >= MAX_RECIRC {
+            self.stats
+                .drop(DropReason::RecursionLimit, Some(self.in_slot), 1);
+            return;
+        }
+        let tun = TunnelMeta {
+            id: carry.get(Field::TunId),
+            src: carry.get(Field::TunSrc) as u32,
+            dst: carry.get(Field::TunDst) as u32,
+        };
+        let tun = (tun != TunnelMeta::default()).then_some(tun);
+        let mut key = FlowKey::default();
+        if extract_into(
+            pkt.data(),
+            carry.get(Field::InPort) as u32,
+            tun.as_ref(),
+            &mut key,
+        )
+        .is_err()
+        {
+            self.stats
+                .drop(DropReason::Malformed, Some(self.in_slot), 1);
+            return;
+        }
+        // Pipeline state carries over: metadata, registers, the table.
+        let (meta_word, _, _) = Field::Metadata.place();
+        key.w[meta_word..].copy_from_slice(&carry.w[meta_word..]);
+        key.set(Field::RecircTable, carry.get(Field::RecircTable));
+        key.set(Field::CtState, out.state as u64);
+        key.set(Field::CtZone, out.zone as u64);
+        key.set(Field::CtMark, out.mark as u64);
+        key.set(Field::CtLabel, out.label as u64);
+        if let Some(o) = out.orig {
+            key.set(Field::CtNwProto, o.proto as u64);
+            key.set(Field::CtNwSrc, o.src as u64);
+            key.set(Field::CtNwDst, o.dst as u64);
+            key.set(Field::CtTpSrc, o.sport as u64);
+            key.set(Field::CtTpDst, o.dport as u64);
+        }
+        let stamp = (self.pipe.generation, self.snap.version);
+        let xl = match self.rcache.get(&key, stamp) {
+            Some(x) => x,
+            None => {
+                let x = Arc::new(translate_recirc(self.pipe, self.bridge, self.in_slot, &key));
+                self.rcache.insert(key, stamp, x.clone());
+                x
+            }
+        };
+        credit(&xl, 1, pkt.wire_len() as u64, self.now);
+        if let Some(r) = xl.drop {
+            self.stats.drop(r, Some(self.in_slot), 1);
+            return;
+        }
+        self.depth += 1;
+        let saved = self.tun;
+        self.run(&xl.ops, xl.last_consumer, pkt);
+        self.tun = saved;
+        self.depth -= 1;
     }
 
     fn hand_on(&mut self, op: &DpOp, pkt: P) {

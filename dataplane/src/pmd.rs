@@ -1,6 +1,6 @@
 //! The poll-mode worker loop: one thread per pinned core, run to completion
 //! over bursts, never waiting for the control plane.
-use crate::flow::cache::FlowCache;
+use crate::flow::cache::{FlowCache, RecircCache};
 use crate::flow_batch;
 use crate::normal::{count_port_rx, count_rx, forward_batch};
 use crate::packet::PacketBuf;
@@ -43,6 +43,8 @@ pub struct PmdLocal<P: PacketBuf> {
     pub tx: TxBuffers<P>,
     pub burst: Burst<P>,
     pub cache: FlowCache,
+    /// Translations after ct(table=...).
+    pub rcache: RecircCache,
     pub tnl: TnlLocal<P>,
     spare: Vec<tnl_path::Recirc<P>>,
     /// When lazy queues were last polled (clock cycles), and whether the
@@ -57,6 +59,7 @@ impl<P: PacketBuf> PmdLocal<P> {
             tx: TxBuffers::default(),
             burst: Burst::new(),
             cache: FlowCache::new(cache_entries),
+            rcache: RecircCache::default(),
             tnl: TnlLocal::default(),
             spare: Vec::new(),
             lazy_at: 0,
@@ -78,6 +81,7 @@ pub fn poll_once<P: PacketBuf>(
         tx,
         burst,
         cache,
+        rcache,
         tnl,
         spare,
         lazy_at,
@@ -118,7 +122,9 @@ pub fn poll_once<P: PacketBuf>(
         }
         got += n;
         let bytes = count_rx(stats, rq.slot, burst);
-        run_batch(&snap, rq.slot, burst, None, bytes, now, stats, tx, cache);
+        run_batch(
+            &snap, rq.slot, burst, None, bytes, now, stats, tx, cache, rcache,
+        );
         let mut d = Drain {
             snap: &snap,
             txq: me.index as u16,
@@ -126,10 +132,10 @@ pub fn poll_once<P: PacketBuf>(
             stats,
             events: &switch.tnl_events,
         };
-        d.run(tx, cache, tnl, spare);
+        d.run(tx, cache, rcache, tnl, spare);
     }
     if me.index == 0 {
-        let n = inject_packet_outs(switch, &snap, now, stats, tx);
+        let n = inject_packet_outs(switch, &snap, now, stats, tx, rcache);
         if n > 0 {
             got += n;
             let mut d = Drain {
@@ -139,7 +145,7 @@ pub fn poll_once<P: PacketBuf>(
                 stats,
                 events: &switch.tnl_events,
             };
-            d.run(tx, cache, tnl, spare);
+            d.run(tx, cache, rcache, tnl, spare);
         }
     }
     let dt = (clock.cycles)().wrapping_sub(t0);
@@ -161,6 +167,7 @@ fn inject_packet_outs<P: PacketBuf>(
     now: u32,
     stats: &PmdStats,
     tx: &mut TxBuffers<P>,
+    rcache: &mut RecircCache,
 ) -> usize {
     let mut n = 0;
     for b in &snap.bridges {
@@ -175,7 +182,7 @@ fn inject_packet_outs<P: PacketBuf>(
             f.inject_pending.fetch_sub(1, Ordering::Relaxed);
             n += 1;
             match switch.packet_alloc.get().and_then(|a| a(&inj.data)) {
-                Some(pkt) => flow_batch::inject(snap, b, &inj, pkt, now, stats, tx),
+                Some(pkt) => flow_batch::inject(snap, b, &inj, pkt, now, stats, tx, rcache),
                 None => stats.drop(DropReason::PoolEmpty, None, 1),
             }
         }
@@ -198,6 +205,7 @@ fn run_batch<P: PacketBuf>(
     stats: &PmdStats,
     tx: &mut TxBuffers<P>,
     cache: &mut FlowCache,
+    rcache: &mut RecircCache,
 ) {
     let Some(port) = snap.port(slot) else {
         stats.drop(DropReason::NoPort, None, pkts.len() as u64);
@@ -210,7 +218,9 @@ fn run_batch<P: PacketBuf>(
             rule.stats.hit(pkts.len() as u64, bytes, now);
             forward_batch(snap, slot, pkts, now, stats, tx);
         }
-        None => flow_batch::process_batch(snap, &pipe, slot, pkts, tun, now, stats, tx, cache),
+        None => {
+            flow_batch::process_batch(snap, &pipe, slot, pkts, tun, now, stats, tx, cache, rcache)
+        }
     }
 }
 
@@ -238,6 +248,7 @@ impl<P: PacketBuf> Drain<'_, P> {
         &mut self,
         tx: &mut TxBuffers<P>,
         cache: &mut FlowCache,
+        rcache: &mut RecircCache,
         tnl: &mut TnlLocal<P>,
         spare: &mut Vec<tnl_path::Recirc<P>>,
     ) {
@@ -270,6 +281,7 @@ impl<P: PacketBuf> Drain<'_, P> {
                     self.stats,
                     tx,
                     cache,
+                    rcache,
                 );
                 // One group at a time: a burst per output port, as for
                 // what the port's own rx queue brings.

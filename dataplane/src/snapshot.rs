@@ -157,6 +157,8 @@ pub struct Snapshot<P: PacketBuf> {
     /// Tunnel plans for this snapshot's ports; the control thread swaps in
     /// a new one when routes or neighbours change, without a new snapshot.
     pub tnl: ArcSwap<TnlState>,
+    /// The connection tracker (the switch's, shared by every snapshot).
+    pub ct: Arc<crate::conntrack::Conntrack>,
 }
 
 impl<P: PacketBuf> Snapshot<P> {
@@ -167,6 +169,7 @@ impl<P: PacketBuf> Snapshot<P> {
             bridges: Vec::new(),
             rxqs: vec![Vec::new(); n_pmds],
             tnl: ArcSwap::from_pointee(TnlState::default()),
+            ct: Arc::new(crate::conntrack::Conntrack::default()),
         }
     }
 
@@ -203,6 +206,8 @@ pub struct Switch<P: PacketBuf> {
     /// thread that keeps the tunnel underlay.
     pub tnl_events: SyncSender<TnlEvent>,
     pub tnl_events_rx: Mutex<Receiver<TnlEvent>>,
+    /// The connection tracker; every snapshot published carries it.
+    pub ct: Arc<crate::conntrack::Conntrack>,
 }
 
 /// Builds a packet buffer holding the given frame.
@@ -240,6 +245,7 @@ impl<P: PacketBuf> Switch<P> {
             packet_alloc: std::sync::OnceLock::new(),
             tnl_events: tev,
             tnl_events_rx: Mutex::new(tev_rx),
+            ct: Arc::new(crate::conntrack::Conntrack::default()),
         })
     }
 
@@ -254,7 +260,8 @@ impl<P: PacketBuf> Switch<P> {
 
     /// Makes `next` the snapshot PMDs forward by and returns once none of
     /// them can still use the previous one, which is returned.
-    pub fn publish(&self, next: Snapshot<P>) -> Arc<Snapshot<P>> {
+    pub fn publish(&self, mut next: Snapshot<P>) -> Arc<Snapshot<P>> {
+        next.ct = self.ct.clone();
         let old = self.snap.swap(Arc::new(next));
         self.quiesce();
         old

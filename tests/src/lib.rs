@@ -90,6 +90,15 @@ impl Netns {
     pub fn new(name: &str) -> Netns {
         let name = unique(name);
         let _ = run("ip", &["netns", "del", &name]);
+        // Name lookups fail at once inside (no resolver reachable): a
+        // python http.server's reverse lookup of its own address would
+        // otherwise wait out DNS timeouts through a default route.
+        let etc = PathBuf::from("/etc/netns").join(&name);
+        let _ = std::fs::create_dir_all(&etc);
+        let _ = std::fs::write(
+            etc.join("resolv.conf"),
+            "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n",
+        );
         sh("ip", &["netns", "add", &name]);
         let ns = Netns { name };
         ns.exec(&["ip", "link", "set", "lo", "up"]);
@@ -127,6 +136,7 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(PathBuf::from("/etc/netns").join(&self.name));
         let _ = run("ip", &["netns", "del", &self.name]);
     }
 }

@@ -388,6 +388,10 @@ fn run(args: Args) -> Result<(), String> {
             .name("underlay".into())
             .spawn(move || loop {
                 std::thread::sleep(Duration::from_millis(100));
+                // Expired connections go once a second.
+                if sw.started.elapsed().as_millis() % 1000 < 100 {
+                    sw.ct.sweep(sw.now_secs() as u64 * 1_000_000_000);
+                }
                 if ul.tick(&sw) {
                     match rec.lock() {
                         Ok(mut r) => r.publish_tunnels(),
@@ -443,6 +447,14 @@ fn run(args: Args) -> Result<(), String> {
         );
     }
     rvs_control::underlay::commands::register(&mut cmds, underlay, switch.clone(), rec.clone());
+    {
+        let sw = switch.clone();
+        rvs_control::ctctl::register(
+            &mut cmds,
+            switch.ct.clone(),
+            std::sync::Arc::new(move || sw.now_secs() as u64 * 1_000_000_000),
+        );
+    }
     unixctl::serve(&ctl.to_string_lossy(), Arc::new(cmds))?;
     info!("unixctl socket {}", ctl.display());
     let mut of = OfServer::new(&args.rundir, openflow_env(switch.clone()));

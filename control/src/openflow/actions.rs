@@ -7,7 +7,8 @@
 use super::error::OfError;
 use super::oxm::{self, key_field, mf_for, Mf};
 use super::wire::{pad8_len, Reader, Writer, NX_VENDOR, OFP10};
-use rvs_dataplane::flow::action::{ofpp, Action, Learn, LearnSpec, LearnSrc};
+use rvs_dataplane::conntrack::nat::{NatKind, NatSpec};
+use rvs_dataplane::flow::action::{ofpp, Action, CtAction, CtZone, Learn, LearnSpec, LearnSrc};
 use rvs_dataplane::flow::key::{Field, Match};
 
 mod nx {
@@ -22,8 +23,23 @@ mod nx {
     pub const DEC_TTL: u16 = 18;
     pub const WRITE_METADATA: u16 = 22;
     pub const REG_LOAD2: u16 = 33;
+    pub const CT: u16 = 35;
+    pub const NAT: u16 = 36;
     pub const GROUP: u16 = 40;
 }
+
+const CT_F_COMMIT: u16 = 1;
+const CT_F_FORCE: u16 = 2;
+const NAT_F_SRC: u16 = 1;
+const NAT_F_DST: u16 = 2;
+const NAT_F_PERSISTENT: u16 = 4;
+const NAT_F_PROTO_HASH: u16 = 8;
+const NAT_F_PROTO_RANDOM: u16 = 16;
+const NAT_RANGE_IPV4_MIN: u16 = 1;
+const NAT_RANGE_IPV4_MAX: u16 = 2;
+const NAT_RANGE_IPV6: u16 = 4 | 8;
+const NAT_RANGE_PROTO_MIN: u16 = 16;
+const NAT_RANGE_PROTO_MAX: u16 = 32;
 
 fn be(b: &[u8]) -> u64 {
     b.iter().fold(0u64, |a, &x| a << 8 | x as u64)
@@ -84,7 +100,201 @@ fn subfield(h: u32, ofs: u16, n_bits: u16) -> Result<(Field, u8, u8), OfError> {
     Ok((f, (ofs as u32 + shift) as u8, n_bits as u8))
 }
 
-fn decode_nx(r: &mut Reader, len: usize) -> Result<Action, OfError> {
+/// NXAST_NAT's body after its subtype.
+fn decode_nat(r: &mut Reader) -> Result<NatSpec, OfError> {
+    r.skip(2)?;
+    let flags = r.u16()?;
+    let present = r.u16()?;
+    let bad = OfError::ActionBadArgument;
+    if flags & !0x1f != 0
+        || (flags & NAT_F_SRC != 0 && flags & NAT_F_DST != 0)
+        || (flags & NAT_F_PROTO_HASH != 0 && flags & NAT_F_PROTO_RANDOM != 0)
+        || present & NAT_RANGE_IPV6 != 0
+        || (present & NAT_RANGE_IPV4_MAX != 0 && present & NAT_RANGE_IPV4_MIN == 0)
+        || (present & NAT_RANGE_PROTO_MAX != 0 && present & NAT_RANGE_PROTO_MIN == 0)
+    {
+        return Err(bad);
+    }
+    let kind = if flags & NAT_F_SRC != 0 {
+        NatKind::Src
+    } else if flags & NAT_F_DST != 0 {
+        NatKind::Dst
+    } else {
+        NatKind::Reverse
+    };
+    let ip_min = if present & NAT_RANGE_IPV4_MIN != 0 {
+        r.u32()?
+    } else {
+        0
+    };
+    let ip_max = if present & NAT_RANGE_IPV4_MAX != 0 {
+        r.u32()?
+    } else {
+        ip_min
+    };
+    let port_min = if present & NAT_RANGE_PROTO_MIN != 0 {
+        r.u16()?
+    } else {
+        0
+    };
+    let port_max = if present & NAT_RANGE_PROTO_MAX != 0 {
+        r.u16()?
+    } else {
+        port_min
+    };
+    if ip_max < ip_min || port_max < port_min || (kind != NatKind::Reverse && ip_min == 0) {
+        return Err(bad);
+    }
+    Ok(NatSpec {
+        kind,
+        ip_min,
+        ip_max,
+        port_min,
+        port_max,
+        persistent: flags & NAT_F_PERSISTENT != 0,
+        hash: flags & NAT_F_PROTO_HASH != 0,
+        random: flags & NAT_F_PROTO_RANDOM != 0,
+    })
+}
+
+/// NXAST_CT's body after its subtype: flags, zone, table, alg, then
+/// nested actions (nat, and set_field/load on ct_mark or ct_label).
+fn decode_ct(r: &mut Reader, version: u8) -> Result<CtAction, OfError> {
+    let bad = OfError::ActionBadArgument;
+    let flags = r.u16()?;
+    let zone_src = r.u32()?;
+    let zone_v = r.u16()?;
+    let table = r.u8()?;
+    r.skip(3)?;
+    let alg = r.u16()?;
+    if flags & !(CT_F_COMMIT | CT_F_FORCE) != 0
+        || (flags & CT_F_FORCE != 0 && flags & CT_F_COMMIT == 0)
+    {
+        return Err(bad);
+    }
+    let zone = if zone_src == 0 {
+        CtZone::Imm(zone_v)
+    } else {
+        let (field, ofs, n_bits) = subfield(zone_src, zone_v >> 6, (zone_v & 0x3f) + 1)?;
+        if n_bits > 16 {
+            return Err(bad);
+        }
+        CtZone::Field { field, ofs, n_bits }
+    };
+    let mut nat = None;
+    let mut exec = Vec::new();
+    let nested = r.rest();
+    let mut nr = Reader::new(nested, OfError::ActionBadLen);
+    while !nr.is_empty() {
+        // A nested NXAST_NAT is known by its header; the rest are actions.
+        let h = &nested[nested.len() - nr.remaining()..];
+        let is_nat = h.len() >= 10
+            && h[0..2] == [0xff, 0xff]
+            && u32::from_be_bytes([h[4], h[5], h[6], h[7]]) == NX_VENDOR
+            && u16::from_be_bytes([h[8], h[9]]) == nx::NAT;
+        if is_nat {
+            nr.skip(2)?;
+            let len = nr.u16()? as usize;
+            if len < 16 || len - 4 > nr.remaining() {
+                return Err(OfError::ActionBadLen);
+            }
+            let body = nr.bytes(len - 4)?;
+            let mut b = Reader::new(&body[6..], OfError::ActionBadLen);
+            nat = Some(decode_nat(&mut b)?);
+            continue;
+        }
+        let a = decode_one(&mut nr, version)?;
+        let field = match a {
+            Action::SetField { field, .. } | Action::RegLoad { field, .. } => field,
+            _ => return Err(bad),
+        };
+        if !matches!(field, Field::CtMark | Field::CtLabel) || flags & CT_F_COMMIT == 0 {
+            return Err(bad);
+        }
+        exec.push(a);
+    }
+    Ok(CtAction {
+        commit: flags & CT_F_COMMIT != 0,
+        force: flags & CT_F_FORCE != 0,
+        zone,
+        table: (table != 255).then_some(table),
+        alg,
+        nat,
+        exec,
+    })
+}
+
+fn encode_ct(w: &mut Writer, version: u8, m: &Match, c: &CtAction) {
+    let start = w.len();
+    nx_header(w, 0, nx::CT);
+    let flags = if c.commit { CT_F_COMMIT } else { 0 } | if c.force { CT_F_FORCE } else { 0 };
+    w.u16(flags);
+    match c.zone {
+        CtZone::Imm(z) => {
+            w.u32(0).u16(z);
+        }
+        CtZone::Field { field, ofs, n_bits } => {
+            let mf = mf_for(field, m).unwrap_or(Mf::Reg(0));
+            w.u32(oxm::header_u32(mf, false))
+                .u16((ofs as u16) << 6 | (n_bits as u16 - 1));
+        }
+    }
+    w.u8(c.table.unwrap_or(255)).zeros(3).u16(c.alg);
+    if let Some(n) = &c.nat {
+        let ns = w.len();
+        nx_header(w, 0, nx::NAT);
+        let mut flags = match n.kind {
+            NatKind::Src => NAT_F_SRC,
+            NatKind::Dst => NAT_F_DST,
+            NatKind::Reverse => 0,
+        };
+        if n.persistent {
+            flags |= NAT_F_PERSISTENT;
+        }
+        if n.hash {
+            flags |= NAT_F_PROTO_HASH;
+        }
+        if n.random {
+            flags |= NAT_F_PROTO_RANDOM;
+        }
+        let mut present = 0;
+        if n.kind != NatKind::Reverse {
+            present |= NAT_RANGE_IPV4_MIN;
+            if n.ip_max != n.ip_min {
+                present |= NAT_RANGE_IPV4_MAX;
+            }
+            if n.port_min != 0 {
+                present |= NAT_RANGE_PROTO_MIN;
+                if n.port_max != n.port_min {
+                    present |= NAT_RANGE_PROTO_MAX;
+                }
+            }
+        }
+        w.zeros(2).u16(flags).u16(present);
+        if present & NAT_RANGE_IPV4_MIN != 0 {
+            w.u32(n.ip_min);
+        }
+        if present & NAT_RANGE_IPV4_MAX != 0 {
+            w.u32(n.ip_max);
+        }
+        if present & NAT_RANGE_PROTO_MIN != 0 {
+            w.u16(n.port_min);
+        }
+        if present & NAT_RANGE_PROTO_MAX != 0 {
+            w.u16(n.port_max);
+        }
+        let len = pad8_len(w.len() - ns);
+        w.zeros(ns + len - w.len());
+        w.put_u16_at(ns + 2, len as u16);
+    }
+    for a in &c.exec {
+        encode_one(w, version, m, a);
+    }
+    let len = w.len() - start;
+    w.put_u16_at(start + 2, len as u16);
+}
+
+fn decode_nx(r: &mut Reader, len: usize, version: u8) -> Result<Action, OfError> {
     let subtype = r.u16()?;
     Ok(match subtype {
         nx::RESUBMIT | nx::RESUBMIT_TABLE => {
@@ -160,6 +370,7 @@ fn decode_nx(r: &mut Reader, len: usize) -> Result<Action, OfError> {
             r.skip(2)?;
             Action::Group(r.u32()?)
         }
+        nx::CT => Action::Ct(Box::new(decode_ct(r, version)?)),
         nx::WRITE_METADATA => {
             r.skip(6)?;
             let value = r.u64()?;
@@ -360,7 +571,7 @@ fn decode_one(r: &mut Reader, version: u8) -> Result<Action, OfError> {
                 if b.u32()? != NX_VENDOR {
                     return Err(OfError::ActionBadVendor);
                 }
-                decode_nx(&mut b, len)?
+                decode_nx(&mut b, len, version)?
             }
             _ => return Err(OfError::ActionBadType),
         }
@@ -393,7 +604,7 @@ fn decode_one(r: &mut Reader, version: u8) -> Result<Action, OfError> {
                 if b.u32()? != NX_VENDOR {
                     return Err(OfError::ActionBadVendor);
                 }
-                decode_nx(&mut b, len)?
+                decode_nx(&mut b, len, version)?
             }
             _ => return Err(OfError::ActionBadType),
         }
@@ -682,6 +893,7 @@ fn encode_one(w: &mut Writer, version: u8, m: &Match, a: &Action) {
             },
         ),
         Action::Learn(ref l) => encode_learn(w, l),
+        Action::Ct(ref c) => encode_ct(w, version, m, c),
     }
 }
 

@@ -46,6 +46,16 @@ pub enum Mf {
     TcpFlags,
     /// NXM_NX_COOKIE: a flow-stats/flow-mod filter, not a packet field.
     Cookie,
+    CtState,
+    CtZone,
+    CtMark,
+    /// 128 bits on the wire; rvs keeps the low 64.
+    CtLabel,
+    CtNwProto,
+    CtNwSrc,
+    CtNwDst,
+    CtTpSrc,
+    CtTpDst,
 }
 
 const NXM0: u16 = 0x0000;
@@ -111,6 +121,15 @@ const TABLE: &[(u16, u8, u8, bool, Mf)] = &[
     (NXM1, 34, 2, true, Mf::TcpFlags),
     (EXP, 42, 2, true, Mf::TcpFlags),
     (NXM1, 30, 8, true, Mf::Cookie),
+    (NXM1, 105, 4, true, Mf::CtState),
+    (NXM1, 106, 2, false, Mf::CtZone),
+    (NXM1, 107, 4, true, Mf::CtMark),
+    (NXM1, 108, 16, true, Mf::CtLabel),
+    (NXM1, 119, 1, false, Mf::CtNwProto),
+    (NXM1, 120, 4, true, Mf::CtNwSrc),
+    (NXM1, 121, 4, true, Mf::CtNwDst),
+    (NXM1, 124, 2, true, Mf::CtTpSrc),
+    (NXM1, 125, 2, true, Mf::CtTpDst),
 ];
 
 fn lookup(class: u16, field: u8) -> Option<(u8, bool, Mf)> {
@@ -172,6 +191,15 @@ pub fn key_field(mf: Mf) -> Option<(Field, u32)> {
         Mf::Metadata => (Field::Metadata, 0),
         Mf::Reg(r) => (Field::Reg(r), 0),
         Mf::TcpFlags => (Field::TcpFlags, 0),
+        Mf::CtState => (Field::CtState, 0),
+        Mf::CtZone => (Field::CtZone, 0),
+        Mf::CtMark => (Field::CtMark, 0),
+        Mf::CtLabel => (Field::CtLabel, 0),
+        Mf::CtNwProto => (Field::CtNwProto, 0),
+        Mf::CtNwSrc => (Field::CtNwSrc, 0),
+        Mf::CtNwDst => (Field::CtNwDst, 0),
+        Mf::CtTpSrc => (Field::CtTpSrc, 0),
+        Mf::CtTpDst => (Field::CtTpDst, 0),
         Mf::Cookie => return None,
     })
 }
@@ -235,6 +263,15 @@ pub fn field_from_header(h: u32) -> Result<Mf, OfError> {
         .ok_or(OfError::ActionBadArgument)
 }
 
+/// A value of up to 16 bytes whose bits above 63 must be zero (ct_label:
+/// rvs keeps 64 bits of it).
+fn wide(b: &[u8]) -> Result<u64, OfError> {
+    if b.len() > 8 && b[..b.len() - 8].iter().any(|&x| x != 0) {
+        return Err(OfError::MatchBadValue);
+    }
+    Ok(be(b))
+}
+
 pub fn header_u32(mf: Mf, oxm: bool) -> u32 {
     let (c, f, l) = header_of(mf, oxm, false);
     hdr(c, f, false, l)
@@ -249,9 +286,11 @@ pub fn decode_match(body: &[u8]) -> Result<(Match, Option<(u64, u64)>), OfError>
     let mut seen: Vec<Mf> = Vec::new();
     while !r.is_empty() {
         let (mf, masked, n) = read_header(&mut r)?;
-        let v = be(r.bytes(n)?);
+        let v = wide(r.bytes(n)?)?;
         let mask = if masked {
-            be(r.bytes(n)?)
+            wide(r.bytes(n)?)?
+        } else if n >= 8 {
+            u64::MAX
         } else {
             u64::MAX >> (64 - 8 * n as u32)
         };
@@ -343,7 +382,7 @@ fn check_prereqs(m: &Match, seen: &[Mf]) -> Result<(), OfError> {
 /// Writes one TLV (mask omitted when it covers the whole field).
 pub fn put_tlv(w: &mut Writer, mf: Mf, oxm: bool, v: u64, mask: u64) {
     let (class, field, n) = header_of(mf, oxm, false);
-    let full = if n == 8 {
+    let full = if n >= 8 {
         u64::MAX
     } else {
         (1u64 << (8 * n as u32)) - 1
@@ -356,7 +395,12 @@ pub fn put_tlv(w: &mut Writer, mf: Mf, oxm: bool, v: u64, mask: u64) {
         w.u32(ONF_VENDOR);
     }
     let put = |w: &mut Writer, x: u64| {
-        w.bytes(&x.to_be_bytes()[8 - n as usize..]);
+        if n > 8 {
+            w.zeros(n as usize - 8);
+            w.bytes(&x.to_be_bytes());
+        } else {
+            w.bytes(&x.to_be_bytes()[8 - n as usize..]);
+        }
     };
     put(w, v & mask);
     if masked {
@@ -447,6 +491,15 @@ pub fn encode_match(m: &Match, oxm: bool) -> Vec<u8> {
     for r in 0..16 {
         put(Mf::Reg(r), f(Field::Reg(r)));
     }
+    put(Mf::CtState, f(Field::CtState));
+    put(Mf::CtZone, f(Field::CtZone));
+    put(Mf::CtMark, f(Field::CtMark));
+    put(Mf::CtLabel, f(Field::CtLabel));
+    put(Mf::CtNwProto, f(Field::CtNwProto));
+    put(Mf::CtNwSrc, f(Field::CtNwSrc));
+    put(Mf::CtNwDst, f(Field::CtNwDst));
+    put(Mf::CtTpSrc, f(Field::CtTpSrc));
+    put(Mf::CtTpDst, f(Field::CtTpDst));
     w.b
 }
 
@@ -491,6 +544,16 @@ pub fn mf_for(f: Field, m: &Match) -> Option<Mf> {
         Field::TunDst => Mf::TunDst,
         Field::Metadata => Mf::Metadata,
         Field::Reg(r) => Mf::Reg(r),
+        Field::CtState => Mf::CtState,
+        Field::CtZone => Mf::CtZone,
+        Field::CtMark => Mf::CtMark,
+        Field::CtLabel => Mf::CtLabel,
+        Field::CtNwProto => Mf::CtNwProto,
+        Field::CtNwSrc => Mf::CtNwSrc,
+        Field::CtNwDst => Mf::CtNwDst,
+        Field::CtTpSrc => Mf::CtTpSrc,
+        Field::CtTpDst => Mf::CtTpDst,
+        Field::RecircTable => return None,
     })
 }
 

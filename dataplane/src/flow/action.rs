@@ -111,6 +111,8 @@ pub enum Action {
     },
     /// OpenFlow 1.1+ instruction.
     GotoTable(u8),
+    /// `ct(...)`: through the connection tracker.
+    Ct(Box<CtAction>),
 }
 
 /// `learn(...)`: adds or refreshes a flow built from the packet.
@@ -189,4 +191,31 @@ pub struct Bucket {
     pub watch_port: u32,
     pub watch_group: u32,
     pub actions: Vec<Action>,
+}
+
+/// Where a `ct` action's zone comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CtZone {
+    Imm(u16),
+    /// Bits `ofs..ofs+n_bits` of a field (`zone=NXM_NX_REG0[0..15]`).
+    Field {
+        field: Field,
+        ofs: u8,
+        n_bits: u8,
+    },
+}
+
+/// `ct(commit,force,zone=...,table=...,nat(...),exec(...))`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CtAction {
+    pub commit: bool,
+    pub force: bool,
+    pub zone: CtZone,
+    /// Recirculate to this table afterwards.
+    pub table: Option<u8>,
+    pub alg: u16,
+    pub nat: Option<crate::conntrack::nat::NatSpec>,
+    /// Actions run on the connection when committing: set_field (or
+    /// load) on ct_mark and ct_label.
+    pub exec: Vec<Action>,
 }

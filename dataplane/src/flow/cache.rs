@@ -136,3 +136,40 @@ mod tests {
         assert!(c.slots.iter().filter(|s| s.is_some()).count() <= 8);
     }
 }
+
+/// Translations of recirculated packets (after `ct(table=...)`), keyed by
+/// the whole key: what decides them includes the connection-tracking
+/// fields, registers and the table recirculation starts at. Small and
+/// cleared when full; only conntrack pipelines use it.
+#[derive(Default)]
+pub struct RecircCache {
+    map: hashbrown::HashMap<super::key::FlowKey, ((u64, u64), std::sync::Arc<super::xlate::Xlate>)>,
+}
+
+impl RecircCache {
+    const MAX: usize = 4096;
+
+    #[inline]
+    pub fn get(
+        &self,
+        k: &super::key::FlowKey,
+        stamp: (u64, u64),
+    ) -> Option<std::sync::Arc<super::xlate::Xlate>> {
+        match self.map.get(k) {
+            Some((s, x)) if *s == stamp => Some(x.clone()),
+            _ => None,
+        }
+    }
+
+    pub fn insert(
+        &mut self,
+        k: super::key::FlowKey,
+        stamp: (u64, u64),
+        x: std::sync::Arc<super::xlate::Xlate>,
+    ) {
+        if self.map.len() >= Self::MAX {
+            self.map.clear();
+        }
+        self.map.insert(k, (stamp, x));
+    }
+}

@@ -5,7 +5,7 @@
 
 /// Words in a key. The first `PACKET_WORDS` come from the packet (and its
 /// tunnel); the rest (metadata, registers) start at zero for every packet.
-pub const KEY_WORDS: usize = 18;
+pub const KEY_WORDS: usize = 22;
 pub const PACKET_WORDS: usize = 9;
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -57,6 +57,19 @@ pub enum Field {
     TunId,
     TunSrc,
     TunDst,
+    /// Connection tracking results (set by `ct`, seen after recirculation).
+    CtState,
+    CtNwProto,
+    CtZone,
+    CtMark,
+    /// The low 64 bits of ct_label (the high 64 are not kept).
+    CtLabel,
+    CtNwSrc,
+    CtNwDst,
+    CtTpSrc,
+    CtTpDst,
+    /// The table a recirculated packet starts at (internal).
+    RecircTable,
     Metadata,
     Reg(u8),
 }
@@ -83,6 +96,16 @@ impl Field {
         Field::TunId,
         Field::TunSrc,
         Field::TunDst,
+        Field::CtState,
+        Field::CtNwProto,
+        Field::CtZone,
+        Field::CtMark,
+        Field::CtLabel,
+        Field::CtNwSrc,
+        Field::CtNwDst,
+        Field::CtTpSrc,
+        Field::CtTpDst,
+        Field::RecircTable,
         Field::Metadata,
         Field::Reg(0),
         Field::Reg(1),
@@ -126,8 +149,18 @@ impl Field {
             Field::TunId => (7, 0, 64),
             Field::TunSrc => (8, 0, 32),
             Field::TunDst => (8, 32, 32),
-            Field::Metadata => (9, 0, 64),
-            Field::Reg(r) => (10 + (r as usize & 15) / 2, (r as u32 & 1) * 32, 32),
+            Field::CtState => (9, 0, 8),
+            Field::CtNwProto => (9, 8, 8),
+            Field::CtZone => (9, 16, 16),
+            Field::CtMark => (9, 32, 32),
+            Field::CtLabel => (10, 0, 64),
+            Field::CtNwSrc => (11, 0, 32),
+            Field::CtNwDst => (11, 32, 32),
+            Field::CtTpSrc => (12, 0, 16),
+            Field::CtTpDst => (12, 16, 16),
+            Field::RecircTable => (12, 32, 8),
+            Field::Metadata => (13, 0, 64),
+            Field::Reg(r) => (14 + (r as usize & 15) / 2, (r as u32 & 1) * 32, 32),
         }
     }
 
@@ -173,6 +206,16 @@ impl Field {
             Field::TunId => "tun_id",
             Field::TunSrc => "tun_src",
             Field::TunDst => "tun_dst",
+            Field::CtState => "ct_state",
+            Field::CtNwProto => "ct_nw_proto",
+            Field::CtZone => "ct_zone",
+            Field::CtMark => "ct_mark",
+            Field::CtLabel => "ct_label",
+            Field::CtNwSrc => "ct_nw_src",
+            Field::CtNwDst => "ct_nw_dst",
+            Field::CtTpSrc => "ct_tp_src",
+            Field::CtTpDst => "ct_tp_dst",
+            Field::RecircTable => "recirc_table",
             Field::Metadata => "metadata",
             Field::Reg(r) => REGS[r as usize & 15],
         }
@@ -180,7 +223,22 @@ impl Field {
 
     /// True for fields that live only in the pipeline, not in the packet.
     pub fn is_metadata(self) -> bool {
-        matches!(self, Field::Metadata | Field::Reg(_) | Field::InPort)
+        matches!(
+            self,
+            Field::Metadata
+                | Field::Reg(_)
+                | Field::InPort
+                | Field::CtState
+                | Field::CtNwProto
+                | Field::CtZone
+                | Field::CtMark
+                | Field::CtLabel
+                | Field::CtNwSrc
+                | Field::CtNwDst
+                | Field::CtTpSrc
+                | Field::CtTpDst
+                | Field::RecircTable
+        )
     }
 }
 

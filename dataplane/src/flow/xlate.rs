@@ -47,6 +47,23 @@ pub enum DpOp {
     /// The tunnel fields outputs to tunnel ports use from here on
     /// (set_tunnel, set_field on tun_id/tun_src/tun_dst).
     SetTunnel(crate::flow::extract::TunnelMeta),
+    /// Through the connection tracker (and NAT); then, with a table, a
+    /// copy (or the packet, when nothing follows) recirculates there.
+    Ct(Arc<CtOp>),
+}
+
+/// A `ct` action, resolved for one flow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CtOp {
+    pub zone: u16,
+    pub commit: bool,
+    pub force: bool,
+    pub nat: Option<crate::conntrack::nat::NatSpec>,
+    pub set_mark: Option<(u32, u32)>,
+    pub set_label: Option<(u128, u128)>,
+    /// The table to recirculate to and the pipeline state (in_port,
+    /// tunnel, metadata, registers) the recirculated packet carries.
+    pub recirc: Option<(u8, FlowKey)>,
 }
 
 impl DpOp {
@@ -59,7 +76,7 @@ impl DpOp {
                 | DpOp::Clone(_)
                 | DpOp::FastFailover(_)
                 | DpOp::Controller(_)
-        )
+        ) || matches!(self, DpOp::Ct(c) if c.recirc.is_some())
     }
 }
 
@@ -147,6 +164,16 @@ pub fn translate<V: PortView>(pipe: &Pipeline, ports: &V, in_slot: u16, key: &Fl
     run(pipe, ports, in_slot, key, None)
 }
 
+/// Translates a recirculated packet: from the table its key names.
+pub fn translate_recirc<V: PortView>(
+    pipe: &Pipeline,
+    ports: &V,
+    in_slot: u16,
+    key: &FlowKey,
+) -> Xlate {
+    run_traced(pipe, ports, in_slot, key, None, None)
+}
+
 /// Translates an explicit action list (a packet-out's) instead of table 0;
 /// `output:TABLE` in it runs the packet through the tables.
 pub fn translate_actions<V: PortView>(
@@ -209,7 +236,7 @@ fn run_traced<V: PortView>(
             c.matched = true;
             c.actions(a, 0);
         }
-        None => c.table(0),
+        None => c.table(key.get(Field::RecircTable) as u8),
     }
     if let (Some(out), Some(t)) = (steps, c.trace.take()) {
         *out = t;
@@ -376,6 +403,54 @@ impl<V: PortView> Ctx<'_, V> {
                 })));
             }
             Action::Note(_) => {}
+            Action::Ct(ref ct) => {
+                self.commit();
+                let zone = match ct.zone {
+                    crate::flow::action::CtZone::Imm(z) => z,
+                    crate::flow::action::CtZone::Field { field, ofs, n_bits } => {
+                        self.flow.get_bits(field, ofs as u32, n_bits as u32) as u16
+                    }
+                };
+                let (mut set_mark, mut set_label) = (None, None);
+                for a in &ct.exec {
+                    let (field, value, mask) = match *a {
+                        Action::SetField { field, value, mask } => (field, value, mask),
+                        Action::RegLoad {
+                            field,
+                            ofs,
+                            n_bits,
+                            value,
+                        } => {
+                            let m = if n_bits >= 64 {
+                                u64::MAX
+                            } else {
+                                (1u64 << n_bits) - 1
+                            };
+                            (field, value << ofs, m << ofs)
+                        }
+                        _ => continue,
+                    };
+                    match field {
+                        Field::CtMark => set_mark = Some((value as u32, mask as u32)),
+                        Field::CtLabel => set_label = Some((value as u128, mask as u128)),
+                        _ => {}
+                    }
+                }
+                let recirc = ct.table.map(|t| {
+                    let mut carry = self.flow;
+                    carry.set(Field::RecircTable, t as u64);
+                    (t, carry)
+                });
+                self.ops.push(DpOp::Ct(Arc::new(CtOp {
+                    zone,
+                    commit: ct.commit,
+                    force: ct.force,
+                    nat: ct.nat,
+                    set_mark,
+                    set_label,
+                    recirc,
+                })));
+            }
         }
     }
 
