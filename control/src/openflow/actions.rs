@@ -52,13 +52,22 @@ fn mac(b: &[u8]) -> u64 {
 /// A set_field / reg_load2 TLV -> action.
 fn set_field(r: &mut Reader) -> Result<Action, OfError> {
     let (mf, masked, n) = oxm::read_header(r).map_err(|_| OfError::ActionBadSetType)?;
-    let v = be(r.bytes(n)?);
-    let full = if n == 8 {
+    // ct_label is 128 bits on the wire; rvs keeps the low 64 and refuses
+    // values above them rather than cut them off.
+    let wide = |b: &[u8]| {
+        if b.len() > 8 && b[..b.len() - 8].iter().any(|&x| x != 0) {
+            Err(OfError::ActionBadSetArgument)
+        } else {
+            Ok(be(b))
+        }
+    };
+    let v = wide(r.bytes(n)?)?;
+    let full = if n >= 8 {
         u64::MAX
     } else {
         (1u64 << (8 * n)) - 1
     };
-    let mask = if masked { be(r.bytes(n)?) } else { full };
+    let mask = if masked { wide(r.bytes(n)?)? } else { full };
     Ok(match mf {
         Mf::VlanVid if mask == full => {
             if v & 0x1000 == 0 {
