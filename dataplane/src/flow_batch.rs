@@ -283,6 +283,7 @@ impl<'a, P: PacketBuf> Exec<'a, '_, P> {
             nat: ct.nat.as_ref(),
             set_mark: ct.set_mark,
             set_label: ct.set_label,
+            counter: ct.counter.as_ref().map(|c| &c.0),
         };
         let out = self
             .snap

@@ -239,3 +239,169 @@ fn static_nat_and_port_forwarding_by_ct_flows() {
     assert_eq!(h.appctl(&["dpctl/flush-conntrack", "zone=1"]), "");
     assert_eq!(h.appctl(&["dpctl/ct-get-nconns"]).trim(), "0");
 }
+
+/// Load balancing by select groups whose buckets commit the connection
+/// with a backend's NAT: 300 requests split exactly evenly by round robin,
+/// one client stays on one backend by hash of ip_src, long-lived
+/// connections spread by leastconn, and an established connection
+/// survives its backend's bucket being removed.
+#[test]
+fn load_balancing_by_select_groups() {
+    let h = Host::start("ctl");
+    h.vsctl(&["add-br", "br0"]);
+    let client = side(
+        &h,
+        "clc",
+        CMAC,
+        "198.51.100.7/24",
+        &["203.0.113.0/24", "via", "198.51.100.1"],
+    );
+    let cp = h.ofport("clco");
+    let mut backends = Vec::new();
+    for i in 1..=3 {
+        let mac = format!("02:00:00:00:00:b{i}");
+        let ns = side(
+            &h,
+            &format!("clb{i}"),
+            &mac,
+            &format!("10.1.0.1{i}/24"),
+            &["default", "via", "10.1.0.1"],
+        );
+        let dir = h.dir.join(format!("b{i}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("who"), format!("b{i}\n")).unwrap();
+        let srv = serve(&ns, &format!("10.1.0.1{i}"), "8000", &dir);
+        backends.push((ns, mac, h.ofport(&format!("clb{i}o")), srv));
+    }
+    let mut flows = format!(
+        "table=0,priority=10,in_port={cp},ip,nw_dst=203.0.113.20,actions=ct(zone=2,nat,table=1)\n\
+         table=0,priority=0,actions=drop\n\
+         table=1,priority=10,ct_state=+new+trk,tcp,tp_dst=80,actions=group:1\n\
+         table=2,priority=10,ct_state=+est+trk,ip,actions=mod_dl_src:{GW},mod_dl_dst:{CMAC},output:{cp}\n"
+    );
+    let mut buckets = Vec::new();
+    for (i, (_, mac, port, _)) in backends.iter().enumerate() {
+        let ip = format!("10.1.0.1{}", i + 1);
+        flows += &format!("table=0,priority=10,in_port={port},ip,actions=ct(zone=2,nat,table=2)\n");
+        flows += &format!(
+            "table=1,priority=10,ct_state=+est+trk,ip,nw_dst={ip},actions=mod_dl_src:{GW},mod_dl_dst:{mac},output:{port}\n"
+        );
+        buckets.push(format!(
+            "bucket=bucket_id:{i},actions=ct(commit,zone=2,nat(dst={ip}:8000)),mod_dl_src:{GW},mod_dl_dst:{mac},output:{port}"
+        ));
+    }
+    std::fs::write(h.dir.join("flows.txt"), flows).unwrap();
+    let group = |method: &str, b: &[String]| {
+        format!(
+            "group_id=1,type=select,selection_method={method},{}",
+            b.join(",")
+        )
+    };
+    // The group first: a flow may not name a group that does not exist.
+    h.ofctl(&["add-group", "br0", &group("roundrobin", &buckets)]);
+    h.ofctl(&["del-flows", "br0"]);
+    h.ofctl(&[
+        "add-flows",
+        "br0",
+        h.dir.join("flows.txt").to_str().unwrap(),
+    ]);
+    // ovs-ofctl decodes only OVS's own selection methods; rvs's are
+    // accepted but not echoed in dumps.
+    let dump = h.ofctl(&["dump-groups", "br0"]);
+    assert!(dump.contains("group_id=1,type=select,bucket=bucket_id:0,actions=ct(commit,zone=2,nat(dst=10.1.0.11:8000))"), "{dump}");
+    let tally = |n: usize| -> std::collections::BTreeMap<String, usize> {
+        let script =
+            format!("for i in $(seq {n}); do curl -s --max-time 5 http://203.0.113.20/who; done");
+        let out = client.exec(&["sh", "-c", &script]);
+        let mut t = std::collections::BTreeMap::new();
+        for l in out.lines() {
+            *t.entry(l.to_string()).or_insert(0) += 1;
+        }
+        t
+    };
+    let t = tally(300);
+    assert_eq!(
+        t.values().copied().collect::<Vec<_>>(),
+        vec![100, 100, 100],
+        "{t:?}"
+    );
+
+    // Source stickiness: hash of ip_src keeps one client on one backend.
+    h.ofctl(&["del-groups", "br0"]);
+    h.ofctl(&["add-group", "br0", &group("hash,fields(ip_src)", &buckets)]);
+    h.ofctl(&[
+        "add-flow",
+        "br0",
+        "table=1,priority=10,ct_state=+new+trk,tcp,tp_dst=80,actions=group:1",
+    ]);
+    let dump = h.ofctl(&["dump-groups", "br0"]);
+    assert!(
+        dump.contains("selection_method=hash,fields=ip_src,"),
+        "{dump}"
+    );
+    let t = tally(30);
+    assert_eq!(t.len(), 1, "{t:?}");
+    assert_eq!(t.values().sum::<usize>(), 30);
+
+    // Least connections: idle connections held open spread one per
+    // backend, then two more each.
+    h.appctl(&["dpctl/flush-conntrack"]);
+    h.ofctl(&["del-groups", "br0"]);
+    h.ofctl(&["add-group", "br0", &group("leastconn", &buckets)]);
+    h.ofctl(&[
+        "add-flow",
+        "br0",
+        "table=1,priority=10,ct_state=+new+trk,tcp,tp_dst=80,actions=group:1",
+    ]);
+    let go = h.dir.join("go");
+    let hold = |tag: usize| {
+        let script = format!(
+            "import socket,os,time\ns=socket.create_connection(('203.0.113.20',80))\n\
+             while not os.path.exists('{}'): time.sleep(0.05)\n\
+             s.sendall(b'GET /who HTTP/1.0\\r\\n\\r\\n')\nd=b''\n\
+             while True:\n    c=s.recv(4096)\n    if not c: break\n    d+=c\n\
+             print('{tag}', d.split(b'\\r\\n\\r\\n',1)[1].decode().strip())\n",
+            go.display()
+        );
+        client.spawn(&["python3", "-c", &script])
+    };
+    let mut held = Vec::new();
+    for k in 0..9 {
+        held.push(hold(k));
+        let want = k + 1;
+        wait_for("connection tracked", Duration::from_secs(5), || {
+            h.appctl(&["dpctl/ct-get-nconns"])
+                .trim()
+                .parse::<usize>()
+                .unwrap_or(0)
+                >= want
+        });
+    }
+    let ct = h.appctl(&["dpctl/dump-conntrack", "zone=2"]);
+    for b in 1..=3 {
+        let n = ct.matches(&format!("reply=(src=10.1.0.1{b},")).count();
+        assert_eq!(n, 3, "backend {b}:\n{ct}");
+    }
+    // Backend 1 leaves the group; its established connections still work.
+    let rest: Vec<String> = buckets[1..].to_vec();
+    h.ofctl(&["mod-group", "br0", &group("leastconn", &rest)]);
+    std::fs::write(&go, "").unwrap();
+    let mut answers = Vec::new();
+    for c in held {
+        let out = c.wait_with_output().unwrap();
+        answers.push(String::from_utf8_lossy(&out.stdout).trim().to_string());
+    }
+    let from = |b: &str| answers.iter().filter(|a| a.ends_with(b)).count();
+    assert_eq!(
+        (from("b1"), from("b2"), from("b3")),
+        (3, 3, 3),
+        "{answers:?}"
+    );
+    // New requests now go to the remaining two only.
+    let t = tally(20);
+    assert!(!t.contains_key("b1"), "{t:?}");
+    for (_, _, _, mut srv) in backends {
+        let _ = srv.kill();
+        let _ = srv.wait();
+    }
+}

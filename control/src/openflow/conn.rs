@@ -1131,16 +1131,63 @@ fn decode_group_mod15(body: &[u8]) -> Result<GroupMod, OfError> {
             actions,
         )?);
     }
-    // Group properties (selection method) follow; rvs's select groups
-    // always hash the 5-tuple.
+    // Group properties: Netronome's selection method (hash over fields,
+    // dp_hash; rvs adds roundrobin and leastconn).
+    let mut selection_method = String::new();
+    let mut fields = Vec::new();
+    while r.remaining() >= 4 {
+        let pt = r.u16()?;
+        let pl = r.u16()? as usize;
+        if pl < 4 || pl - 4 > r.remaining() {
+            return Err(OfError::BadLen);
+        }
+        let mut p = Reader::new(r.bytes(pl - 4)?, OfError::BadLen);
+        r.skip((pad8_len(pl) - pl).min(r.remaining()))?;
+        let exp = if pt == 0xffff { p.u32()? } else { 0 };
+        let exp_type = if pt == 0xffff { p.u32()? } else { 0 };
+        if pt != 0xffff || !(exp == NTR_VENDOR || exp == NTR_COMPAT_VENDOR) || exp_type != 1 {
+            return Err(OfError::GroupBadType);
+        }
+        p.skip(4)?;
+        let name = p.bytes(16)?;
+        let end = name
+            .iter()
+            .position(|&c| c == 0)
+            .ok_or(OfError::GroupBadType)?;
+        selection_method = String::from_utf8_lossy(&name[..end]).into_owned();
+        let _param = p.u64()?;
+        if !matches!(
+            selection_method.as_str(),
+            "hash" | "dp_hash" | "roundrobin" | "leastconn"
+        ) {
+            return Err(OfError::GroupBadType);
+        }
+        // The fields: an OXM array (values and masks), read as a match.
+        let (m, _) = crate::openflow::oxm::decode_match_loose(p.rest())?;
+        for &f in rvs_dataplane::flow::key::Field::ALL {
+            if m.mask.get(f) != 0 {
+                fields.push(f);
+            }
+        }
+        if !fields.is_empty() && selection_method != "hash" {
+            return Err(OfError::GroupBadType);
+        }
+    }
+    if kind != GroupType::Select && !selection_method.is_empty() {
+        return Err(OfError::GroupBadType);
+    }
     Ok(GroupMod {
         command,
         kind,
         id,
         buckets,
-        selection_method: String::new(),
+        selection_method,
+        fields,
     })
 }
+
+const NTR_VENDOR: u32 = 0x0000_154d;
+const NTR_COMPAT_VENDOR: u32 = 0x0000_1540;
 
 /// A group in OpenFlow 1.5's group-desc format (NXST_GROUP_DESC).
 fn group_desc15(g: &Group) -> Vec<u8> {
@@ -1164,12 +1211,38 @@ fn group_desc15(g: &Group) -> Vec<u8> {
             .u32(i as u32);
         buckets.bytes(&ab).bytes(&props.b);
     }
+    let mut props = Writer::default();
+    // ovs-ofctl refuses to decode methods other than hash and dp_hash:
+    // rvs's own (roundrobin, leastconn) are not reported in group dumps.
+    if matches!(g.selection_method.as_str(), "hash" | "dp_hash") {
+        let mut m = Match::any();
+        // OVS writes each field with its all-ones mask as the value.
+        for &f in &g.fields {
+            m.set(f, u64::MAX, u64::MAX);
+        }
+        let fields = crate::openflow::oxm::encode_match(&m, true);
+        let len = 40 + fields.len();
+        props
+            .u16(0xffff)
+            .u16(len as u16)
+            .u32(NTR_VENDOR)
+            .u32(1)
+            .zeros(4);
+        let mut name = [0u8; 16];
+        let n = g.selection_method.len().min(15);
+        name[..n].copy_from_slice(&g.selection_method.as_bytes()[..n]);
+        props.bytes(&name).u64(0).bytes(&fields);
+        props.zeros(pad8_len(len) - len);
+    }
     let mut w = Writer::default();
-    w.u16((16 + buckets.len()) as u16)
+    w.u16((16 + buckets.len() + props.len()) as u16)
         .u8(g.kind.to_wire())
         .u8(0)
         .u32(g.id);
-    w.u16(buckets.len() as u16).zeros(6).bytes(&buckets.b);
+    w.u16(buckets.len() as u16)
+        .zeros(6)
+        .bytes(&buckets.b)
+        .bytes(&props.b);
     w.b
 }
 
@@ -1196,5 +1269,6 @@ fn decode_group_mod(body: &[u8]) -> Result<GroupMod, OfError> {
         id,
         buckets,
         selection_method: String::new(),
+        fields: Vec::new(),
     })
 }

@@ -304,6 +304,27 @@ pub fn decode_match(body: &[u8]) -> Result<(Match, Option<(u64, u64)>), OfError>
     Ok((m, cookie))
 }
 
+/// As `decode_match` without prerequisites (a selection method's field
+/// list names fields, not a consistent match).
+pub fn decode_match_loose(body: &[u8]) -> Result<(Match, Option<(u64, u64)>), OfError> {
+    let mut r = Reader::new(body, OfError::MatchBadLen);
+    let mut m = Match::any();
+    let mut cookie = None;
+    while !r.is_empty() {
+        let (mf, masked, n) = read_header(&mut r)?;
+        let v = wide(r.bytes(n)?)?;
+        let mask = if masked {
+            wide(r.bytes(n)?)?
+        } else if n >= 8 {
+            u64::MAX
+        } else {
+            u64::MAX >> (64 - 8 * n as u32)
+        };
+        apply_field(&mut m, mf, v, mask, &mut cookie)?;
+    }
+    Ok((m, cookie))
+}
+
 fn apply_field(
     m: &mut Match,
     mf: Mf,

@@ -98,6 +98,9 @@ pub struct Conn {
     /// ICMP type of the first packet (for dumps).
     pub icmp_type: u8,
     pub st: Mutex<ConnState>,
+    /// A load balancer's count of live connections through one backend:
+    /// up while this connection lives.
+    pub counter: Option<Arc<std::sync::atomic::AtomicI64>>,
 }
 
 impl Conn {
@@ -148,7 +151,7 @@ pub struct Outcome {
 }
 
 /// What a `ct` action asks for.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct CtRequest<'a> {
     pub zone: u16,
     pub commit: bool,
@@ -159,6 +162,8 @@ pub struct CtRequest<'a> {
     /// (value, mask) to store on commit.
     pub set_mark: Option<(u32, u32)>,
     pub set_label: Option<(u128, u128)>,
+    /// Counted up while a connection committed here lives.
+    pub counter: Option<&'a Arc<std::sync::atomic::AtomicI64>>,
 }
 
 impl Default for Conntrack {
@@ -319,7 +324,11 @@ impl Conntrack {
             nat: nat_done,
             icmp_type: p.icmp.map(|i| i.0).unwrap_or(0),
             st: Mutex::new(st),
+            counter: req.counter.cloned(),
         });
+        if let Some(c) = &conn.counter {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
         self.shard(&p.key).insert(p.key, (conn.clone(), 0));
         self.shard(&reply).insert(reply, (conn.clone(), 1));
         self.count.fetch_add(1, Ordering::Relaxed);
@@ -421,6 +430,9 @@ impl Conntrack {
         }
         if gone {
             self.count.fetch_sub(1, Ordering::Relaxed);
+            if let Some(n) = &c.counter {
+                n.fetch_sub(1, Ordering::Relaxed);
+            }
         }
     }
 

@@ -69,9 +69,14 @@ pub struct Group {
     pub id: u32,
     pub kind: GroupType,
     pub buckets: Vec<Bucket>,
-    /// Fields a select group hashes (empty: the 5-tuple, as OVS's default
-    /// "dp_hash" on this datapath amounts to).
+    /// How a select group picks a bucket: "hash" (over `fields`, or the
+    /// 5-tuple), "dp_hash", or rvs's "roundrobin" and "leastconn". Empty:
+    /// OVS's default, the 5-tuple hash.
     pub selection_method: String,
+    /// The fields "hash" hashes (empty: the 5-tuple).
+    pub fields: Vec<super::key::Field>,
+    /// Round-robin position and connections per bucket (leastconn).
+    pub lb: Arc<GroupLb>,
     pub created_ns: u64,
     pub stats: Arc<HitStats>,
     pub bucket_stats: Vec<Arc<HitStats>>,
@@ -102,5 +107,24 @@ impl Pipeline {
 
     pub fn n_rules(&self) -> usize {
         self.tables.iter().map(|t| t.len()).sum()
+    }
+}
+
+/// What a select group's round-robin and least-connections methods keep
+/// across translations: the next position, and per bucket the connections
+/// committed through it that are still alive (the tracker decrements
+/// them as connections go).
+#[derive(Debug, Default)]
+pub struct GroupLb {
+    pub rr: std::sync::atomic::AtomicU64,
+    pub active: Box<[Arc<std::sync::atomic::AtomicI64>]>,
+}
+
+impl GroupLb {
+    pub fn new(buckets: usize) -> GroupLb {
+        GroupLb {
+            rr: Default::default(),
+            active: (0..buckets).map(|_| Arc::default()).collect(),
+        }
     }
 }

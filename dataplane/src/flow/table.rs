@@ -87,6 +87,8 @@ pub struct GroupMod {
     pub id: u32,
     pub buckets: Vec<Bucket>,
     pub selection_method: String,
+    /// Fields of selection_method=hash.
+    pub fields: Vec<super::key::Field>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -391,6 +393,8 @@ impl FlowTables {
                     kind: gm.kind,
                     buckets: gm.buckets.clone(),
                     selection_method: gm.selection_method.clone(),
+                    fields: gm.fields.clone(),
+                    lb: Arc::new(super::rule::GroupLb::new(gm.buckets.len())),
                     created_ns,
                     stats,
                     bucket_stats: gm.buckets.iter().map(|_| Arc::default()).collect(),
@@ -673,6 +677,7 @@ mod tests {
                 actions: out(2),
             }],
             selection_method: String::new(),
+            fields: Vec::new(),
         };
         assert_eq!(
             t.flow_mod(&FlowMod::add(0, 1, Match::any(), vec![Action::Group(1)]), 0)

@@ -64,7 +64,20 @@ pub struct CtOp {
     /// The table to recirculate to and the pipeline state (in_port,
     /// tunnel, metadata, registers) the recirculated packet carries.
     pub recirc: Option<(u8, FlowKey)>,
+    /// A leastconn group's count for the bucket this ct() commits in.
+    pub counter: Option<Counter>,
 }
+
+/// A shared count compared by identity.
+#[derive(Debug, Clone)]
+pub struct Counter(pub Arc<std::sync::atomic::AtomicI64>);
+
+impl PartialEq for Counter {
+    fn eq(&self, o: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &o.0)
+    }
+}
+impl Eq for Counter {}
 
 impl DpOp {
     /// True when the op hands the packet (or a copy) somewhere.
@@ -158,6 +171,8 @@ struct Ctx<'a, V: PortView> {
     in_miss_rule: bool,
     /// Steps of the translation, for ofproto/trace.
     trace: Option<Vec<String>>,
+    /// Set while a leastconn group's chosen bucket is translated.
+    lb_counter: Option<Counter>,
 }
 
 pub fn translate<V: PortView>(pipe: &Pipeline, ports: &V, in_slot: u16, key: &FlowKey) -> Xlate {
@@ -230,6 +245,7 @@ fn run_traced<V: PortView>(
         stop: None,
         in_miss_rule: false,
         trace: steps.as_ref().map(|_| Vec::new()),
+        lb_counter: None,
     };
     match actions {
         Some(a) => {
@@ -449,6 +465,7 @@ impl<V: PortView> Ctx<'_, V> {
                     set_mark,
                     set_label,
                     recirc,
+                    counter: self.lb_counter.clone(),
                 })));
             }
         }
@@ -528,7 +545,12 @@ impl<V: PortView> Ctx<'_, V> {
             GroupType::Select => {
                 if let Some(i) = select_bucket(g, &self.flow) {
                     self.hits.push(g.bucket_stats[i].clone());
+                    let outer = self.lb_counter.take();
+                    if g.selection_method == "leastconn" {
+                        self.lb_counter = g.lb.active.get(i).cloned().map(Counter);
+                    }
                     let ops = self.sub(&g.buckets[i].actions, table);
+                    self.lb_counter = outer;
                     self.ops.push(DpOp::Clone(ops));
                 }
             }
@@ -608,15 +630,59 @@ impl<V: PortView> Ctx<'_, V> {
 /// Highest-random-weight choice over the 5-tuple: a bucket's removal only
 /// moves the flows that were on it.
 fn select_bucket(g: &Group, k: &FlowKey) -> Option<usize> {
+    use std::sync::atomic::Ordering;
+    let live = |i: usize| g.buckets[i].weight > 0 || g.buckets.len() == 1;
+    match g.selection_method.as_str() {
+        // Weighted round robin over translations: each new flow (a new
+        // connection's first packet) takes the next bucket.
+        "roundrobin" => {
+            let total: u64 = (0..g.buckets.len())
+                .filter(|&i| live(i))
+                .map(|i| g.buckets[i].weight.max(1) as u64)
+                .sum();
+            if total == 0 {
+                return None;
+            }
+            let mut n = g.lb.rr.fetch_add(1, Ordering::Relaxed) % total;
+            for i in (0..g.buckets.len()).filter(|&i| live(i)) {
+                let w = g.buckets[i].weight.max(1) as u64;
+                if n < w {
+                    return Some(i);
+                }
+                n -= w;
+            }
+            None
+        }
+        // Fewest live connections per unit of weight; ties to the first.
+        "leastconn" => (0..g.buckets.len()).filter(|&i| live(i)).min_by_key(|&i| {
+            let n =
+                g.lb.active
+                    .get(i)
+                    .map(|c| c.load(Ordering::Relaxed))
+                    .unwrap_or(0);
+            (n.max(0) as u64 * 1_000_000) / g.buckets[i].weight.max(1) as u64
+        }),
+        _ => hrw(g, k),
+    }
+}
+
+/// Highest-random-weight over the hashed fields.
+fn hrw(g: &Group, k: &FlowKey) -> Option<usize> {
     let mut h = 0xcbf2_9ce4_8422_2325u64;
-    for f in [
+    let five = [
         Field::DlType,
         Field::NwSrc,
         Field::NwDst,
         Field::NwProto,
         Field::TpSrc,
         Field::TpDst,
-    ] {
+    ];
+    let fields: &[Field] = if g.selection_method == "hash" && !g.fields.is_empty() {
+        &g.fields
+    } else {
+        &five
+    };
+    for &f in fields {
         h = mix(h ^ k.get(f));
     }
     let mut best: Option<(f64, usize)> = None;
