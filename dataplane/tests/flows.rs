@@ -235,6 +235,7 @@ fn groups_all_and_select() {
         id: 1,
         buckets: vec![bucket(2), bucket(3)],
         selection_method: String::new(),
+        fields: Vec::new(),
     });
     l.group(GroupMod {
         command: GroupCommand::Add,
@@ -242,6 +243,7 @@ fn groups_all_and_select() {
         id: 2,
         buckets: vec![bucket(1), bucket(3), bucket(4)],
         selection_method: String::new(),
+        fields: Vec::new(),
     });
     l.flow(FlowMod::add(0, 1, in_port(1), vec![Action::Group(1)]));
     l.flow(FlowMod::add(0, 1, in_port(2), vec![Action::Group(2)]));
