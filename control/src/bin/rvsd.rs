@@ -386,16 +386,20 @@ fn run(args: Args) -> Result<(), String> {
         let (ul, sw, rec) = (underlay.clone(), switch.clone(), rec.clone());
         std::thread::Builder::new()
             .name("underlay".into())
-            .spawn(move || loop {
-                std::thread::sleep(Duration::from_millis(100));
-                // Expired connections go once a second.
-                if sw.started.elapsed().as_millis() % 1000 < 100 {
-                    sw.ct.sweep(sw.now_secs() as u64 * 1_000_000_000);
-                }
-                if ul.tick(&sw) {
-                    match rec.lock() {
-                        Ok(mut r) => r.publish_tunnels(),
-                        Err(_) => return,
+            .spawn(move || {
+                let mut swept = Instant::now();
+                loop {
+                    std::thread::sleep(Duration::from_millis(100));
+                    // Expired connections go once a second.
+                    if swept.elapsed() >= Duration::from_secs(1) {
+                        swept = Instant::now();
+                        sw.ct.sweep(sw.now_secs() as u64 * 1_000_000_000);
+                    }
+                    if ul.tick(&sw) {
+                        match rec.lock() {
+                            Ok(mut r) => r.publish_tunnels(),
+                            Err(_) => return,
+                        }
                     }
                 }
             })

@@ -25,6 +25,8 @@ pub mod state {
 }
 
 const SHARDS: usize = 64;
+/// Connections looked at to pick one to evict.
+const EVICT_CANDIDATES: usize = 16;
 /// OVS's default limit for the userspace table is 3 M; ours defaults to
 /// at least the 1 M the issue asks for.
 pub const DEFAULT_LIMIT: usize = 1 << 20;
@@ -133,6 +135,8 @@ pub struct CtStats {
 pub struct Conntrack {
     shards: Box<[Mutex<Shard>]>,
     count: AtomicUsize,
+    /// The shard the next eviction looks at.
+    evict_at: AtomicUsize,
     pub limit: AtomicUsize,
     pub timeouts: Timeouts,
     pub stats: CtStats,
@@ -177,6 +181,7 @@ impl Conntrack {
         Conntrack {
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::new())).collect(),
             count: AtomicUsize::new(0),
+            evict_at: AtomicUsize::new(0),
             limit: AtomicUsize::new(limit),
             timeouts: Timeouts::default(),
             stats: CtStats::default(),
@@ -393,16 +398,19 @@ impl Conntrack {
     }
 
     /// Room for one more connection: true when there is, after evicting
-    /// an expired (else the oldest-expiring) connection of a shard if the
-    /// table is at its limit.
+    /// one if the table is at its limit. The victim is the soonest to
+    /// expire among a few connections of the next shard in turn: a bounded
+    /// look on the packet's path, not a scan of the table.
     fn make_room(&self, now: u64) -> bool {
         if self.len() < self.limit.load(Ordering::Relaxed) {
             return true;
         }
-        for s in self.shards.iter() {
+        for _ in 0..SHARDS {
+            let i = self.evict_at.fetch_add(1, Ordering::Relaxed) % SHARDS;
             let victim = {
-                let g = s.lock().unwrap_or_else(|p| p.into_inner());
+                let g = self.shards[i].lock().unwrap_or_else(|p| p.into_inner());
                 g.values()
+                    .take(EVICT_CANDIDATES)
                     .map(|(c, _)| c.clone())
                     .min_by_key(|c| c.lock().expires_ns)
             };
