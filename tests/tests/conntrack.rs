@@ -405,3 +405,99 @@ fn load_balancing_by_select_groups() {
         let _ = srv.wait();
     }
 }
+
+/// Thousands of connections from several client addresses through
+/// destination NAT: counted exactly, a full table evicts (and counts)
+/// one connection per new one, and timeouts empty it.
+#[test]
+fn connection_table_fills_evicts_and_expires() {
+    let h = Host::start("ctt");
+    h.vsctl(&["add-br", "br0"]);
+    let client = side(
+        &h,
+        "ctk",
+        CMAC,
+        "198.51.100.7/24",
+        &["203.0.113.0/24", "via", "198.51.100.1"],
+    );
+    for a in ["198.51.100.8/24", "198.51.100.9/24"] {
+        client.exec(&["ip", "address", "add", a, "dev", "ctki"]);
+    }
+    let _vm = side(
+        &h,
+        "ctw",
+        VMAC,
+        "10.1.0.5/24",
+        &["default", "via", "10.1.0.1"],
+    );
+    let (cp, vp) = (h.ofport("ctko"), h.ofport("ctwo"));
+    let flows = format!(
+        "table=0,priority=10,in_port={cp},udp,nw_dst=203.0.113.10,actions=ct(zone=3,nat,table=1)\n\
+         table=0,priority=0,actions=drop\n\
+         table=1,priority=10,ct_state=+new+trk,udp,actions=ct(commit,zone=3,nat(dst=10.1.0.5)),mod_dl_src:{GW},mod_dl_dst:{VMAC},output:{vp}\n\
+         table=1,priority=10,ct_state=+est+trk,udp,actions=mod_dl_src:{GW},mod_dl_dst:{VMAC},output:{vp}\n"
+    );
+    std::fs::write(h.dir.join("flows.txt"), flows).unwrap();
+    h.ofctl(&["del-flows", "br0"]);
+    h.ofctl(&[
+        "add-flows",
+        "br0",
+        h.dir.join("flows.txt").to_str().unwrap(),
+    ]);
+    let send = |first: u16, n: u16| {
+        let script = format!(
+            "import socket\nfor a in ['198.51.100.7','198.51.100.8','198.51.100.9']:\n\
+             \x20   for p in range({first}, {first} + {n}):\n\
+             \x20       s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
+             \x20       s.bind((a,p))\n        s.sendto(b'x',('203.0.113.10',9999))\n        s.close()\n"
+        );
+        client.exec(&["python3", "-c", &script]);
+    };
+    let nconns = || {
+        h.appctl(&["dpctl/ct-get-nconns"])
+            .trim()
+            .parse::<usize>()
+            .unwrap()
+    };
+    let stat = |name: &str| -> u64 {
+        h.appctl(&["dpctl/ct-stats-show"])
+            .lines()
+            .find_map(|l| {
+                l.trim()
+                    .strip_prefix(&format!("{name}: "))
+                    .map(|v| v.parse().unwrap())
+            })
+            .unwrap()
+    };
+    send(20000, 700);
+    wait_for("2100 connections", Duration::from_secs(10), || {
+        nconns() == 2100
+    });
+    assert_eq!(stat("UDP"), 2100);
+    // Each source address got its own 700 translated connections.
+    let dump = h.appctl(&["dpctl/dump-conntrack", "zone=3"]);
+    for a in ["198.51.100.7", "198.51.100.8", "198.51.100.9"] {
+        assert_eq!(
+            dump.matches(&format!("orig=(src={a},dst=203.0.113.10,"))
+                .count(),
+            700
+        );
+    }
+    assert_eq!(dump.matches("reply=(src=10.1.0.5,").count(), 2100);
+    // A full table: every new connection evicts one.
+    assert_eq!(
+        h.appctl(&["dpctl/ct-set-maxconns", "2100"]),
+        "setting maxconns successful\n"
+    );
+    let evicted = stat("evicted");
+    send(30000, 50);
+    wait_for("evictions", Duration::from_secs(10), || {
+        stat("evicted") == evicted + 150
+    });
+    assert_eq!(nconns(), 2100);
+    // Timeouts: UDP seen once lives udp-first seconds.
+    assert_eq!(h.appctl(&["rvs/ct-set-timeout", "udp-first", "1"]), "OK\n");
+    send(40000, 10);
+    wait_for("expiry", Duration::from_secs(40), || nconns() == 0);
+    assert!(stat("expired") >= 2100);
+}
