@@ -501,3 +501,54 @@ fn connection_table_fills_evicts_and_expires() {
     wait_for("expiry", Duration::from_secs(40), || nconns() == 0);
     assert!(stat("expired") >= 2100);
 }
+
+/// Proxy ARP by flows, as OVS users write an ARP responder: the client
+/// has the public address on-link and ARPs for it; a flow turns the
+/// request into the reply (MACs, opcode, addresses moved and loaded) and
+/// sends it back in_port; the client's neighbour table learns the
+/// gateway MAC and its ping goes through the NAT.
+#[test]
+fn proxy_arp_for_a_public_address_by_flows() {
+    let h = Host::start("cpa");
+    h.vsctl(&["add-br", "br0"]);
+    let client = Netns::new("cpac");
+    rvs_tests::veth("cpaci", &client, "cpaco", &h.ns);
+    h.vsctl(&["add-port", "br0", "cpaco"]);
+    client.exec(&["ip", "link", "set", "cpaci", "address", CMAC]);
+    client.exec(&["ip", "address", "add", "198.51.100.7/24", "dev", "cpaci"]);
+    client.exec(&["ip", "route", "add", "203.0.113.0/24", "dev", "cpaci"]);
+    client.exec(&["ethtool", "-K", "cpaci", "tx", "off"]);
+    let _vm = side(
+        &h,
+        "cpav",
+        VMAC,
+        "10.1.0.5/24",
+        &["default", "via", "10.1.0.1"],
+    );
+    let (cp, vp) = (h.ofport("cpaco"), h.ofport("cpavo"));
+    let flows = format!(
+        "table=0,priority=20,in_port={cp},arp,arp_tpa=203.0.113.10,arp_op=1,actions=\
+         move:NXM_OF_ETH_SRC[]->NXM_OF_ETH_DST[],mod_dl_src:{GW},load:0x2->NXM_OF_ARP_OP[],\
+         move:NXM_NX_ARP_SHA[]->NXM_NX_ARP_THA[],move:NXM_OF_ARP_SPA[]->NXM_OF_ARP_TPA[],\
+         load:0x0200000000fe->NXM_NX_ARP_SHA[],load:0xcb00710a->NXM_OF_ARP_SPA[],in_port\n\
+         table=0,priority=10,in_port={cp},ip,nw_dst=203.0.113.10,actions=ct(zone=1,nat,table=1)\n\
+         table=0,priority=10,in_port={vp},ip,actions=ct(zone=1,nat,table=2)\n\
+         table=0,priority=0,actions=drop\n\
+         table=1,priority=10,ct_state=+new+trk,ip,actions=ct(commit,zone=1,nat(dst=10.1.0.5)),mod_dl_src:{GW},mod_dl_dst:{VMAC},output:{vp}\n\
+         table=1,priority=10,ct_state=+est+trk,ip,actions=mod_dl_src:{GW},mod_dl_dst:{VMAC},output:{vp}\n\
+         table=2,priority=10,ct_state=+est+trk,ip,actions=mod_dl_src:{GW},mod_dl_dst:{CMAC},output:{cp}\n"
+    );
+    std::fs::write(h.dir.join("flows.txt"), flows).unwrap();
+    h.ofctl(&["del-flows", "br0"]);
+    h.ofctl(&[
+        "add-flows",
+        "br0",
+        h.dir.join("flows.txt").to_str().unwrap(),
+    ]);
+    let out = ping(&client, "203.0.113.10", 3, &[]);
+    assert!(out.contains("3 packets transmitted, 3 received"), "{out}");
+    let neigh = client.exec(&["ip", "neigh", "show", "203.0.113.10"]);
+    assert!(neigh.contains(&format!("lladdr {GW}")), "{neigh}");
+    let d = h.ofctl(&["dump-flows", "br0", "table=0,arp"]);
+    assert!(d.contains("n_packets=1,"), "one ARP request answered: {d}");
+}

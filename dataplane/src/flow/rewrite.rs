@@ -133,9 +133,31 @@ pub fn apply<P: PacketBuf>(pkt: &mut P, op: &DpOp) -> bool {
         DpOp::SetNwTtl(t) => set_ip_byte(pkt.data_mut(), 8, t, 0xff),
         DpOp::SetTpSrc(p) => set_port(pkt.data_mut(), true, p),
         DpOp::SetTpDst(p) => set_port(pkt.data_mut(), false, p),
+        DpOp::SetArp(a) => set_arp(pkt.data_mut(), &a),
         _ => {}
     }
     true
+}
+
+/// Writes an ARP packet's opcode and addresses (Ethernet/IPv4 ARP after
+/// an optional 802.1Q tag); anything else is left alone.
+fn set_arp(d: &mut [u8], a: &super::xlate::ArpFields) {
+    let l3 = match be16(d, 12) {
+        0x0806 => HEADER_LEN,
+        ETHERTYPE_VLAN if d.len() >= 18 && be16(d, 16) == 0x0806 => HEADER_LEN + VLAN_TAG_LEN,
+        _ => return,
+    };
+    let Some(arp) = d.get_mut(l3..l3 + 28) else {
+        return;
+    };
+    if arp[0..6] != [0, 1, 8, 0, 6, 4] {
+        return;
+    }
+    arp[6..8].copy_from_slice(&a.op.to_be_bytes());
+    arp[8..14].copy_from_slice(&super::extract::mac_bytes(a.sha));
+    arp[14..18].copy_from_slice(&a.spa.to_be_bytes());
+    arp[18..24].copy_from_slice(&super::extract::mac_bytes(a.tha));
+    arp[24..28].copy_from_slice(&a.tpa.to_be_bytes());
 }
 
 #[cfg(test)]

@@ -50,6 +50,18 @@ pub enum DpOp {
     /// Through the connection tracker (and NAT); then, with a table, a
     /// copy (or the packet, when nothing follows) recirculates there.
     Ct(Arc<CtOp>),
+    /// An ARP packet's opcode and addresses (an ARP responder's flows).
+    SetArp(ArpFields),
+}
+
+/// What an ARP rewrite writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ArpFields {
+    pub op: u16,
+    pub sha: u64,
+    pub spa: u32,
+    pub tha: u64,
+    pub tpa: u32,
 }
 
 /// A `ct` action, resolved for one flow.
@@ -596,6 +608,21 @@ impl<V: PortView> Ctx<'_, V> {
                 (true, true) => ops.push(DpOp::SetVlan(new & !VLAN_CFI)),
                 (false, false) => {}
             }
+        }
+        if f.get(Field::DlType) == crate::flow::extract::ETH_TYPE_ARP as u64
+            && (ch(Field::NwProto)
+                || ch(Field::NwSrc)
+                || ch(Field::NwDst)
+                || ch(Field::ArpSha)
+                || ch(Field::ArpTha))
+        {
+            ops.push(DpOp::SetArp(ArpFields {
+                op: f.get(Field::NwProto) as u16,
+                sha: f.get(Field::ArpSha),
+                spa: f.get(Field::NwSrc) as u32,
+                tha: f.get(Field::ArpTha),
+                tpa: f.get(Field::NwDst) as u32,
+            }));
         }
         if f.get(Field::DlType) == ETH_TYPE_IP as u64 {
             if ch(Field::NwSrc) {
