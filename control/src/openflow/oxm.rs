@@ -280,6 +280,16 @@ pub fn header_u32(mf: Mf, oxm: bool) -> u32 {
 /// Decodes a whole NXM/OXM match body. Returns the match and the
 /// NXM_NX_COOKIE filter, if one was present.
 pub fn decode_match(body: &[u8]) -> Result<(Match, Option<(u64, u64)>), OfError> {
+    decode_fields(body, true)
+}
+
+/// As `decode_match` without prerequisites (a selection method's field
+/// list names fields, not a consistent match).
+pub fn decode_match_loose(body: &[u8]) -> Result<(Match, Option<(u64, u64)>), OfError> {
+    decode_fields(body, false)
+}
+
+fn decode_fields(body: &[u8], prereqs: bool) -> Result<(Match, Option<(u64, u64)>), OfError> {
     let mut r = Reader::new(body, OfError::MatchBadLen);
     let mut m = Match::any();
     let mut cookie = None;
@@ -294,33 +304,14 @@ pub fn decode_match(body: &[u8]) -> Result<(Match, Option<(u64, u64)>), OfError>
         } else {
             u64::MAX >> (64 - 8 * n as u32)
         };
-        if seen.contains(&mf) {
+        if prereqs && seen.contains(&mf) {
             return Err(OfError::MatchDupField);
         }
         seen.push(mf);
         apply_field(&mut m, mf, v, mask, &mut cookie)?;
     }
-    check_prereqs(&m, &seen)?;
-    Ok((m, cookie))
-}
-
-/// As `decode_match` without prerequisites (a selection method's field
-/// list names fields, not a consistent match).
-pub fn decode_match_loose(body: &[u8]) -> Result<(Match, Option<(u64, u64)>), OfError> {
-    let mut r = Reader::new(body, OfError::MatchBadLen);
-    let mut m = Match::any();
-    let mut cookie = None;
-    while !r.is_empty() {
-        let (mf, masked, n) = read_header(&mut r)?;
-        let v = wide(r.bytes(n)?)?;
-        let mask = if masked {
-            wide(r.bytes(n)?)?
-        } else if n >= 8 {
-            u64::MAX
-        } else {
-            u64::MAX >> (64 - 8 * n as u32)
-        };
-        apply_field(&mut m, mf, v, mask, &mut cookie)?;
+    if prereqs {
+        check_prereqs(&m, &seen)?;
     }
     Ok((m, cookie))
 }

@@ -444,17 +444,24 @@ impl Conntrack {
         }
     }
 
-    /// Removes expired connections; returns how many.
-    pub fn sweep(&self, now: u64) -> usize {
-        let mut dead = Vec::new();
+    /// Every connection (counted once, by its original-direction entry)
+    /// that `keep` selects.
+    fn collect(&self, keep: impl Fn(&Conn) -> bool) -> Vec<Arc<Conn>> {
+        let mut out = Vec::new();
         for s in self.shards.iter() {
             let g = s.lock().unwrap_or_else(|p| p.into_inner());
-            dead.extend(
+            out.extend(
                 g.values()
-                    .filter(|(c, d)| *d == 0 && c.lock().expires_ns <= now)
+                    .filter(|(c, d)| *d == 0 && keep(c))
                     .map(|(c, _)| c.clone()),
             );
         }
+        out
+    }
+
+    /// Removes expired connections; returns how many.
+    pub fn sweep(&self, now: u64) -> usize {
+        let dead = self.collect(|c| c.lock().expires_ns <= now);
         for c in &dead {
             self.remove(c);
         }
@@ -466,15 +473,7 @@ impl Conntrack {
 
     /// Removes every connection (of one zone).
     pub fn flush(&self, zone: Option<u16>) -> usize {
-        let mut all = Vec::new();
-        for s in self.shards.iter() {
-            let g = s.lock().unwrap_or_else(|p| p.into_inner());
-            all.extend(
-                g.values()
-                    .filter(|(c, d)| *d == 0 && zone.is_none_or(|z| c.orig.zone == z))
-                    .map(|(c, _)| c.clone()),
-            );
-        }
+        let all = self.collect(|c| zone.is_none_or(|z| c.orig.zone == z));
         for c in &all {
             self.remove(c);
         }
@@ -483,15 +482,7 @@ impl Conntrack {
 
     /// Every live connection, in a stable order.
     pub fn dump(&self, zone: Option<u16>) -> Vec<Arc<Conn>> {
-        let mut all = Vec::new();
-        for s in self.shards.iter() {
-            let g = s.lock().unwrap_or_else(|p| p.into_inner());
-            all.extend(
-                g.values()
-                    .filter(|(c, d)| *d == 0 && zone.is_none_or(|z| c.orig.zone == z))
-                    .map(|(c, _)| c.clone()),
-            );
-        }
+        let mut all = self.collect(|c| zone.is_none_or(|z| c.orig.zone == z));
         all.sort_by_key(|c| c.orig);
         all
     }
