@@ -77,9 +77,9 @@ pub struct IfaceSpec {
 
 impl IfaceSpec {
     /// What identifies the device: a change here means close and reopen.
+    /// (mtu_request is applied in place where the port allows it.)
     pub fn devkey(&self) -> String {
-        let mtu = self.mtu_request.map(|m| m.to_string()).unwrap_or_default();
-        format!("{}|{:?}|{}", self.kind, self.options, mtu)
+        format!("{}|{:?}", self.kind, self.options)
     }
 
     pub fn is_bridge_local(&self) -> bool {

@@ -125,6 +125,25 @@ impl<P: PacketBuf + 'static> Reconciler<P> {
             })
             .map(|(n, _)| n.clone())
             .collect();
+        // An MTU change is applied in place (an internal port keeps its
+        // kernel device and addresses); a port that cannot is reopened.
+        let mut gone = gone;
+        for (n, lp) in &self.ports {
+            let Some(s) = want.get(n.as_str()) else {
+                continue;
+            };
+            if gone.contains(n) || s.mtu_request == lp.spec.mtu_request {
+                continue;
+            }
+            let mtu = s.mtu_request.unwrap_or(1500).clamp(68, 9702) as u16;
+            match lp.dev.set_mtu(mtu) {
+                Ok(()) => log::info!("{n}: MTU {mtu}"),
+                Err(e) => {
+                    log::info!("{n}: {e}; reopening");
+                    gone.push(n.clone());
+                }
+            }
+        }
         let mut removed: Vec<LivePort<P>> =
             gone.iter().filter_map(|n| self.ports.remove(n)).collect();
         self.failed.retain(|n, _| want.contains_key(n.as_str()));

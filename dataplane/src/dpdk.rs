@@ -80,6 +80,9 @@ impl EthPort {
 }
 
 impl NetDev<Mbuf> for EthPort {
+    fn set_mtu(&self, mtu: u16) -> Result<(), String> {
+        self.dev.set_mtu(mtu)
+    }
     fn device_stats(&self) -> Vec<(&'static str, u64)> {
         let s = self.dev.stats();
         vec![

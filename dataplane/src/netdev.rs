@@ -26,6 +26,11 @@ pub trait NetDev<P: PacketBuf>: Send + Sync {
     /// returns how many the port accepted, the rest are freed by the port.
     fn tx(&self, q: u16, pkts: &mut Burst<P>) -> usize;
     fn status(&self) -> DevStatus;
+    /// Changes the MTU in place; an error means the port must be reopened
+    /// for it.
+    fn set_mtu(&self, _mtu: u16) -> Result<(), String> {
+        Err("the MTU of this port type changes only when it is reopened".into())
+    }
     /// True while a tx would be refused anyway (vhost guest absent).
     fn tx_down(&self) -> bool {
         false

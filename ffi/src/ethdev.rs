@@ -252,6 +252,19 @@ impl EthDev {
         a.addr_bytes
     }
 
+    /// Changes the MTU of the running port (a TAP's kernel device too).
+    pub fn set_mtu(&self, mtu: u16) -> Result<(), String> {
+        // SAFETY: valid port id; the call only configures the device.
+        let rc = unsafe { raw::rte_eth_dev_set_mtu(self.port_id, mtu) };
+        if rc != 0 {
+            return Err(format!(
+                "cannot set MTU {mtu}: {}",
+                crate::eal::strerror(rc)
+            ));
+        }
+        Ok(())
+    }
+
     pub fn mtu(&self) -> Option<u16> {
         let mut mtu = 0u16;
         // SAFETY: valid port and out pointer.

@@ -305,6 +305,23 @@ fn mtu_limits_with_and_without_df() {
     );
     let route = t.exec(&["ip", "route", "get", "192.168.31.2"]);
     assert!(route.contains("mtu 1450"), "{route}");
+
+    // The underlay's MTU is the endpoint port's: mtu_request on it moves
+    // the limit (1400 - 50 = 1350 for the inner IP packet).
+    h.vsctl(&["set", "Interface", "br-phy", "mtu_request=1400"]);
+    wait_for(
+        "br-phy mtu 1400",
+        std::time::Duration::from_secs(10),
+        || {
+            h.ns.exec(&["cat", "/sys/class/net/br-phy/mtu"]).trim() == "1400"
+                && h.appctl(&["rvs/tunnel/show"]).contains("underlay mtu 1400")
+        },
+    );
+    t.exec(&["ip", "route", "flush", "cache"]);
+    let out = ping(&t, "192.168.31.2", 2, &["-M", "do", "-s", "1322"]);
+    assert!(out.contains("2 packets transmitted, 2 received"), "{out}");
+    let out = ping(&t, "192.168.31.2", 1, &["-M", "do", "-s", "1323"]);
+    assert!(out.contains("Frag needed and DF set (mtu = 1350)"), "{out}");
 }
 
 /// GRE with the incumbent: OVS-DPDK 3.1's userspace tunnelling (Debian's

@@ -317,6 +317,8 @@ fn tunnel_ports(h: &Host, kind: &str) {
         "p0",
         "type=dpdkvhostuser",
     ]);
+    // The "NIC" carries outer frames: room for a 1518-byte frame plus the
+    // tunnel headers (OVS drops what exceeds a vhost port's MTU).
     h.vsctl(&[
         "add-port",
         "br-phy",
@@ -326,6 +328,7 @@ fn tunnel_ports(h: &Host, kind: &str) {
         "Interface",
         "p1",
         "type=dpdkvhostuser",
+        "mtu_request=1600",
     ]);
     for (name, local, remote) in [
         ("tA", "10.99.0.1", "10.99.0.2"),
