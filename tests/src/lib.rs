@@ -960,6 +960,36 @@ impl Capture {
     }
 }
 
+/// Starts `python3 -m http.server` on `addr:port` in `ns`, serving `dir`,
+/// and returns once it listens (its stderr in the panic when it does not
+/// within 10 s).
+pub fn http_server(ns: &Netns, addr: &str, port: &str, dir: &Path) -> Child {
+    let mut c = ns.spawn(&[
+        "python3",
+        "-m",
+        "http.server",
+        "--bind",
+        addr,
+        "--directory",
+        dir.to_str().unwrap(),
+        port,
+    ]);
+    let t0 = Instant::now();
+    while !ns
+        .try_exec(&["sh", "-c", &format!("ss -ltn | grep -q {addr}:{port}")])
+        .status
+        .success()
+    {
+        if t0.elapsed() > Duration::from_secs(10) {
+            let _ = c.kill();
+            let out = c.wait_with_output().unwrap();
+            panic!("http.server: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    c
+}
+
 // Overlay helpers: underlay bridges, tenants, tunnel counters.
 
 /// Makes `br` an underlay bridge: a `system` port on veth `port` (whose

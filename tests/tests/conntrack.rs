@@ -5,7 +5,7 @@
 //! translated connection come back translated (traceroute), the kernel
 //! stacks and tshark check every checksum, and ovs-appctl dpctl/ shows
 //! the connections.
-use rvs_tests::{ping, wait_for, Capture, Host, Netns};
+use rvs_tests::{http_server, ping, wait_for, Capture, Host, Netns};
 use std::time::Duration;
 
 const GW: &str = "02:00:00:00:00:fe";
@@ -37,34 +37,6 @@ fn side(h: &Host, name: &str, mac: &str, addr: &str, route: &[&str]) -> Netns {
     r.extend_from_slice(route);
     ns.exec(&r);
     ns
-}
-
-fn serve(ns: &Netns, addr: &str, port: &str, dir: &std::path::Path) -> std::process::Child {
-    let c = ns.spawn(&[
-        "python3",
-        "-m",
-        "http.server",
-        "--bind",
-        addr,
-        "--directory",
-        dir.to_str().unwrap(),
-        port,
-    ]);
-    let mut c = c;
-    let t0 = std::time::Instant::now();
-    while !ns
-        .try_exec(&["sh", "-c", &format!("ss -ltn | grep -q {addr}:{port}")])
-        .status
-        .success()
-    {
-        if t0.elapsed() > Duration::from_secs(10) {
-            let _ = c.kill();
-            let out = c.wait_with_output().unwrap();
-            panic!("http.server: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    c
 }
 
 #[test]
@@ -124,7 +96,7 @@ fn static_nat_and_port_forwarding_by_ct_flows() {
     let out = ping(&client, "203.0.113.10", 3, &[]);
     assert!(out.contains("3 packets transmitted, 3 received"), "{out}");
     std::fs::write(h.dir.join("who"), "vm\n").unwrap();
-    let mut srv = serve(&vm, "10.1.0.5", "8000", &h.dir);
+    let mut srv = http_server(&vm, "10.1.0.5", "8000", &h.dir);
     let cap = Capture::start_with(
         &client,
         "ctci",
@@ -187,22 +159,7 @@ fn static_nat_and_port_forwarding_by_ct_flows() {
 
     // The VM reaches the client, which sees the public address.
     std::fs::write(h.dir.join("who"), "client\n").unwrap();
-    let mut csrv = client.spawn(&[
-        "python3",
-        "-m",
-        "http.server",
-        "--bind",
-        "198.51.100.7",
-        "--directory",
-        h.dir.to_str().unwrap(),
-        "8001",
-    ]);
-    wait_for("client http.server", Duration::from_secs(10), || {
-        client
-            .try_exec(&["sh", "-c", "ss -ltn | grep -q 198.51.100.7:8001"])
-            .status
-            .success()
-    });
+    let mut csrv = http_server(&client, "198.51.100.7", "8001", &h.dir);
     let body = vm.exec(&[
         "curl",
         "-sS",
@@ -270,7 +227,7 @@ fn load_balancing_by_select_groups() {
         let dir = h.dir.join(format!("b{i}"));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("who"), format!("b{i}\n")).unwrap();
-        let srv = serve(&ns, &format!("10.1.0.1{i}"), "8000", &dir);
+        let srv = http_server(&ns, &format!("10.1.0.1{i}"), "8000", &dir);
         backends.push((ns, mac, h.ofport(&format!("clb{i}o")), srv));
     }
     let mut flows = format!(

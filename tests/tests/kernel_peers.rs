@@ -38,21 +38,7 @@ fn ping_and_tcp_between_namespace_host_and_vm() {
 
     // TCP: an HTTP server on the host address, curl from the tenant.
     std::fs::write(h.dir.join("hello.txt"), "through rvs\n").unwrap();
-    let mut srv = h.ns.spawn(&[
-        "python3",
-        "-m",
-        "http.server",
-        "--bind",
-        "10.9.0.1",
-        "--directory",
-        h.dir.to_str().unwrap(),
-        "8089",
-    ]);
-    wait_for("http.server", Duration::from_secs(10), || {
-        h.ns.try_exec(&["sh", "-c", "ss -ltn | grep -q 10.9.0.1:8089"])
-            .status
-            .success()
-    });
+    let mut srv = rvs_tests::http_server(&h.ns, "10.9.0.1", "8089", &h.dir);
     let body = tenant.exec(&[
         "curl",
         "-sS",

@@ -3,25 +3,9 @@
 use rvs_tests::{
     drop_count, key_counts, ping, reachable, tenant, underlay, wait_for, Capture, Host, Netns,
 };
-use std::time::Duration;
 
 fn http_get(client: &Netns, server: &Netns, addr: &str, dir: &std::path::Path) -> String {
-    let mut srv = server.spawn(&[
-        "python3",
-        "-m",
-        "http.server",
-        "--bind",
-        addr,
-        "--directory",
-        dir.to_str().unwrap(),
-        "8089",
-    ]);
-    wait_for("http.server", Duration::from_secs(10), || {
-        server
-            .try_exec(&["sh", "-c", &format!("ss -ltn | grep -q {addr}:8089")])
-            .status
-            .success()
-    });
+    let mut srv = rvs_tests::http_server(server, addr, "8089", dir);
     let body = client.exec(&[
         "curl",
         "-sS",
