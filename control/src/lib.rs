@@ -16,5 +16,6 @@ pub mod openflow;
 pub mod pidfile;
 pub mod ports;
 pub mod reconcile;
+pub mod service;
 pub mod underlay;
 pub mod unixctl;

@@ -214,6 +214,13 @@ fn credit(x: &Xlate, n: u64, bytes: u64, now: u32) {
 impl<'a, P: PacketBuf> Exec<'a, '_, P> {
     fn run(&mut self, ops: &[DpOp], last: Option<usize>, mut pkt: P) {
         let Some(last) = last else {
+            // Nothing sends the packet, but what it teaches still counts
+            // (an ARP reply that only feeds a learn action).
+            for op in ops {
+                if let DpOp::Learn(l) = op {
+                    self.learn(l);
+                }
+            }
             self.stats.drop(DropReason::FlowDrop, Some(self.in_slot), 1);
             return;
         };
@@ -255,13 +262,7 @@ impl<'a, P: PacketBuf> Exec<'a, '_, P> {
                         }
                     }
                 }
-                DpOp::Learn(l) => {
-                    if l.due(self.now) {
-                        // Full: the control thread is behind; the next
-                        // second's packets ask again.
-                        let _ = self.bridge.flows.learned.try_send(l.clone());
-                    }
-                }
+                DpOp::Learn(l) => self.learn(l),
                 _ => {
                     if !rewrite::apply(&mut pkt, op) {
                         self.stats
@@ -270,6 +271,14 @@ impl<'a, P: PacketBuf> Exec<'a, '_, P> {
                     }
                 }
             }
+        }
+    }
+
+    fn learn(&self, l: &Arc<crate::flow::xlate::LearnOp>) {
+        if l.due(self.now) {
+            // Full: the control thread is behind; the next second's
+            // packets ask again.
+            let _ = self.bridge.flows.learned.try_send(l.clone());
         }
     }
 

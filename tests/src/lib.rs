@@ -19,16 +19,21 @@ pub fn rvsd_bin() -> PathBuf {
     if let Ok(p) = std::env::var("RVSD") {
         return PathBuf::from(p);
     }
+    workspace_bin("rvsd")
+}
+
+/// A binary of this workspace, built beside the test binaries.
+pub fn workspace_bin(name: &str) -> PathBuf {
     // Test binaries live in target/<profile>/deps, tools in target/<profile>.
     let exe = std::env::current_exe().expect("own exe path");
     let here = exe.parent().expect("exe dir");
     let p = [
-        here.join("rvsd"),
-        here.parent().map(|d| d.join("rvsd")).unwrap_or_default(),
+        here.join(name),
+        here.parent().map(|d| d.join(name)).unwrap_or_default(),
     ]
     .into_iter()
     .find(|p| p.exists())
-    .unwrap_or_else(|| here.join("rvsd"));
+    .unwrap_or_else(|| here.join(name));
     assert!(
         p.exists(),
         "{} not built: run the tests with `cargo test --workspace` (ci/test.sh does)",
@@ -268,6 +273,7 @@ impl Host {
         let bin = rvsd_bin();
         let (db, dir) = (self.db(), self.dir.to_str().unwrap().to_string());
         let prefix = self.prefix.clone();
+        let svc = format!("{dir}/rvs.db");
         self.start_switch(
             bin.to_str().unwrap(),
             &[
@@ -278,6 +284,8 @@ impl Host {
                 "--file-prefix",
                 &prefix,
                 "--pidfile",
+                "--services-db",
+                &svc,
             ],
             &[],
         );
@@ -337,6 +345,33 @@ impl Host {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Kills rvsd with SIGKILL, as a crash would.
+    pub fn kill_rvsd(&mut self) {
+        let mut c = self.rvsd.take().expect("rvsd running");
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+
+    /// rvsctl on this host's database and run directory. Must succeed.
+    pub fn rvsctl(&self, args: &[&str]) -> String {
+        let o = self.rvsctl_raw(args);
+        assert!(
+            o.status.success(),
+            "rvsctl {args:?} failed: {}\nrvsd log:\n{}",
+            String::from_utf8_lossy(&o.stderr),
+            self.log_tail()
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    pub fn rvsctl_raw(&self, args: &[&str]) -> Output {
+        let db = format!("--db={}", self.db());
+        let dir = format!("--rundir={}", self.dir.display());
+        let mut a = vec![db.as_str(), dir.as_str(), "--timeout=30"];
+        a.extend_from_slice(args);
+        run(workspace_bin("rvsctl").to_str().unwrap(), &a)
     }
 
     /// Stops rvsd with SIGTERM and waits for it; returns its exit status.

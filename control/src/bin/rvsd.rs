@@ -14,6 +14,7 @@ use rvs_control::openflow::server::{BridgeDesc, OfServer};
 use rvs_control::openflow::{Env, PortInfo};
 use rvs_control::ports::{DpdkFactory, TYPES};
 use rvs_control::reconcile::{datapath_id, Reconciler};
+use rvs_control::service::{store, BridgeHandle, ServiceLayer};
 use rvs_control::unixctl::{self, Commands};
 use rvs_control::{datum, logger, pidfile};
 use rvs_dataplane::packet::PacketBuf;
@@ -54,6 +55,14 @@ struct Args {
     /// error, warn, info, debug or trace.
     #[arg(long, default_value = "info")]
     log_level: LevelFilter,
+    /// The file of the Rvs database (service rules): added to ovsdb-server
+    /// when it does not serve it yet, created if missing.
+    #[arg(long, default_value = "/etc/openvswitch/rvs.db")]
+    services_db: PathBuf,
+    /// ovsdb-server's unixctl socket (default: found beside the database
+    /// socket, from ovsdb-server.pid).
+    #[arg(long)]
+    ovsdb_ctl: Option<PathBuf>,
 }
 
 enum Ev {
@@ -67,6 +76,8 @@ struct DbConn {
     w: UnixStream,
     next_id: u64,
     monitor_id: u64,
+    /// The Rvs database's monitor, once it is served.
+    svc_monitor_id: Option<u64>,
 }
 
 impl DbConn {
@@ -84,6 +95,7 @@ impl DbConn {
             w: s,
             next_id: 1,
             monitor_id: 0,
+            svc_monitor_id: None,
         };
         c.monitor_id = c.id();
         send(&mut c.w, &monitor_request(c.monitor_id))?;
@@ -102,6 +114,38 @@ impl DbConn {
         let id = self.id();
         if let Err(e) = send(&mut self.w, &transact(id, ops)) {
             warn!("cannot write to the database: {e}");
+        }
+    }
+
+    fn transact_services(&mut self, ops: Vec<Value>) {
+        if ops.is_empty() || self.svc_monitor_id.is_none() {
+            return;
+        }
+        let id = self.id();
+        if let Err(e) = send(&mut self.w, &store::transact(id, ops)) {
+            warn!("cannot write to the Rvs database: {e}");
+        }
+    }
+
+    /// Makes sure ovsdb-server serves the Rvs database and monitors it.
+    /// Without it the switch still runs; service rules wait.
+    fn monitor_services(&mut self, db_path: &str, args: &Args) {
+        match store::ensure(
+            std::path::Path::new(db_path),
+            &args.services_db,
+            args.ovsdb_ctl.as_deref(),
+        ) {
+            Ok(did) => {
+                if did != "served" {
+                    info!("Rvs database {}: {did}", args.services_db.display());
+                }
+                let id = self.id();
+                self.svc_monitor_id = Some(id);
+                if let Err(e) = send(&mut self.w, &store::monitor_request(id)) {
+                    warn!("cannot monitor the Rvs database: {e}");
+                }
+            }
+            Err(e) => warn!("service rules unavailable: the Rvs database could not be served: {e}"),
         }
     }
 }
@@ -188,6 +232,14 @@ fn openflow_env(sw: Arc<Switch<Mbuf>>) -> Env {
     }
 }
 
+/// Every bridge's flow tables, for the service layer.
+fn bridge_handles<P: PacketBuf>(r: &Reconciler<P>) -> Vec<BridgeHandle> {
+    r.bridges
+        .iter()
+        .map(|(n, b)| (n.clone(), b.flows.clone()))
+        .collect()
+}
+
 /// The bridges the OpenFlow server must serve.
 fn openflow_bridges<P: PacketBuf>(r: &Reconciler<P>) -> BTreeMap<String, BridgeDesc> {
     r.bridges
@@ -258,7 +310,18 @@ fn run(args: Args) -> Result<(), String> {
             .map_err(|e| e.to_string())?;
     }
 
+    // Adding a database makes ovsdb-server drop its clients: do it before
+    // connecting.
+    if let Ok(did) = store::ensure(
+        std::path::Path::new(&db_path),
+        &args.services_db,
+        args.ovsdb_ctl.as_deref(),
+    ) {
+        info!("Rvs database {}: {did}", args.services_db.display());
+    }
     let (mut conn, mut db) = first_sync(&db_path, &tx, &rx)?;
+    conn.monitor_services(&db_path, &args);
+    let mut svc_db = Db::default();
     let d = desired(&db);
     let cpus = allowed_cpus();
     let p = plan(&d.global, &args.file_prefix, &cpus, hugepages_available())
@@ -379,11 +442,20 @@ fn run(args: Args) -> Result<(), String> {
         budget,
     )));
 
+    let svc = {
+        let (sw, sw2) = (switch.clone(), switch.clone());
+        Arc::new(ServiceLayer::new(
+            switch.ct.clone(),
+            Box::new(move || sw.quiesce()),
+            Box::new(move || sw2.now_ns()),
+        ))
+    };
+
     // The tunnel underlay: kernel routes and addresses, ARP for next hops.
     let underlay = rec.lock().map_err(|_| "lock poisoned")?.underlay.clone();
     underlay.refresh_kernel();
     {
-        let (ul, sw, rec) = (underlay.clone(), switch.clone(), rec.clone());
+        let (ul, sw, rec, svc) = (underlay.clone(), switch.clone(), rec.clone(), svc.clone());
         std::thread::Builder::new()
             .name("underlay".into())
             .spawn(move || {
@@ -401,6 +473,11 @@ fn run(args: Args) -> Result<(), String> {
                             Err(_) => return,
                         }
                     }
+                    let bridges = match rec.lock() {
+                        Ok(r) => bridge_handles(&r),
+                        Err(_) => return,
+                    };
+                    svc.tick(&bridges);
                 }
             })
             .map_err(|e| e.to_string())?;
@@ -452,6 +529,19 @@ fn run(args: Args) -> Result<(), String> {
     }
     rvs_control::underlay::commands::register(&mut cmds, underlay, switch.clone(), rec.clone());
     {
+        let (svc, rec) = (svc.clone(), rec.clone());
+        cmds.add(
+            "rvs/service/show",
+            "",
+            0,
+            0,
+            Box::new(move |_| {
+                let bridges = bridge_handles(&*rec.lock().map_err(|_| "lock poisoned")?);
+                Ok(svc.show(&bridges))
+            }),
+        );
+    }
+    {
         let sw = switch.clone();
         rvs_control::ctctl::register(
             &mut cmds,
@@ -475,6 +565,7 @@ fn run(args: Args) -> Result<(), String> {
     };
     let mut connected = true;
     let mut dirty = true;
+    let mut svc_dirty = false;
     conn.transact(global_ops(&dpdk_version));
     let mut interval = d.global.stats_interval();
     let mut next_stats = Instant::now();
@@ -515,18 +606,36 @@ fn run(args: Args) -> Result<(), String> {
                                 &json!({"id": m["id"], "result": m["params"], "error": null}),
                             );
                         }
+                        Some("update") if m["params"][0] == store::MONITOR_ID => {
+                            match svc_db.apply(&m["params"][1]) {
+                                Ok(()) => svc_dirty = true,
+                                Err(e) => warn!("ignored a malformed Rvs database update: {e}"),
+                            }
+                        }
                         Some("update") => match db.apply(&m["params"][1]) {
                             Ok(()) => dirty = true,
                             Err(e) => warn!("ignored a malformed database update: {e}"),
                         },
                         Some(_) => {}
                         None => {
-                            if m.get("id").and_then(|i| i.as_u64()) == Some(conn.monitor_id) {
+                            let id = m.get("id").and_then(|i| i.as_u64());
+                            if id == Some(conn.monitor_id) {
                                 db = Db::default();
                                 if let Err(e) = db.apply(&m["result"]) {
                                     warn!("malformed monitor reply: {e}");
                                 }
                                 dirty = true;
+                            } else if id.is_some() && id == conn.svc_monitor_id {
+                                svc_db = Db::default();
+                                if !m["error"].is_null() {
+                                    warn!(
+                                        "the Rvs database refused rvsd's monitor: {}",
+                                        m["error"]
+                                    );
+                                } else if let Err(e) = svc_db.apply(&m["result"]) {
+                                    warn!("malformed Rvs monitor reply: {e}");
+                                }
+                                svc_dirty = true;
                             } else if !m["error"].is_null() {
                                 warn!("database transaction failed: {}", m["error"]);
                             } else if let Some(res) = m["result"].as_array() {
@@ -547,6 +656,7 @@ fn run(args: Args) -> Result<(), String> {
             if let Ok(c) = DbConn::connect(&db_path, &tx) {
                 info!("reconnected to the database");
                 conn = c;
+                conn.monitor_services(&db_path, &args);
                 connected = true;
                 if let Ok(mut r) = rec.lock() {
                     r.forget_written();
@@ -554,16 +664,25 @@ fn run(args: Args) -> Result<(), String> {
                 conn.transact(global_ops(&dpdk_version));
             }
         }
-        if connected && dirty {
-            dirty = false;
+        if connected && svc_dirty {
+            svc.set_config(store::services(&svc_db));
+        }
+        if connected && (dirty || svc_dirty) {
             let d = desired(&db);
             interval = d.global.stats_interval();
             let mut r = rec.lock().map_err(|_| "lock poisoned")?;
-            let ops = r.apply(&d);
+            let ops = if dirty { r.apply(&d) } else { Vec::new() };
             of.sync(&openflow_bridges(&r));
+            let bridges = bridge_handles(&r);
             drop(r);
+            // Service flows follow the bridges (a new bridge gets its
+            // rules) and the rules.
+            svc.apply(&bridges);
             conn.transact(ops);
-            write_status = true;
+            conn.transact_services(store::cur_cfg_op(&svc_db).into_iter().collect());
+            write_status |= dirty;
+            dirty = false;
+            svc_dirty = false;
         }
         if connected && (write_status || Instant::now() >= next_stats) {
             write_status = false;

@@ -213,8 +213,10 @@ fn decode_ct(r: &mut Reader, version: u8) -> Result<CtAction, OfError> {
             continue;
         }
         let a = decode_one(&mut nr, version)?;
+        // As OVS: set_field, load and move, into ct_mark or ct_label.
         let field = match a {
             Action::SetField { field, .. } | Action::RegLoad { field, .. } => field,
+            Action::RegMove { dst, .. } => dst,
             _ => return Err(bad),
         };
         if !matches!(field, Field::CtMark | Field::CtLabel) || flags & CT_F_COMMIT == 0 {

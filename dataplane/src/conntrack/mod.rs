@@ -90,6 +90,9 @@ pub struct ConnState {
     pub bytes: [u64; 2],
     pub mark: u32,
     pub label: u128,
+    /// In its load balancer's count of live connections: from commit
+    /// until the connection closes (FIN or RST) or goes.
+    pub counted: bool,
 }
 
 #[derive(Debug)]
@@ -318,6 +321,7 @@ impl Conntrack {
             bytes: [len as u64, 0],
             mark: 0,
             label: 0,
+            counted: req.counter.is_some(),
         };
         apply_marks(&mut st, req);
         st.expires_ns = now + self.timeout(&st, p.key.proto);
@@ -361,7 +365,17 @@ impl Conntrack {
             let mut st = c.lock();
             if let (Some(tt), Some(ti)) = (st.tcp.as_mut(), p.tcp.as_ref()) {
                 match tt.update(d, ti) {
-                    Verdict::Ok => {}
+                    Verdict::Ok => {
+                        // A closing connection no longer counts for
+                        // leastconn (as IPVS's active connections).
+                        let closing = tt.state >= tcp::TcpState::FinWait;
+                        if st.counted && closing {
+                            st.counted = false;
+                            if let Some(n) = &c.counter {
+                                n.fetch_sub(1, Ordering::Relaxed);
+                            }
+                        }
+                    }
                     Verdict::Invalid => {
                         self.stats.invalid.fetch_add(1, Ordering::Relaxed);
                         out.state = state::TRK | state::INV;
@@ -438,8 +452,12 @@ impl Conntrack {
         }
         if gone {
             self.count.fetch_sub(1, Ordering::Relaxed);
-            if let Some(n) = &c.counter {
-                n.fetch_sub(1, Ordering::Relaxed);
+            let mut st = c.lock();
+            if st.counted {
+                st.counted = false;
+                if let Some(n) = &c.counter {
+                    n.fetch_sub(1, Ordering::Relaxed);
+                }
             }
         }
     }
@@ -473,7 +491,12 @@ impl Conntrack {
 
     /// Removes every connection (of one zone).
     pub fn flush(&self, zone: Option<u16>) -> usize {
-        let all = self.collect(|c| zone.is_none_or(|z| c.orig.zone == z));
+        self.flush_where(|c| zone.is_none_or(|z| c.orig.zone == z))
+    }
+
+    /// Removes the connections `pick` selects; returns how many.
+    pub fn flush_where(&self, pick: impl Fn(&Conn) -> bool) -> usize {
+        let all = self.collect(pick);
         for c in &all {
             self.remove(c);
         }

@@ -8,7 +8,7 @@ pub const SYN: u16 = 0x02;
 pub const RST: u16 = 0x04;
 pub const ACK: u16 = 0x10;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum TcpState {
     SynSent,
     SynRecv,

@@ -384,20 +384,43 @@ impl FlowTables {
                     (GroupCommand::Modify, false) => return Err(GroupModError::Unknown),
                     _ => {}
                 }
-                let (created_ns, stats) = match self.groups.get(&gm.id) {
+                let old = self.groups.get(&gm.id);
+                let (created_ns, stats) = match old {
                     Some(g) => (g.created_ns, g.stats.clone()),
                     None => (now_ns, Arc::new(HitStats::default())),
                 };
+                // A bucket that stays (same actions) keeps its counters and
+                // its live connections (leastconn must go on counting the
+                // ones committed before the change).
+                let mut lb = super::rule::GroupLb::new(gm.buckets.len());
+                let mut bucket_stats = Vec::with_capacity(gm.buckets.len());
+                for (i, b) in gm.buckets.iter().enumerate() {
+                    let kept =
+                        old.and_then(|g| g.buckets.iter().position(|x| x.actions == b.actions));
+                    match (old, kept) {
+                        (Some(g), Some(j)) => {
+                            lb.active[i] = g.lb.active[j].clone();
+                            bucket_stats.push(g.bucket_stats[j].clone());
+                        }
+                        _ => bucket_stats.push(Arc::default()),
+                    }
+                }
+                if let Some(g) = old {
+                    lb.rr.store(
+                        g.lb.rr.load(std::sync::atomic::Ordering::Relaxed),
+                        std::sync::atomic::Ordering::Relaxed,
+                    );
+                }
                 let g = Group {
                     id: gm.id,
                     kind: gm.kind,
                     buckets: gm.buckets.clone(),
                     selection_method: gm.selection_method.clone(),
                     fields: gm.fields.clone(),
-                    lb: Arc::new(super::rule::GroupLb::new(gm.buckets.len())),
+                    lb: Arc::new(lb),
                     created_ns,
                     stats,
-                    bucket_stats: gm.buckets.iter().map(|_| Arc::default()).collect(),
+                    bucket_stats,
                 };
                 self.groups.insert(gm.id, Arc::new(g));
                 self.generation = next_generation();

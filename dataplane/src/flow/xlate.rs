@@ -270,8 +270,11 @@ fn run_traced<V: PortView>(
         *out = t;
     }
     let last_consumer = c.ops.iter().rposition(|o| o.consumes());
+    // A flow that only learns must still run (`run` drops it after).
+    let learns = c.ops.iter().any(|o| matches!(o, DpOp::Learn(_)));
     let drop = match (c.stop, last_consumer) {
         (Some(r), None) => Some(r),
+        (None, None) if learns => None,
         (None, None) if !c.matched => Some(DropReason::TableMiss),
         (None, None) => Some(DropReason::FlowDrop),
         (_, Some(_)) => None,
@@ -455,6 +458,23 @@ impl<V: PortView> Ctx<'_, V> {
                                 (1u64 << n_bits) - 1
                             };
                             (field, value << ofs, m << ofs)
+                        }
+                        // A move is read from the packet now: translations
+                        // are per exact key, so the value is this packet's.
+                        Action::RegMove {
+                            src,
+                            src_ofs,
+                            dst,
+                            dst_ofs,
+                            n_bits,
+                        } => {
+                            let v = self.flow.get_bits(src, src_ofs as u32, n_bits as u32);
+                            let m = if n_bits >= 64 {
+                                u64::MAX
+                            } else {
+                                (1u64 << n_bits) - 1
+                            };
+                            (dst, v << dst_ofs, m << dst_ofs)
                         }
                         _ => continue,
                     };
