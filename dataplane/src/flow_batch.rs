@@ -108,7 +108,9 @@ pub fn process_batch<P: PacketBuf>(
                     None => {
                         misses += 1;
                         let x = Arc::new(translate(pipe, bridge, in_slot, &key));
-                        cache.insert(&key, h, stamp, x.clone());
+                        if !x.volatile {
+                            cache.insert(&key, h, stamp, x.clone());
+                        }
                         x
                     }
                 };
@@ -356,7 +358,9 @@ impl<'a, P: PacketBuf> Exec<'a, '_, P> {
             Some(x) => x,
             None => {
                 let x = Arc::new(translate_recirc(self.pipe, self.bridge, self.in_slot, &key));
-                self.rcache.insert(key, stamp, x.clone());
+                if !x.volatile {
+                    self.rcache.insert(key, stamp, x.clone());
+                }
                 x
             }
         };

@@ -529,7 +529,7 @@ fn load_balancers_by_rvsctl() {
     h.rvsctl(&st);
     let groups = h.ofctl(&["dump-groups", "br0"]);
     assert!(
-        groups.contains("type=select,selection_method=hash,fields(ip_src)"),
+        groups.contains("type=select,selection_method=hash,fields=ip_src,bucket=bucket_id:0,actions=load:0x1->NXM_NX_REG6[],resubmit(,225)"),
         "{groups}"
     );
     wait_neighbours(&h, &["10.1.0.11", "10.1.0.12", "10.1.0.13"]);

@@ -158,6 +158,10 @@ pub struct Xlate {
     pub hits: Box<[Arc<HitStats>]>,
     /// Why the packet ends up nowhere, when it does.
     pub drop: Option<DropReason>,
+    /// Depends on more than the key (a roundrobin or leastconn group's
+    /// choice): translated again for every packet, never cached. Only a
+    /// connection's first packet reaches such groups.
+    pub volatile: bool,
 }
 
 /// The ports of one bridge as translation sees them.
@@ -185,6 +189,7 @@ struct Ctx<'a, V: PortView> {
     trace: Option<Vec<String>>,
     /// Set while a leastconn group's chosen bucket is translated.
     lb_counter: Option<Counter>,
+    volatile: bool,
 }
 
 pub fn translate<V: PortView>(pipe: &Pipeline, ports: &V, in_slot: u16, key: &FlowKey) -> Xlate {
@@ -258,6 +263,7 @@ fn run_traced<V: PortView>(
         in_miss_rule: false,
         trace: steps.as_ref().map(|_| Vec::new()),
         lb_counter: None,
+        volatile: false,
     };
     match actions {
         Some(a) => {
@@ -284,6 +290,7 @@ fn run_traced<V: PortView>(
         last_consumer,
         hits: c.hits.into(),
         drop,
+        volatile: c.volatile,
     }
 }
 
@@ -576,6 +583,8 @@ impl<V: PortView> Ctx<'_, V> {
             }
             GroupType::Select => {
                 if let Some(i) = select_bucket(g, &self.flow) {
+                    self.volatile |=
+                        matches!(g.selection_method.as_str(), "roundrobin" | "leastconn");
                     self.hits.push(g.bucket_stats[i].clone());
                     let outer = self.lb_counter.take();
                     if g.selection_method == "leastconn" {
