@@ -24,7 +24,10 @@ struct Args {
     /// both ports access ports of VLAN 10), l2 (port-to-port OpenFlow
     /// rules written with ovs-ofctl: in_port=1->2, in_port=2->1), gre and
     /// vxlan (every frame is encapsulated on one pass through the switch
-    /// and decapsulated on the next: see `tunnel_ports`).
+    /// and decapsulated on the next: see `tunnel_ports`), nat, pf and lb
+    /// (identical ct()/group flows on both switches: see `service_flows`;
+    /// a `-mf` suffix makes the generator vary the source address, 256
+    /// connections instead of one).
     #[arg(long, value_delimiter = ',', default_value = "normal,vlan,l2")]
     scenarios: Vec<String>,
     /// Frame sizes in bytes.
@@ -190,25 +193,30 @@ struct Sample {
 const MAC0: &str = "02:00:00:00:00:01";
 const MAC1: &str = "02:00:00:00:00:02";
 
-fn generator(h_dir: &std::path::Path, size: usize) -> TestPmd {
+fn generator(h_dir: &std::path::Path, size: usize, scenario: &str) -> TestPmd {
     let p0 = rvs_tests::virtio_user(0, &h_dir.join("p0"), MAC0);
     let p1 = rvs_tests::virtio_user(1, &h_dir.join("p1"), MAC1);
     // Each generator port reflects what it receives (macswap, loop
-    // topology), so frames circle testpmd -> switch -> testpmd.
-    let mut tp = TestPmd::virtio(
-        "gen",
-        &[p0, p1],
-        1024,
-        &[
-            "-i",
-            "--nb-cores=1",
-            "--forward-mode=macswap",
-            "--port-topology=loop",
-            "--rxd=1024",
-            "--txd=1024",
-            "--total-num-mbufs=32768",
-        ],
-    );
+    // topology), so frames circle testpmd -> switch -> testpmd. Through
+    // NAT it swaps addresses and ports too (5tswap): what comes back is
+    // the connection's reply, as a server's answer would be.
+    let mut app = vec![
+        "-i",
+        "--nb-cores=1",
+        if is_service(scenario) {
+            "--forward-mode=5tswap"
+        } else {
+            "--forward-mode=macswap"
+        },
+        "--port-topology=loop",
+        "--rxd=1024",
+        "--txd=1024",
+        "--total-num-mbufs=32768",
+    ];
+    if scenario.ends_with("-mf") {
+        app.push("--txonly-multi-flow");
+    }
+    let mut tp = TestPmd::virtio("gen", &[p0, p1], 1024, &app);
     tp.cmd("stop");
     tp.cmd(&format!("set eth-peer 0 {MAC1}"));
     tp.cmd(&format!("set eth-peer 1 {MAC0}"));
@@ -373,6 +381,51 @@ fn tunnel_ports(h: &Host, kind: &str) {
     h.appctl(&["tnl/neigh/set", "br-phy", "10.99.0.2", MAC1]);
 }
 
+fn is_service(scenario: &str) -> bool {
+    ["nat", "pf", "lb"].contains(&scenario.trim_end_matches("-mf"))
+}
+
+/// Static NAT, port forwarding and load balancing as OVS users write them
+/// (one zone; the generator's frames are UDP 198.18.0.1:9 -> 198.18.0.2:9):
+/// p0's new connections are committed with their translation (for lb by a
+/// select group of two backends) and sent to p1; what p1 sends back is
+/// their reply, un-translated by ct(nat) and sent to p0. A bucket commits
+/// and recirculates to table 3 (as OVN's load balancers do: OVS does not
+/// send on from a bucket's ct without `table=`). Loaded with the
+/// same ovs-ofctl commands on both switches. (The +new flow matches any
+/// UDP: a connection's later packets come back from `ct(nat)` already
+/// translated. The generator's first frames from p1 are new connections
+/// in table 2 and are dropped by both switches: 512 frames circle.)
+fn service_flows(h: &Host, scenario: &str) {
+    let commit = match scenario.trim_end_matches("-mf") {
+        "nat" => "ct(commit,zone=1,nat(dst=10.0.0.2)),output:2".to_string(),
+        "pf" => "ct(commit,zone=1,nat(dst=10.0.0.2:8080)),output:2".to_string(),
+        _ => "group:1".to_string(),
+    };
+    let flows = format!(
+        "table=0,priority=10,in_port=1,ip,actions=ct(zone=1,nat,table=1)\n\
+         table=0,priority=10,in_port=2,ip,actions=ct(zone=1,nat,table=2)\n\
+         table=0,priority=0,actions=drop\n\
+         table=1,priority=10,ct_state=+new+trk,udp,actions={commit}\n\
+         table=1,priority=10,ct_state=+est+trk,ip,actions=output:2\n\
+         table=2,priority=10,ct_state=+est+trk,ip,actions=output:1\n\
+         table=3,priority=10,actions=output:2\n"
+    );
+    let file = h.dir.join("service-flows.txt");
+    std::fs::write(&file, flows).unwrap();
+    h.ofctl(&["del-flows", "br0"]);
+    if scenario.starts_with("lb") {
+        h.ofctl(&[
+            "add-group",
+            "br0",
+            "group_id=1,type=select,\
+             bucket=weight:1,actions=ct(commit,table=3,zone=1,nat(dst=10.0.0.2:80)),\
+             bucket=weight:1,actions=ct(commit,table=3,zone=1,nat(dst=10.0.0.3:80))",
+        ]);
+    }
+    h.ofctl(&["add-flows", "br0", file.to_str().unwrap()]);
+}
+
 fn ports(h: &Host, scenario: &str) {
     if scenario == "gre" || scenario == "vxlan" {
         return tunnel_ports(h, scenario);
@@ -388,6 +441,9 @@ fn ports(h: &Host, scenario: &str) {
         a.extend_from_slice(extra);
         a.extend_from_slice(&["--", "set", "Interface", p, "type=dpdkvhostuser"]);
         h.vsctl(&a);
+    }
+    if is_service(scenario) {
+        service_flows(h, scenario);
     }
     if scenario == "l2" {
         // The same ovs-ofctl commands for both switches.
@@ -432,7 +488,7 @@ fn run_switch(kind: &str, scenario: &str, size: usize, a: &Args) -> Sample {
             );
             let mut fwd = fwd;
             fwd.cmd("start");
-            let mut tp = generator(&dir, size);
+            let mut tp = generator(&dir, size, scenario);
             let s = measure(&mut tp, a, None);
             tp.quit();
             fwd.quit();
@@ -442,7 +498,7 @@ fn run_switch(kind: &str, scenario: &str, size: usize, a: &Args) -> Sample {
         "rvs" | "ovs" => {
             let h = switch_host(kind, "bench");
             ports(&h, scenario);
-            let mut tp = generator(&h.dir, size);
+            let mut tp = generator(&h.dir, size, scenario);
             let ctl = |args: &[&str]| h.appctl(args);
             let s = measure(&mut tp, a, Some(&ctl));
             tp.quit();
