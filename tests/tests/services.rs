@@ -223,6 +223,38 @@ fn static_nat_and_port_forwarding_by_rvsctl() {
     ] {
         assert!(dump.contains(want), "{want:?} not in:\n{dump}");
     }
+    // They are plain OpenFlow: what dump-flows prints, ovs-ofctl's own
+    // parser takes back (prerequisites checked) onto another bridge.
+    h.vsctl(&["add-br", "br1"]);
+    let text: String = h
+        .ofctl(&["dump-flows", "--no-stats", "br0"])
+        .lines()
+        .filter(|l| l.starts_with(' '))
+        .map(|l| format!("{}\n", l.trim()))
+        .collect();
+    let file = h.dir.join("service-flows.txt");
+    std::fs::write(&file, &text).unwrap();
+    h.ofctl(&["add-flows", "br1", file.to_str().unwrap()]);
+    // OpenFlow 1.0 carries the ct exec's set_field as a load.
+    let back: String = h
+        .ofctl(&["dump-flows", "--no-stats", "br1"])
+        .lines()
+        .filter(|l| l.starts_with(' '))
+        .map(|l| {
+            let l = l.trim().replace("exec(load:", "exec(set_field:");
+            format!("{}\n", l.replace("->NXM_NX_CT_MARK[]", "->ct_mark"))
+        })
+        .collect();
+    let (mut a, mut b): (Vec<&str>, Vec<&str>) = (back.lines().collect(), text.lines().collect());
+    a.sort();
+    b.sort();
+    let only_back: Vec<_> = a.iter().filter(|l| !b.contains(l)).collect();
+    let only_text: Vec<_> = b.iter().filter(|l| !a.contains(l)).collect();
+    assert!(
+        only_back.is_empty() && only_text.is_empty(),
+        "{only_back:#?}\n{only_text:#?}"
+    );
+    h.vsctl(&["del-br", "br1"]);
     wait_neighbours(&h, &["10.1.0.5", "10.1.0.6"]);
 
     // Static NAT: the client pings and curls the public address.

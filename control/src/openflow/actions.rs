@@ -478,14 +478,29 @@ fn decode_learn(r: &mut Reader) -> Result<Learn, OfError> {
     })
 }
 
-fn put_learn_subfield(w: &mut Writer, f: Field, ofs: u8) {
-    let mf = mf_for(f, &Match::any()).expect("wire name");
+/// A learn spec's field, named as the flow it is read from (`m`: the
+/// learning flow for sources, the learned flow for destinations) calls it:
+/// nw_src is NXM_OF_ARP_SPA in an ARP flow.
+fn put_learn_subfield(w: &mut Writer, f: Field, ofs: u8, m: &Match) {
+    let mf = mf_for(f, m).expect("wire name");
     let shift = key_field(mf).map_or(0, |k| k.1) as u8;
     w.u32(oxm::header_u32(mf, false)).u16((ofs - shift) as u16);
 }
 
-fn encode_learn(w: &mut Writer, l: &Learn) {
+fn encode_learn(w: &mut Writer, l: &Learn, m: &Match) {
     let start = w.len();
+    // The learned flow's Ethernet type, when a spec sets it.
+    let mut learned = Match::any();
+    for s in &l.specs {
+        if let LearnSpec::Match {
+            src: LearnSrc::Imm(v),
+            dst: Field::DlType,
+            ..
+        } = s
+        {
+            learned.exact(Field::DlType, *v);
+        }
+    }
     nx_header(w, 0, nx::LEARN);
     w.u16(l.idle_timeout)
         .u16(l.hard_timeout)
@@ -515,7 +530,7 @@ fn encode_learn(w: &mut Writer, l: &Learn) {
         let imm = matches!(src, LearnSrc::Imm(_));
         w.u16(n_bits as u16 | kind | if imm { LEARN_SRC_IMM } else { 0 });
         match *src {
-            LearnSrc::Field { field, ofs } => put_learn_subfield(w, field, ofs),
+            LearnSrc::Field { field, ofs } => put_learn_subfield(w, field, ofs, m),
             LearnSrc::Imm(v) => {
                 let n = 2 * (n_bits as usize).div_ceil(16);
                 w.bytes(&v.to_be_bytes()[8usize.saturating_sub(n)..]);
@@ -525,7 +540,7 @@ fn encode_learn(w: &mut Writer, l: &Learn) {
             }
         }
         if let Some((f, ofs)) = dst {
-            put_learn_subfield(w, f, ofs);
+            put_learn_subfield(w, f, ofs, &learned);
         }
     }
     let n = pad8_len(w.len() - start);
@@ -903,7 +918,7 @@ fn encode_one(w: &mut Writer, version: u8, m: &Match, a: &Action) {
                 table: Some(t),
             },
         ),
-        Action::Learn(ref l) => encode_learn(w, l),
+        Action::Learn(ref l) => encode_learn(w, l, m),
         Action::Ct(ref c) => encode_ct(w, version, m, c),
     }
 }

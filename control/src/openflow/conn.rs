@@ -865,8 +865,11 @@ fn keep_if_all_ones(cookie: u64) -> Option<u64> {
 /// table, and its cookie is the new rule's rather than a filter.
 fn finish_flow_mod(mut fm: FlowMod) -> Result<FlowMod, OfError> {
     if fm.command == Command::Add {
+        // As OVS: an add for "any table" (ovs-ofctl add-flows sends 0xff
+        // for lines without table= once some line names a table) goes to
+        // table 0.
         if fm.table == OFPTT_ALL {
-            return Err(OfError::FlowBadTableId);
+            fm.table = 0;
         }
         fm.cookie = fm.new_cookie.take().unwrap_or(0);
         fm.cookie_mask = 0;
