@@ -21,6 +21,7 @@ struct PmdBase {
     misses: u64,
     emc_hits: u64,
     emc_misses: u64,
+    mega_hits: u64,
     drops: [u64; DropReason::ALL.len()],
 }
 
@@ -39,6 +40,7 @@ fn read(s: &PmdStats) -> PmdBase {
         misses: s.mac_misses.get(),
         emc_hits: s.emc_hits.get(),
         emc_misses: s.emc_misses.get(),
+        mega_hits: s.megaflow_hits.get(),
         drops,
     }
 }
@@ -88,13 +90,15 @@ pub fn register<P: PacketBuf + 'static>(cmds: &mut Commands, ctx: Arc<AppCtx<P>>
             let _ = writeln!(out, "  mac table hits: {}", now.hits - base.hits);
             let _ = writeln!(out, "  mac table misses: {}", now.misses - base.misses);
             // Packets of bridges with flows beyond the default NORMAL one:
-            // found in the exact-match cache, or translated through the
-            // classifier (and then cached).
+            // found in the exact-match cache, in a megaflow, or translated
+            // through the classifier (and then cached).
             let _ = writeln!(out, "  emc hits: {}", now.emc_hits - base.emc_hits);
+            let mega = now.mega_hits - base.mega_hits;
+            let _ = writeln!(out, "  megaflow hits: {mega}");
             let _ = writeln!(
                 out,
                 "  classifier lookups: {}",
-                now.emc_misses - base.emc_misses
+                (now.emc_misses - base.emc_misses).saturating_sub(mega)
             );
             let dropped: u64 = now
                 .drops

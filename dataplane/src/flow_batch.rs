@@ -83,7 +83,7 @@ pub fn process_batch<P: PacketBuf>(
     // The current run of packets with one key: a burst is mostly runs of
     // one flow, and a run costs one cache probe and one counter update.
     let mut run: Option<(Arc<Xlate>, [u64; PACKET_WORDS], u64, u64)> = None;
-    let (mut hits, mut misses) = (0u64, 0u64);
+    let (mut hits, mut misses, mut mega_hits) = (0u64, 0u64, 0u64);
     for (i, pkt) in pkts.drain(..).enumerate() {
         let mut key = FlowKey::default();
         let meta = tun.and_then(|t| t.get(i));
@@ -107,7 +107,17 @@ pub fn process_batch<P: PacketBuf>(
                     }
                     None => {
                         misses += 1;
-                        let x = Arc::new(translate(pipe, bridge, in_slot, &key));
+                        let x = match cache.mega.lookup(&key, stamp) {
+                            Some(x) => {
+                                mega_hits += 1;
+                                x
+                            }
+                            None => {
+                                let x = Arc::new(translate(pipe, bridge, in_slot, &key));
+                                cache.mega.insert(&key, stamp, x.clone());
+                                x
+                            }
+                        };
                         if !x.volatile {
                             cache.insert(&key, h, stamp, x.clone());
                         }
@@ -140,6 +150,7 @@ pub fn process_batch<P: PacketBuf>(
     }
     stats.emc_hits.add(hits);
     stats.emc_misses.add(misses);
+    stats.megaflow_hits.add(mega_hits);
     if let Some(n) = ex.normal.take() {
         n.finish(stats);
     }

@@ -175,6 +175,8 @@ pub struct PmdStats {
     /// Exact-match cache hits and misses, and classifier translations.
     pub emc_hits: Counter,
     pub emc_misses: Counter,
+    /// Exact-match misses a megaflow answered (no translation).
+    pub megaflow_hits: Counter,
     pub drops: [Counter; DropReason::ALL.len()],
     pub ports: Box<[PortCounters]>,
     /// Per tunnel key/VNI.
@@ -195,6 +197,7 @@ impl Default for PmdStats {
             mac_misses: Counter::default(),
             emc_hits: Counter::default(),
             emc_misses: Counter::default(),
+            megaflow_hits: Counter::default(),
             drops: Default::default(),
             ports: (0..MAX_PORTS).map(|_| PortCounters::default()).collect(),
             tunnels: Default::default(),

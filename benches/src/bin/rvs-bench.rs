@@ -27,7 +27,10 @@ struct Args {
     /// and decapsulated on the next: see `tunnel_ports`), nat, pf and lb
     /// (identical ct()/group flows on both switches: see `service_flows`;
     /// a `-mf` suffix makes the generator vary the source address, 256
-    /// connections instead of one).
+    /// connections instead of one); flows-1k, flows-100k, flows-1m (the
+    /// l2 rules, that many distinct 5-tuples) and nat-100k, pf-100k,
+    /// lb-100k: a `-<N>k`/`-<N>m` suffix replays N distinct UDP flows from
+    /// a pcap into p0 (one way, see `replay_generator`).
     #[arg(long, value_delimiter = ',', default_value = "normal,vlan,l2")]
     scenarios: Vec<String>,
     /// Frame sizes in bytes.
@@ -193,7 +196,131 @@ struct Sample {
 const MAC0: &str = "02:00:00:00:00:01";
 const MAC1: &str = "02:00:00:00:00:02";
 
-fn generator(h_dir: &std::path::Path, size: usize, scenario: &str) -> TestPmd {
+/// N in a scenario's `-<N>k` / `-<N>m` suffix.
+fn replay_flows(scenario: &str) -> Option<usize> {
+    let tail = scenario.rsplit('-').next()?;
+    let (n, mul) = if let Some(n) = tail.strip_suffix('k') {
+        (n, 1_000)
+    } else if let Some(n) = tail.strip_suffix('m') {
+        (n, 1_000_000)
+    } else {
+        return None;
+    };
+    n.parse::<usize>().ok().map(|n| n * mul)
+}
+
+/// The scenario without its generator suffix.
+fn base(scenario: &str) -> &str {
+    let s = scenario.trim_end_matches("-mf");
+    match replay_flows(s) {
+        Some(_) => s.rsplit_once('-').map_or(s, |(b, _)| b),
+        None => s,
+    }
+}
+
+fn mac_bytes(m: &str) -> Vec<u8> {
+    m.split(':')
+        .map(|b| u8::from_str_radix(b, 16).unwrap())
+        .collect()
+}
+
+/// Frame `i` of the replayed set: UDP 198.19.x.y:sport -> 198.18.0.2:9,
+/// (address, port) distinct per i, `size` bytes.
+fn flow_frame(i: usize, size: usize) -> Vec<u8> {
+    let mut f = vec![0u8; size.max(60)];
+    f[0..6].copy_from_slice(&mac_bytes(MAC1));
+    f[6..12].copy_from_slice(&mac_bytes(MAC0));
+    f[12..14].copy_from_slice(&[0x08, 0x00]);
+    let ip_len = (f.len() - 14) as u16;
+    let src = 0xc613_0001u32 + (i / 60_000) as u32;
+    let sport = 1024 + (i % 60_000) as u16;
+    let ip = &mut f[14..34];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&ip_len.to_be_bytes());
+    ip[8] = 64;
+    ip[9] = 17;
+    ip[12..16].copy_from_slice(&src.to_be_bytes());
+    ip[16..20].copy_from_slice(&0xc612_0002u32.to_be_bytes());
+    let mut sum: u32 = ip
+        .chunks(2)
+        .map(|c| u16::from_be_bytes([c[0], c[1]]) as u32)
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    ip[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    let udp = &mut f[34..42];
+    udp[0..2].copy_from_slice(&sport.to_be_bytes());
+    udp[2..4].copy_from_slice(&9u16.to_be_bytes());
+    udp[4..6].copy_from_slice(&(ip_len - 20).to_be_bytes());
+    f
+}
+
+fn write_pcap(path: &std::path::Path, n: usize, size: usize) {
+    let mut b = Vec::with_capacity(24 + n * (16 + size));
+    b.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+    b.extend_from_slice(&2u16.to_le_bytes());
+    b.extend_from_slice(&4u16.to_le_bytes());
+    b.extend_from_slice(&[0; 8]);
+    b.extend_from_slice(&65535u32.to_le_bytes());
+    b.extend_from_slice(&1u32.to_le_bytes());
+    for i in 0..n {
+        let f = flow_frame(i, size);
+        b.extend_from_slice(&[0; 8]);
+        b.extend_from_slice(&(f.len() as u32).to_le_bytes());
+        b.extend_from_slice(&(f.len() as u32).to_le_bytes());
+        b.extend_from_slice(&f);
+    }
+    std::fs::write(path, b).unwrap();
+}
+
+/// Many flows: testpmd replays a pcap of `n` distinct flows endlessly
+/// (net_pcap, infinite_rx, its frames held in mbufs) into p0 with io
+/// forwarding in a chain (pcap -> p0, p0 -> p1, p1 -> pcap, which drops
+/// on transmit); Mpps = what comes back from the switch on p1. Frames a
+/// loop would keep circling cannot carry 100,000 connections: a replay
+/// can, at the price of one-way traffic.
+fn replay_generator(h_dir: &std::path::Path, size: usize, n: usize) -> Gen {
+    let pcap = std::path::PathBuf::from(format!("/tmp/rvs-bench-{n}-{size}.pcap"));
+    if !pcap.exists() {
+        write_pcap(&pcap, n, size);
+    }
+    let pcap_dev = format!("net_pcap0,rx_pcap={},infinite_rx=1", pcap.display());
+    let p0 = rvs_tests::virtio_user(1, &h_dir.join("p0"), MAC0);
+    let p1 = rvs_tests::virtio_user(2, &h_dir.join("p1"), MAC1);
+    let mbuf = (size + 128).div_ceil(64) * 64;
+    let mbufs = n + 32_768;
+    let mem_mb = 512 + (mbufs * (mbuf + 256) / (1 << 20)) as u32;
+    let nb = format!("--total-num-mbufs={mbufs}");
+    let ms = format!("--mbuf-size={mbuf}");
+    let tp = TestPmd::virtio(
+        "gen",
+        &[pcap_dev, p0, p1],
+        mem_mb,
+        &[
+            "-i",
+            "--nb-cores=1",
+            "--forward-mode=io",
+            "--port-topology=chained",
+            "--rxd=1024",
+            "--txd=1024",
+            &nb,
+            &ms,
+        ],
+    );
+    let mut g = Gen {
+        tp,
+        start: "start",
+        rx_ports: vec![2],
+    };
+    g.tp.cmd("stop");
+    g
+}
+
+fn generator(h_dir: &std::path::Path, size: usize, scenario: &str) -> Gen {
+    if let Some(n) = replay_flows(scenario) {
+        return replay_generator(h_dir, size, n);
+    }
     let p0 = rvs_tests::virtio_user(0, &h_dir.join("p0"), MAC0);
     let p1 = rvs_tests::virtio_user(1, &h_dir.join("p1"), MAC1);
     // Each generator port reflects what it receives (macswap, loop
@@ -222,15 +349,28 @@ fn generator(h_dir: &std::path::Path, size: usize, scenario: &str) -> TestPmd {
     tp.cmd(&format!("set eth-peer 1 {MAC0}"));
     tp.cmd(&format!("set txpkts {size}"));
     tp.cmd("set burst 32");
-    tp
+    Gen {
+        tp,
+        start: "start tx_first 16",
+        rx_ports: vec![0, 1],
+    }
 }
 
 /// Runs the loop and measures what comes back to the generator.
 /// Runs an ovs-appctl command against the switch under test.
 type Appctl<'a> = &'a dyn Fn(&[&str]) -> String;
 
-fn measure(tp: &mut TestPmd, a: &Args, pmd_stats: Option<Appctl>) -> Sample {
-    tp.cmd("start tx_first 16");
+/// How a generator is started and which of its ports receive what the
+/// switch sends.
+struct Gen {
+    tp: TestPmd,
+    start: &'static str,
+    rx_ports: Vec<usize>,
+}
+
+fn measure(g: &mut Gen, a: &Args, pmd_stats: Option<Appctl>) -> Sample {
+    let tp = &mut g.tp;
+    tp.cmd(g.start);
     std::thread::sleep(Duration::from_secs(a.warmup));
     if let Some(ctl) = pmd_stats {
         if std::env::var_os("RVS_BENCH_VERBOSE").is_some() {
@@ -238,7 +378,11 @@ fn measure(tp: &mut TestPmd, a: &Args, pmd_stats: Option<Appctl>) -> Sample {
         }
         ctl(&["dpif-netdev/pmd-stats-clear"]);
     }
-    let rx = |tp: &mut TestPmd| tp.counts().iter().map(|c| c.rx).sum::<u64>();
+    let ports = g.rx_ports.clone();
+    let rx = |tp: &mut TestPmd| {
+        let c = tp.counts();
+        ports.iter().map(|&p| c[p].rx).sum::<u64>()
+    };
     let (r0, t0) = (rx(tp), Instant::now());
     std::thread::sleep(Duration::from_secs(a.window));
     let (r1, t1) = (rx(tp), Instant::now());
@@ -382,7 +526,7 @@ fn tunnel_ports(h: &Host, kind: &str) {
 }
 
 fn is_service(scenario: &str) -> bool {
-    ["nat", "pf", "lb"].contains(&scenario.trim_end_matches("-mf"))
+    ["nat", "pf", "lb"].contains(&base(scenario))
 }
 
 /// Static NAT, port forwarding and load balancing as OVS users write them
@@ -397,7 +541,7 @@ fn is_service(scenario: &str) -> bool {
 /// translated. The generator's first frames from p1 are new connections
 /// in table 2 and are dropped by both switches: 512 frames circle.)
 fn service_flows(h: &Host, scenario: &str) {
-    let commit = match scenario.trim_end_matches("-mf") {
+    let commit = match base(scenario) {
         "nat" => "ct(commit,zone=1,nat(dst=10.0.0.2)),output:2".to_string(),
         "pf" => "ct(commit,zone=1,nat(dst=10.0.0.2:8080)),output:2".to_string(),
         _ => "group:1".to_string(),
@@ -414,7 +558,7 @@ fn service_flows(h: &Host, scenario: &str) {
     let file = h.dir.join("service-flows.txt");
     std::fs::write(&file, flows).unwrap();
     h.ofctl(&["del-flows", "br0"]);
-    if scenario.starts_with("lb") {
+    if base(scenario) == "lb" {
         h.ofctl(&[
             "add-group",
             "br0",
@@ -445,7 +589,7 @@ fn ports(h: &Host, scenario: &str) {
     if is_service(scenario) {
         service_flows(h, scenario);
     }
-    if scenario == "l2" {
+    if scenario == "l2" || base(scenario) == "flows" {
         // The same ovs-ofctl commands for both switches.
         for args in [
             vec!["del-flows", "br0"],
@@ -490,7 +634,7 @@ fn run_switch(kind: &str, scenario: &str, size: usize, a: &Args) -> Sample {
             fwd.cmd("start");
             let mut tp = generator(&dir, size, scenario);
             let s = measure(&mut tp, a, None);
-            tp.quit();
+            tp.tp.quit();
             fwd.quit();
             let _ = std::fs::remove_dir_all(&dir);
             s
@@ -501,7 +645,7 @@ fn run_switch(kind: &str, scenario: &str, size: usize, a: &Args) -> Sample {
             let mut tp = generator(&h.dir, size, scenario);
             let ctl = |args: &[&str]| h.appctl(args);
             let s = measure(&mut tp, a, Some(&ctl));
-            tp.quit();
+            tp.tp.quit();
             drop(h);
             s
         }
@@ -621,7 +765,7 @@ fn main() {
         sh("git rev-parse --short HEAD")
     );
     let _ = writeln!(out, "- command: `{}`", cmdline.join(" "));
-    let _ = writeln!(out, "- method: generator testpmd (macswap, loop topology, 2 virtio-user ports, 512 frames in flight per port) on CPU 0, the switch's single PMD on CPU 1; Mpps = frames the generator received per second over {} s after {} s warm-up; median (min-max) of {} runs, switches alternating\n", a.window, a.warmup, a.runs);
+    let _ = writeln!(out, "- method: generator testpmd on CPU 0, the switch's single PMD on CPU 1. Loop scenarios: 2 virtio-user ports reflecting what they receive (macswap; 5tswap for nat/pf/lb, so replies come back), loop topology, 512 frames in flight per port. `-<N>k`/`-<N>m` scenarios: a pcap of N distinct flows replayed into p0 (io, chained), counted as they come out of p1. Mpps = frames the generator received per second over {} s after {} s warm-up; median (min-max) of {} runs, switches alternating\n", a.window, a.warmup, a.runs);
     out.push_str(&table);
     if a.port_ops > 0 {
         let (ra, rd) = port_latency("rvs", a.port_ops);

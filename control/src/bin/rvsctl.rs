@@ -134,10 +134,7 @@ fn uuid_where(u: &str) -> Value {
     json!([["_uuid", "==", ["uuid", u]]])
 }
 
-fn find<'a>(
-    rows: &'a HashMap<String, Row>,
-    pred: impl Fn(&Row) -> bool,
-) -> Option<(&'a String, &'a Row)> {
+fn find(rows: &HashMap<String, Row>, pred: impl Fn(&Row) -> bool) -> Option<(&String, &Row)> {
     rows.iter().find(|(_, r)| pred(r))
 }
 

@@ -17,6 +17,77 @@ struct Entry {
 pub struct FlowCache {
     slots: Box<[Option<Entry>]>,
     mask: usize,
+    /// Behind the exact-match cache: translations by their megaflow mask.
+    pub mega: Megaflows,
+}
+
+/// Most megaflows a PMD keeps before starting afresh.
+pub const MAX_MEGAFLOWS: usize = 1 << 16;
+
+type Words = [u64; PACKET_WORDS];
+
+/// OVS's megaflow layer in small: translations keyed by the packet bits
+/// they depend on (`Xlate::wc`), one hash map per distinct mask, searched
+/// in turn. An exact-match miss of a known megaflow costs a few masked
+/// lookups instead of a translation.
+#[derive(Default)]
+pub struct Megaflows {
+    stamp: (u64, u64),
+    subs: Vec<(Words, hashbrown::HashMap<Words, Arc<Xlate>>)>,
+    len: usize,
+}
+
+fn masked(k: &FlowKey, m: &Words) -> Words {
+    let mut w = [0u64; PACKET_WORDS];
+    for i in 0..PACKET_WORDS {
+        w[i] = k.w[i] & m[i];
+    }
+    w
+}
+
+impl Megaflows {
+    pub fn lookup(&mut self, k: &FlowKey, stamp: (u64, u64)) -> Option<Arc<Xlate>> {
+        if self.stamp != stamp {
+            // Another pipeline or port set: every megaflow is stale.
+            self.clear();
+            self.stamp = stamp;
+            return None;
+        }
+        self.subs
+            .iter()
+            .find_map(|(m, map)| map.get(&masked(k, m)).cloned())
+    }
+
+    pub fn insert(&mut self, k: &FlowKey, stamp: (u64, u64), x: Arc<Xlate>) {
+        let Some(m) = x.wc else { return };
+        if self.stamp != stamp || self.len >= MAX_MEGAFLOWS {
+            self.clear();
+            self.stamp = stamp;
+        }
+        let i = match self.subs.iter().position(|(sm, _)| *sm == m) {
+            Some(i) => i,
+            None => {
+                self.subs.push((m, Default::default()));
+                self.subs.len() - 1
+            }
+        };
+        if self.subs[i].1.insert(masked(k, &m), x).is_none() {
+            self.len += 1;
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn clear(&mut self) {
+        self.subs.clear();
+        self.len = 0;
+    }
 }
 
 #[inline]
@@ -35,6 +106,7 @@ impl FlowCache {
         FlowCache {
             slots: (0..n).map(|_| None).collect(),
             mask: n - 1,
+            mega: Megaflows::default(),
         }
     }
 
@@ -96,6 +168,7 @@ impl FlowCache {
         for s in self.slots.iter_mut() {
             *s = None;
         }
+        self.mega.clear();
     }
 }
 
@@ -122,6 +195,36 @@ mod tests {
         let mut k3 = k;
         k3.set(Field::Reg(0), 5);
         assert!(c.lookup(&k3, h, (1, 1)).is_some());
+    }
+
+    #[test]
+    fn megaflows_match_under_their_mask() {
+        let mut mf = Megaflows::default();
+        let mut k = FlowKey::default();
+        k.set(Field::InPort, 1);
+        k.set(Field::NwSrc, 7);
+        let mut wc = FlowKey::default();
+        wc.set(Field::InPort, u64::MAX);
+        let mut w = [0u64; PACKET_WORDS];
+        w.copy_from_slice(&wc.w[..PACKET_WORDS]);
+        let x = Arc::new(Xlate {
+            wc: Some(w),
+            ..Default::default()
+        });
+        assert!(mf.lookup(&k, (1, 1)).is_none());
+        mf.insert(&k, (1, 1), x);
+        // Another source address, same port: the same megaflow.
+        k.set(Field::NwSrc, 8);
+        assert!(mf.lookup(&k, (1, 1)).is_some());
+        k.set(Field::InPort, 2);
+        assert!(mf.lookup(&k, (1, 1)).is_none());
+        k.set(Field::InPort, 1);
+        // A new pipeline retires them all.
+        assert!(mf.lookup(&k, (2, 1)).is_none());
+        assert!(mf.is_empty());
+        // Translations without a mask are not kept.
+        mf.insert(&k, (2, 1), Arc::new(Xlate::default()));
+        assert_eq!(mf.len(), 0);
     }
 
     #[test]

@@ -106,6 +106,18 @@ impl<T: Clone> Classifier<T> {
         self.n_rules == 0
     }
 
+    /// Every bit any rule here matches on: two keys equal under it find
+    /// the same rule (what a megaflow must keep exact).
+    pub fn union_mask(&self) -> FlowKey {
+        let mut m = FlowKey::default();
+        for st in &self.subtables {
+            for (a, b) in m.w.iter_mut().zip(st.mask.w.iter()) {
+                *a |= *b;
+            }
+        }
+        m
+    }
+
     pub fn n_subtables(&self) -> usize {
         self.subtables.len()
     }

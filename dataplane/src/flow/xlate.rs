@@ -162,6 +162,11 @@ pub struct Xlate {
     /// choice): translated again for every packet, never cached. Only a
     /// connection's first packet reaches such groups.
     pub volatile: bool,
+    /// The packet-key bits this translation depends on (OVS's megaflow
+    /// mask): every packet equal to this one under it translates alike.
+    /// None when something else decides it too (ct, learn, groups) or for
+    /// recirculations and packet-outs.
+    pub wc: Option<[u64; super::key::PACKET_WORDS]>,
 }
 
 /// The ports of one bridge as translation sees them.
@@ -190,6 +195,10 @@ struct Ctx<'a, V: PortView> {
     /// Set while a leastconn group's chosen bucket is translated.
     lb_counter: Option<Counter>,
     volatile: bool,
+    /// Key bits consulted so far (tables' match fields, fields actions
+    /// read or write), and whether a megaflow can stand for this at all.
+    wc: FlowKey,
+    mega: bool,
 }
 
 pub fn translate<V: PortView>(pipe: &Pipeline, ports: &V, in_slot: u16, key: &FlowKey) -> Xlate {
@@ -264,6 +273,8 @@ fn run_traced<V: PortView>(
         trace: steps.as_ref().map(|_| Vec::new()),
         lb_counter: None,
         volatile: false,
+        wc: always_exact(),
+        mega: actions.is_none() && key.get(Field::RecircTable) == 0,
     };
     match actions {
         Some(a) => {
@@ -291,14 +302,78 @@ fn run_traced<V: PortView>(
         hits: c.hits.into(),
         drop,
         volatile: c.volatile,
+        wc: (c.mega && !c.volatile).then(|| {
+            let mut w = [0u64; super::key::PACKET_WORDS];
+            w.copy_from_slice(&c.wc.w[..super::key::PACKET_WORDS]);
+            w
+        }),
     }
 }
 
+/// Fields every translation reads: the port (output to it is special),
+/// and what decides how rewrites are committed (Ethernet type, VLAN
+/// presence, IP protocol, fragments).
+fn always_exact() -> FlowKey {
+    let mut k = FlowKey::default();
+    for f in [
+        Field::InPort,
+        Field::DlType,
+        Field::VlanTci,
+        Field::NwProto,
+        Field::NwFrag,
+    ] {
+        k.set(f, u64::MAX);
+    }
+    k
+}
+
 impl<V: PortView> Ctx<'_, V> {
+    fn exact(&mut self, f: Field) {
+        self.wc.set(f, u64::MAX);
+    }
+
+    /// What an action makes the translation depend on. A field an action
+    /// writes is kept exact too: commit emits a rewrite only where the
+    /// value changed, so a packet that already had it would differ.
+    fn note(&mut self, a: &Action) {
+        match *a {
+            Action::Output { .. }
+            | Action::Resubmit { .. }
+            | Action::GotoTable(_)
+            | Action::WriteMetadata { .. }
+            | Action::Note(_) => {}
+            Action::SetVlanVid { .. }
+            | Action::SetVlanPcp { .. }
+            | Action::StripVlan
+            | Action::PushVlan(_) => self.exact(Field::VlanTci),
+            Action::SetDlSrc(_) => self.exact(Field::DlSrc),
+            Action::SetDlDst(_) => self.exact(Field::DlDst),
+            Action::SetNwSrc(_) => self.exact(Field::NwSrc),
+            Action::SetNwDst(_) => self.exact(Field::NwDst),
+            Action::SetNwTos(_) => self.exact(Field::NwTos),
+            Action::SetTpSrc(_) => self.exact(Field::TpSrc),
+            Action::SetTpDst(_) => self.exact(Field::TpDst),
+            Action::SetField { field, .. } | Action::RegLoad { field, .. } => self.exact(field),
+            Action::RegMove { src, dst, .. } => {
+                self.exact(src);
+                self.exact(dst);
+            }
+            Action::DecTtl => self.exact(Field::NwTtl),
+            Action::SetTunnel { .. } => self.exact(Field::TunId),
+            Action::Group(_) | Action::Learn(_) | Action::Ct(_) => self.mega = false,
+        }
+    }
+
     fn table(&mut self, id: u8) {
         if self.depth >= MAX_DEPTH {
             self.stop = Some(DropReason::RecursionLimit);
             return;
+        }
+        if let Some(t) = self.pipe.tables.get(id as usize) {
+            let u = t.union_mask();
+            for (a, b) in self.wc.w.iter_mut().zip(u.w.iter()) {
+                *a |= *b;
+            }
         }
         let indent = "    ".repeat(self.depth as usize);
         let Some((_, rule)) = self
@@ -344,6 +419,7 @@ impl<V: PortView> Ctx<'_, V> {
     }
 
     fn action(&mut self, a: &Action, table: u8) {
+        self.note(a);
         let f = &mut self.flow;
         match *a {
             Action::Output { port, .. } => self.output(port),
