@@ -6,5 +6,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RVS_EXTRA_PKGS=openvswitch-switch-dpdk bash ci/setup.sh
 cargo build --release --workspace --locked
-./target/release/rvs-hugepages reserve 2048
+# Many-flow scenarios hold every replayed frame in a 2 KB mbuf.
+./target/release/rvs-hugepages reserve 3072
 exec ./target/release/rvs-bench "$@"

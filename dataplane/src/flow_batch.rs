@@ -107,18 +107,20 @@ pub fn process_batch<P: PacketBuf>(
                     }
                     None => {
                         misses += 1;
-                        let x = match cache.mega.lookup(&key, stamp) {
+                        let (x, fresh) = match cache.mega.lookup(&key, stamp) {
                             Some(x) => {
                                 mega_hits += 1;
-                                x
+                                (x, false)
                             }
                             None => {
                                 let x = Arc::new(translate(pipe, bridge, in_slot, &key));
                                 cache.mega.insert(&key, stamp, x.clone());
-                                x
+                                (x, true)
                             }
                         };
-                        if !x.volatile {
+                        // Filled even while bypassed, so that a working
+                        // set that fits is found again at the next probe.
+                        if !x.volatile && (fresh || cache.promote()) {
                             cache.insert(&key, h, stamp, x.clone());
                         }
                         x
@@ -368,8 +370,16 @@ impl<'a, P: PacketBuf> Exec<'a, '_, P> {
         let xl = match self.rcache.get(&key, stamp) {
             Some(x) => x,
             None => {
-                let x = Arc::new(translate_recirc(self.pipe, self.bridge, self.in_slot, &key));
-                if !x.volatile {
+                let (x, fresh) = match self.rcache.mega.lookup(&key, stamp) {
+                    Some(x) => (x, false),
+                    None => {
+                        let x =
+                            Arc::new(translate_recirc(self.pipe, self.bridge, self.in_slot, &key));
+                        self.rcache.mega.insert(&key, stamp, x.clone());
+                        (x, true)
+                    }
+                };
+                if !x.volatile && (fresh || self.rcache.promote()) {
                     self.rcache.insert(key, stamp, x.clone());
                 }
                 x

@@ -303,3 +303,59 @@ fn icmp_echo_is_tracked_by_identifier() {
     let (o, _) = run(&ct, &echo(VM, C, 0), &CtRequest::default(), 1);
     assert_eq!(o.state, TRK | EST | RPL);
 }
+
+#[test]
+fn destination_nat_clash_moves_the_source_port() {
+    // Two public addresses balanced to the same backend: the client uses
+    // the same source port towards both (its ports are per destination),
+    // so the second connection's reply key would be the first's.
+    let ct = Conntrack::new(100);
+    let dnat = NatSpec {
+        kind: NatKind::Dst,
+        ip_min: ip(VM),
+        ip_max: ip(VM),
+        port_min: 8000,
+        port_max: 8000,
+        persistent: false,
+        hash: false,
+        random: false,
+    };
+    let rev = NatSpec {
+        kind: NatKind::Reverse,
+        ..dnat
+    };
+    let commit = CtRequest {
+        commit: true,
+        nat: Some(&dnat),
+        ..Default::default()
+    };
+    let back = CtRequest {
+        nat: Some(&rev),
+        ..Default::default()
+    };
+    let (o, f) = run(&ct, &tcp(C, 4000, PUB, 80, 0x02, 1), &commit, 0);
+    assert_eq!(o.state, TRK | NEW | DNAT);
+    assert_eq!(&f[34..36], &4000u16.to_be_bytes()[..]);
+    let other = [203, 0, 113, 11];
+    let (o, f) = run(&ct, &tcp(C, 4000, other, 80, 0x02, 1), &commit, 0);
+    assert_eq!(o.state, TRK | NEW | DNAT | SNAT, "translated both ways");
+    assert_eq!(
+        (&f[30..34], &f[36..38]),
+        (&VM[..], &8000u16.to_be_bytes()[..])
+    );
+    let sport = u16::from_be_bytes([f[34], f[35]]);
+    assert_ne!(sport, 4000);
+    assert!(sound(&f));
+    assert_eq!(ct.len(), 2);
+    // Each backend answer finds its own connection and goes back as the
+    // address the client asked, to the port it used.
+    let (o, f) = run(&ct, &tcp(VM, 8000, C, sport, 0x12, 9), &back, S);
+    assert_eq!(o.state & (EST | RPL), EST | RPL);
+    assert_eq!(
+        (&f[26..30], &f[36..38]),
+        (&other[..], &4000u16.to_be_bytes()[..])
+    );
+    assert!(sound(&f));
+    let (_, f) = run(&ct, &tcp(VM, 8000, C, 4000, 0x12, 9), &back, S);
+    assert_eq!(&f[26..30], &PUB[..]);
+}

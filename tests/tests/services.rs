@@ -402,14 +402,22 @@ fn static_nat_and_port_forwarding_by_rvsctl() {
 
 /// Backend name per request, from `n` curls through the VIP.
 fn tally(
+    h: &Host,
     ns: &Netns,
     url: &str,
     n: usize,
     extra: &[&str],
 ) -> std::collections::BTreeMap<String, usize> {
     let mut t = std::collections::BTreeMap::new();
-    for _ in 0..n {
-        let who = curl(ns, url, extra).unwrap_or_else(|e| panic!("{url}: {e}"));
+    for i in 0..n {
+        let who = curl(ns, url, extra).unwrap_or_else(|e| {
+            panic!(
+                "{url} request {i}: {e}\n{}\n{}\n{}",
+                h.rvsctl(&["show"]),
+                h.appctl(&["dpif-netdev/pmd-stats-show"]),
+                h.appctl(&["dpctl/dump-conntrack"])
+            )
+        });
         *t.entry(who).or_insert(0) += 1;
     }
     t
@@ -568,7 +576,7 @@ fn load_balancers_by_rvsctl() {
 
     // roundrobin: 300 requests, exactly 100 each, and each backend's
     // counter says so.
-    let t = tally(&cl, "http://203.0.113.20/who", 300, &[]);
+    let t = tally(&h, &cl, "http://203.0.113.20/who", 300, &[]);
     assert_eq!(
         t.values().copied().collect::<Vec<_>>(),
         vec![100, 100, 100],
@@ -581,7 +589,7 @@ fn load_balancers_by_rvsctl() {
     // source: each client address stays on one backend.
     let mut seen = std::collections::BTreeSet::new();
     for a in ["198.51.100.7", "198.51.100.8", "198.51.100.9"] {
-        let t = tally(&cl, "http://203.0.113.21/who", 20, &["--interface", a]);
+        let t = tally(&h, &cl, "http://203.0.113.21/who", 20, &["--interface", a]);
         assert_eq!(t.len(), 1, "{a}: {t:?}");
         assert_eq!(t.values().next(), Some(&20));
         seen.insert(t.keys().next().unwrap().clone());
@@ -590,7 +598,7 @@ fn load_balancers_by_rvsctl() {
     // leastconn: b1 and b2 each hold a long connection, so 30 short
     // requests all go to b3.
     let held = Held::open(&cl, "203.0.113.22", "80", 2);
-    let t = tally(&cl, "http://203.0.113.22/who", 30, &[]);
+    let t = tally(&h, &cl, "http://203.0.113.22/who", 30, &[]);
     assert_eq!(t.get("b3"), Some(&30), "{t:?}");
     assert_eq!(
         (backend(&h, "lc", bes[0]).0, backend(&h, "lc", bes[1]).0),
@@ -608,7 +616,7 @@ fn load_balancers_by_rvsctl() {
     let mut answers = held.ask();
     answers.sort();
     assert_eq!(answers, vec!["b1", "b2", "b3"]);
-    let t = tally(&cl, "http://203.0.113.20/who", 30, &[]);
+    let t = tally(&h, &cl, "http://203.0.113.20/who", 30, &[]);
     assert_eq!(t.get("b1"), None, "{t:?}");
     assert_eq!(t.values().sum::<usize>(), 30);
 
@@ -619,7 +627,7 @@ fn load_balancers_by_rvsctl() {
         h.ofctl(&["dump-flows", "br0", "table=224"])
             .contains("nw_src=198.51.100.7")
     });
-    let t = tally(&cl, "http://203.0.113.23/who", 10, &[]);
+    let t = tally(&h, &cl, "http://203.0.113.23/who", 10, &[]);
     assert_eq!(t.get(&first), Some(&10), "{t:?}");
     for mut s in servers {
         let _ = s.kill();

@@ -288,7 +288,8 @@ fn replay_generator(h_dir: &std::path::Path, size: usize, n: usize) -> Gen {
     let pcap_dev = format!("net_pcap0,rx_pcap={},infinite_rx=1", pcap.display());
     let p0 = rvs_tests::virtio_user(1, &h_dir.join("p0"), MAC0);
     let p1 = rvs_tests::virtio_user(2, &h_dir.join("p1"), MAC1);
-    let mbuf = (size + 128).div_ceil(64) * 64;
+    // virtio-user wants room for a full frame in every receive buffer.
+    let mbuf = (size.max(2048) + 128).div_ceil(64) * 64;
     let mbufs = n + 32_768;
     let mem_mb = 512 + (mbufs * (mbuf + 256) / (1 << 20)) as u32;
     let nb = format!("--total-num-mbufs={mbufs}");
@@ -314,6 +315,10 @@ fn replay_generator(h_dir: &std::path::Path, size: usize, n: usize) -> Gen {
         rx_ports: vec![2],
     };
     g.tp.cmd("stop");
+    if std::env::var_os("RVS_BENCH_VERBOSE").is_some() {
+        eprintln!("{}", g.tp.cmd("show config fwd"));
+        eprintln!("{}", g.tp.cmd("show port summary all"));
+    }
     g
 }
 

@@ -128,6 +128,36 @@ pub fn choose(
             return Some((done, reply));
         }
     }
+    // Destination NAT whose reply key is taken (another connection of
+    // this client, through another address, to the same backend and
+    // source port): keep the destination and move the source port, as
+    // Linux and OVS's userspace conntrack resolve such clashes.
+    if spec.kind == NatKind::Dst && !icmp {
+        let ip = spec.ip_min + (h % n_ip) as u32;
+        let port = if keep {
+            pmin
+        } else {
+            pmin + ((h >> 16) % n_port) as u16
+        };
+        for j in 0..4096u64 {
+            let sport = 1024 + ((h >> 24).wrapping_add(j) % 64512) as u16;
+            let reply = ConnKey {
+                zone: k.zone,
+                proto: k.proto,
+                src: ip,
+                dst: k.src,
+                sport: port,
+                dport: sport,
+            };
+            if !taken(&reply) {
+                let done = NatDone {
+                    src: Some((k.src, sport)),
+                    dst: Some((ip, port)),
+                };
+                return Some((done, reply));
+            }
+        }
+    }
     None
 }
 

@@ -18,34 +18,98 @@ pub struct FlowCache {
     slots: Box<[Option<Entry>]>,
     mask: usize,
     /// Behind the exact-match cache: translations by their megaflow mask.
-    pub mega: Megaflows,
+    pub mega: Megaflows<PACKET_WORDS>,
+    /// Megaflow hits since the last one copied into the exact-match
+    /// cache: only one in EMC_INSERT_EVERY is (as OVS's emc-insert-inv-
+    /// prob), so many flows do not thrash it.
+    mega_hits: u32,
+    /// Hit rate over the last window of probes; while it is poor the
+    /// cache is bypassed for `skip` lookups (with many flows every probe
+    /// is a cache-line miss that finds nothing).
+    probes: u32,
+    found: u32,
+    skip: u32,
 }
 
-/// Most megaflows a PMD keeps before starting afresh.
-pub const MAX_MEGAFLOWS: usize = 1 << 16;
+/// Probes per hit-rate window, the rate below which the cache is
+/// bypassed (1 in 4), and for how many lookups.
+const WINDOW: u32 = 1024;
+const SKIP: u32 = 16 * 1024;
 
-type Words = [u64; PACKET_WORDS];
+pub const EMC_INSERT_EVERY: u32 = 8;
 
-/// OVS's megaflow layer in small: translations keyed by the packet bits
-/// they depend on (`Xlate::wc`), one hash map per distinct mask, searched
-/// in turn. An exact-match miss of a known megaflow costs a few masked
-/// lookups instead of a translation.
+/// Most megaflows a cache keeps before starting afresh.
+pub const MAX_MEGAFLOWS: usize = 1 << 18;
+
+/// A masked key with its hash computed once (the map's hasher passes it
+/// through).
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct MegaKey<const N: usize> {
+    h: u64,
+    w: [u64; N],
+}
+
+impl<const N: usize> std::hash::Hash for MegaKey<N> {
+    fn hash<H: std::hash::Hasher>(&self, s: &mut H) {
+        s.write_u64(self.h);
+    }
+}
+
 #[derive(Default)]
-pub struct Megaflows {
+struct PassHasher(u64);
+
+impl std::hash::Hasher for PassHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, b: &[u8]) {
+        for x in b {
+            self.0 = self.0.rotate_left(8) ^ *x as u64;
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
+
+type MegaMap<const N: usize> =
+    hashbrown::HashMap<MegaKey<N>, Arc<Xlate>, std::hash::BuildHasherDefault<PassHasher>>;
+
+/// OVS's megaflow layer in small: translations keyed by the key bits they
+/// depend on (`Xlate::wc`, its first N words), one hash map per distinct
+/// mask, searched in turn. An exact-match miss of a known megaflow costs
+/// a few masked lookups instead of a translation. First passes use the
+/// packet words; recirculations the whole key.
+pub struct Megaflows<const N: usize> {
     stamp: (u64, u64),
-    subs: Vec<(Words, hashbrown::HashMap<Words, Arc<Xlate>>)>,
+    subs: Vec<([u64; N], MegaMap<N>)>,
     len: usize,
 }
 
-fn masked(k: &FlowKey, m: &Words) -> Words {
-    let mut w = [0u64; PACKET_WORDS];
-    for i in 0..PACKET_WORDS {
-        w[i] = k.w[i] & m[i];
+impl<const N: usize> Default for Megaflows<N> {
+    fn default() -> Self {
+        Megaflows {
+            stamp: (0, 0),
+            subs: Vec::new(),
+            len: 0,
+        }
     }
-    w
 }
 
-impl Megaflows {
+fn masked<const N: usize>(k: &FlowKey, m: &[u64; N]) -> MegaKey<N> {
+    let mut w = [0u64; N];
+    let mut h = 0u64;
+    for i in 0..N {
+        w[i] = k.w[i] & m[i];
+        h = (h.rotate_left(5) ^ w[i]).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+    MegaKey {
+        h: h ^ (h >> 29),
+        w,
+    }
+}
+
+impl<const N: usize> Megaflows<N> {
     pub fn lookup(&mut self, k: &FlowKey, stamp: (u64, u64)) -> Option<Arc<Xlate>> {
         if self.stamp != stamp {
             // Another pipeline or port set: every megaflow is stale.
@@ -59,7 +123,9 @@ impl Megaflows {
     }
 
     pub fn insert(&mut self, k: &FlowKey, stamp: (u64, u64), x: Arc<Xlate>) {
-        let Some(m) = x.wc else { return };
+        let Some(wc) = &x.wc else { return };
+        let mut m = [0u64; N];
+        m.copy_from_slice(&wc.w[..N]);
         if self.stamp != stamp || self.len >= MAX_MEGAFLOWS {
             self.clear();
             self.stamp = stamp;
@@ -107,6 +173,10 @@ impl FlowCache {
             slots: (0..n).map(|_| None).collect(),
             mask: n - 1,
             mega: Megaflows::default(),
+            mega_hits: 0,
+            probes: 0,
+            found: 0,
+            skip: 0,
         }
     }
 
@@ -122,11 +192,24 @@ impl FlowCache {
     }
 
     #[inline]
-    pub fn lookup(&self, k: &FlowKey, h: u64, stamp: (u64, u64)) -> Option<&Arc<Xlate>> {
+    pub fn lookup(&mut self, k: &FlowKey, h: u64, stamp: (u64, u64)) -> Option<&Arc<Xlate>> {
+        if self.skip > 0 {
+            self.skip -= 1;
+            return None;
+        }
+        self.probes += 1;
+        if self.probes == WINDOW {
+            if self.found < WINDOW / 4 {
+                self.skip = SKIP;
+            }
+            self.probes = 0;
+            self.found = 0;
+        }
         for i in self.ways(h) {
             if let Some(e) = &self.slots[i] {
                 if e.stamp == stamp && packet_words_eq(&e.key, k) {
-                    return Some(&e.xlate);
+                    self.found += 1;
+                    return self.slots[i].as_ref().map(|e| &e.xlate);
                 }
             }
         }
@@ -170,6 +253,13 @@ impl FlowCache {
         }
         self.mega.clear();
     }
+
+    /// After a megaflow hit: whether to copy it into the exact-match cache.
+    #[inline]
+    pub fn promote(&mut self) -> bool {
+        self.mega_hits = self.mega_hits.wrapping_add(1);
+        self.mega_hits.is_multiple_of(EMC_INSERT_EVERY)
+    }
 }
 
 #[cfg(test)]
@@ -199,16 +289,14 @@ mod tests {
 
     #[test]
     fn megaflows_match_under_their_mask() {
-        let mut mf = Megaflows::default();
+        let mut mf = Megaflows::<PACKET_WORDS>::default();
         let mut k = FlowKey::default();
         k.set(Field::InPort, 1);
         k.set(Field::NwSrc, 7);
         let mut wc = FlowKey::default();
         wc.set(Field::InPort, u64::MAX);
-        let mut w = [0u64; PACKET_WORDS];
-        w.copy_from_slice(&wc.w[..PACKET_WORDS]);
         let x = Arc::new(Xlate {
-            wc: Some(w),
+            wc: Some(wc),
             ..Default::default()
         });
         assert!(mf.lookup(&k, (1, 1)).is_none());
@@ -247,10 +335,20 @@ mod tests {
 #[derive(Default)]
 pub struct RecircCache {
     map: hashbrown::HashMap<super::key::FlowKey, ((u64, u64), std::sync::Arc<super::xlate::Xlate>)>,
+    /// Megaflows of recirculated translations (over the whole key).
+    pub mega: Megaflows<{ super::key::KEY_WORDS }>,
+    mega_hits: u32,
 }
 
 impl RecircCache {
     const MAX: usize = 4096;
+
+    /// As `FlowCache::promote`.
+    #[inline]
+    pub fn promote(&mut self) -> bool {
+        self.mega_hits = self.mega_hits.wrapping_add(1);
+        self.mega_hits.is_multiple_of(EMC_INSERT_EVERY)
+    }
 
     #[inline]
     pub fn get(

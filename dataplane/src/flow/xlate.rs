@@ -164,9 +164,9 @@ pub struct Xlate {
     pub volatile: bool,
     /// The packet-key bits this translation depends on (OVS's megaflow
     /// mask): every packet equal to this one under it translates alike.
-    /// None when something else decides it too (ct, learn, groups) or for
-    /// recirculations and packet-outs.
-    pub wc: Option<[u64; super::key::PACKET_WORDS]>,
+    /// None when something else decides it too (learn, groups other than
+    /// all/indirect/hash) or for packet-outs.
+    pub wc: Option<FlowKey>,
 }
 
 /// The ports of one bridge as translation sees them.
@@ -274,7 +274,7 @@ fn run_traced<V: PortView>(
         lb_counter: None,
         volatile: false,
         wc: always_exact(),
-        mega: actions.is_none() && key.get(Field::RecircTable) == 0,
+        mega: actions.is_none(),
     };
     match actions {
         Some(a) => {
@@ -302,17 +302,14 @@ fn run_traced<V: PortView>(
         hits: c.hits.into(),
         drop,
         volatile: c.volatile,
-        wc: (c.mega && !c.volatile).then(|| {
-            let mut w = [0u64; super::key::PACKET_WORDS];
-            w.copy_from_slice(&c.wc.w[..super::key::PACKET_WORDS]);
-            w
-        }),
+        wc: (c.mega && !c.volatile).then_some(c.wc),
     }
 }
 
 /// Fields every translation reads: the port (output to it is special),
-/// and what decides how rewrites are committed (Ethernet type, VLAN
-/// presence, IP protocol, fragments).
+/// what decides how rewrites are committed (Ethernet type, VLAN presence,
+/// IP protocol, fragments), and for a recirculation the table it starts
+/// at.
 fn always_exact() -> FlowKey {
     let mut k = FlowKey::default();
     for f in [
@@ -321,6 +318,11 @@ fn always_exact() -> FlowKey {
         Field::VlanTci,
         Field::NwProto,
         Field::NwFrag,
+        Field::RecircTable,
+        // Tunnel metadata: outputs to tunnel ports and recirculation use it.
+        Field::TunId,
+        Field::TunSrc,
+        Field::TunDst,
     ] {
         k.set(f, u64::MAX);
     }
@@ -360,7 +362,43 @@ impl<V: PortView> Ctx<'_, V> {
             }
             Action::DecTtl => self.exact(Field::NwTtl),
             Action::SetTunnel { .. } => self.exact(Field::TunId),
-            Action::Group(_) | Action::Learn(_) | Action::Ct(_) => self.mega = false,
+            // What a ct reads from the packet beyond what recirculation
+            // carries (tunnel metadata, always exact; registers and
+            // metadata are the translation's own): a zone or a label.
+            Action::Ct(ref ct) => {
+                if let crate::flow::action::CtZone::Field { field, .. } = ct.zone {
+                    self.exact(field);
+                }
+                for e in &ct.exec {
+                    if let Action::RegMove { src, .. } = *e {
+                        self.exact(src);
+                    }
+                }
+            }
+            // Which bucket depends on the hashed fields; for all and
+            // indirect groups on nothing. Others (round robin, least
+            // connections, fast failover's liveness) are not megaflows.
+            Action::Group(id) => match self.pipe.groups.get(&id) {
+                Some(g) if matches!(g.kind, GroupType::All | GroupType::Indirect) => {}
+                Some(g)
+                    if g.kind == GroupType::Select
+                        && !matches!(g.selection_method.as_str(), "roundrobin" | "leastconn") =>
+                {
+                    let five = [
+                        Field::DlType,
+                        Field::NwSrc,
+                        Field::NwDst,
+                        Field::NwProto,
+                        Field::TpSrc,
+                        Field::TpDst,
+                    ];
+                    for &f in five.iter().chain(g.fields.iter()) {
+                        self.exact(f);
+                    }
+                }
+                _ => self.mega = false,
+            },
+            Action::Learn(_) => self.mega = false,
         }
     }
 
