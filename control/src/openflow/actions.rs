@@ -19,6 +19,7 @@ mod nx {
     pub const NOTE: u16 = 8;
     pub const SET_TUNNEL64: u16 = 9;
     pub const RESUBMIT_TABLE: u16 = 14;
+    pub const OUTPUT_REG: u16 = 15;
     pub const LEARN: u16 = 16;
     pub const DEC_TTL: u16 = 18;
     pub const WRITE_METADATA: u16 = 22;
@@ -364,6 +365,19 @@ fn decode_nx(r: &mut Reader, len: usize, version: u8) -> Result<Action, OfError>
                 ofs,
                 n_bits,
                 value,
+            }
+        }
+        nx::OUTPUT_REG => {
+            let ofs_nbits = r.u16()?;
+            let h = r.u32()?;
+            let max_len = r.u16()?;
+            r.skip(6)?;
+            let (field, ofs, n_bits) = subfield(h, ofs_nbits >> 6, (ofs_nbits & 0x3f) + 1)?;
+            Action::OutputReg {
+                field,
+                ofs,
+                n_bits,
+                max_len,
             }
         }
         nx::REG_LOAD2 => {
@@ -856,6 +870,18 @@ fn encode_one(w: &mut Writer, version: u8, m: &Match, a: &Action) {
             w.u32(oxm::header_u32(smf, false))
                 .u32(oxm::header_u32(dmf, false));
         }
+        Action::OutputReg {
+            field,
+            ofs,
+            n_bits,
+            max_len,
+        } => {
+            let mf = mf_for(field, m).expect("every key field has a wire name");
+            let shift = key_field(mf).map_or(0, |k| k.1) as u8;
+            nx_header(w, 24, nx::OUTPUT_REG);
+            w.u16(((ofs - shift) as u16) << 6 | (n_bits as u16 - 1));
+            w.u32(oxm::header_u32(mf, false)).u16(max_len).zeros(6);
+        }
         Action::DecTtl => {
             if of10 {
                 nx_header(w, 16, nx::DEC_TTL);
@@ -1024,6 +1050,12 @@ mod tests {
                 n_bits: 48,
             },
             Action::SetTunnel { id: 5, wide: false },
+            Action::OutputReg {
+                field: Field::Reg(7),
+                ofs: 0,
+                n_bits: 16,
+                max_len: 0,
+            },
             Action::Resubmit {
                 port: None,
                 table: Some(3),

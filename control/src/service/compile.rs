@@ -11,9 +11,11 @@
 //! - SVC: invalid dropped; established/related forwarded (per rule by
 //!   ct_mark, so each rule counts its packets); new connections matched
 //!   against the rules and committed with their translation and mark.
-//! - ROUTE: source MAC = the gateway's, destination looked up in NEIGH.
-//! - NEIGH: learned flows, IP -> MAC (and the upstream as default).
-//! - DELIVER: unresolved dropped, the rest to NORMAL.
+//! - ROUTE: source MAC = the gateway's; replies go back to the MAC and
+//!   port that opened the connection (kept in ct_label), others are looked
+//!   up in NEIGH.
+//! - NEIGH: learned flows, IP -> MAC and port (and the upstream as
+//!   default); unresolved dropped.
 //! - STICKY / LBPICK: load balancers' source stickiness and per-backend
 //!   commits.
 use super::spec::{Algorithm, BridgeServices, Gateway, LoadBalancer, Proto};
@@ -28,7 +30,6 @@ use rvs_dataplane::flow::table::{FlowMod, GroupCommand, GroupMod, OFPG_ANY};
 pub const T_SVC: u8 = 220;
 pub const T_ROUTE: u8 = 221;
 pub const T_NEIGH: u8 = 222;
-pub const T_DELIVER: u8 = 223;
 pub const T_STICKY: u8 = 224;
 pub const T_LBPICK: u8 = 225;
 
@@ -176,7 +177,17 @@ fn field(f: Field) -> LearnSrc {
     LearnSrc::Field { field: f, ofs: 0 }
 }
 
-/// NEIGH gets "IP `ip_from` is at MAC `mac_from`".
+/// Where a learned neighbour is: the port the teaching packet came in on.
+/// (Routed frames carry the gateway's MAC as source, so NORMAL never learns
+/// the hosts behind it and would flood them.)
+fn to_in_port() -> LearnSpec {
+    LearnSpec::Output {
+        src: field(Field::InPort),
+        n_bits: 16,
+    }
+}
+
+/// NEIGH gets "IP `ip_from` is at MAC `mac_from`, behind this port".
 fn learn_neighbour(ip_from: Field, mac_from: Field) -> Action {
     learn(
         T_NEIGH,
@@ -186,13 +197,15 @@ fn learn_neighbour(ip_from: Field, mac_from: Field) -> Action {
             spec_match(LearnSrc::Imm(ETH_IP), Field::DlType),
             spec_match(field(ip_from), Field::NwDst),
             spec_load(field(mac_from), Field::DlDst),
+            to_in_port(),
         ],
     )
 }
 
-/// `ct(...)`. A commit also keeps the sender's MAC in the connection's
-/// label: replies go back to it without a neighbour lookup (the first
-/// reply often comes before a learned neighbour flow is in place).
+/// `ct(...)`. A commit also keeps the sender's MAC and port in the
+/// connection's label (bits 0-47 and 48-63): replies go back there without
+/// a neighbour lookup (the first reply often comes before a learned
+/// neighbour flow is in place).
 fn ct(g: &Gateway, commit: bool, nat: Option<NatSpec>, mark: Option<u32>, table: u8) -> Action {
     let mut exec = Vec::new();
     if let Some(mk) = mark {
@@ -209,6 +222,13 @@ fn ct(g: &Gateway, commit: bool, nat: Option<NatSpec>, mark: Option<u32>, table:
             dst: Field::CtLabel,
             dst_ofs: 0,
             n_bits: 48,
+        });
+        exec.push(Action::RegMove {
+            src: Field::InPort,
+            src_ofs: 0,
+            dst: Field::CtLabel,
+            dst_ofs: 48,
+            n_bits: 16,
         });
     }
     Action::Ct(Box::new(CtAction {
@@ -292,12 +312,7 @@ pub fn compile(b: &BridgeServices) -> Compiled {
     };
     let mut o = Out { flows: Vec::new() };
     let gw = mac_u64(g.mac);
-    let routed = vec![
-        Action::SetDlSrc(gw),
-        Action::SetDlDst(0),
-        resubmit(T_NEIGH),
-        resubmit(T_DELIVER),
-    ];
+    let routed = vec![Action::SetDlSrc(gw), resubmit(T_NEIGH)];
     let replied = vec![
         Action::SetDlSrc(gw),
         Action::RegMove {
@@ -307,7 +322,12 @@ pub fn compile(b: &BridgeServices) -> Compiled {
             dst_ofs: 0,
             n_bits: 48,
         },
-        resubmit(T_DELIVER),
+        Action::OutputReg {
+            field: Field::CtLabel,
+            ofs: 48,
+            n_bits: 16,
+            max_len: 0,
+        },
     ];
 
     // Table 0: ARP for every address the gateway serves, replies to it,
@@ -365,7 +385,7 @@ pub fn compile(b: &BridgeServices) -> Compiled {
                     T_NEIGH,
                     1,
                     NEIGH_IDLE,
-                    vec![spec_load(field(Field::ArpSha), Field::DlDst)],
+                    vec![spec_load(field(Field::ArpSha), Field::DlDst), to_in_port()],
                 ),
             ],
         );
@@ -579,15 +599,8 @@ pub fn compile(b: &BridgeServices) -> Compiled {
     );
     o.add(KIND_GATEWAY, 0, T_ROUTE, 10, ip().ct(state::RPL), replied);
     o.add(KIND_GATEWAY, 0, T_ROUTE, 0, ip(), routed);
-    o.add(
-        KIND_GATEWAY,
-        0,
-        T_DELIVER,
-        10,
-        m().with(Field::DlDst, 0),
-        vec![],
-    );
-    o.add(KIND_GATEWAY, 0, T_DELIVER, 0, m(), vec![out(ofpp::NORMAL)]);
+    // No neighbour known: dropped (counted by this flow).
+    o.add(KIND_GATEWAY, 0, T_NEIGH, 0, m(), vec![]);
 
     // Neighbours to resolve: every private address and the upstream.
     let mut want: Vec<u32> = b.nats.iter().map(|n| n.private).collect();

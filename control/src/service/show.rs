@@ -1,7 +1,7 @@
 //! `ovs-appctl rvs/service/show` (and `rvsctl show`): every rule with the
 //! counters of the flows it compiled to, per backend for load balancers,
 //! and the gateway's neighbours and drops.
-use super::compile::{self, cookie, mark, T_DELIVER, T_LBPICK, T_SVC};
+use super::compile::{self, cookie, mark, T_LBPICK, T_NEIGH, T_SVC};
 use super::spec::{fmt_ip, fmt_mac, fmt_ports, BridgeServices, Services};
 use super::BridgeHandle;
 use rvs_dataplane::flow::rule::Rule;
@@ -119,7 +119,7 @@ pub fn render(
             "  routed without translation: {} connections; dropped: {} invalid, {} no neighbour",
             gw.new.packets,
             stat(T_SVC, 100),
-            stat(T_DELIVER, 10)
+            stat(T_NEIGH, 0)
         );
         for (ip, mac) in &neigh {
             let _ = writeln!(out, "  neighbour {} {}", fmt_ip(*ip), fmt_mac(*mac));

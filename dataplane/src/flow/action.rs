@@ -113,6 +113,14 @@ pub enum Action {
     GotoTable(u8),
     /// `ct(...)`: through the connection tracker.
     Ct(Box<CtAction>),
+    /// NXAST_OUTPUT_REG: `output:field[ofs..ofs+n_bits-1]`, the port read
+    /// from the packet's key.
+    OutputReg {
+        field: Field,
+        ofs: u8,
+        n_bits: u8,
+        max_len: u16,
+    },
 }
 
 /// `learn(...)`: adds or refreshes a flow built from the packet.

@@ -399,6 +399,7 @@ impl<V: PortView> Ctx<'_, V> {
                 _ => self.mega = false,
             },
             Action::Learn(_) => self.mega = false,
+            Action::OutputReg { field, .. } => self.exact(field),
         }
     }
 
@@ -461,6 +462,18 @@ impl<V: PortView> Ctx<'_, V> {
         let f = &mut self.flow;
         match *a {
             Action::Output { port, .. } => self.output(port),
+            Action::OutputReg {
+                field, ofs, n_bits, ..
+            } => {
+                let p = f.get_bits(field, ofs as u32, n_bits as u32);
+                // A 16-bit port field holds OpenFlow 1.0 numbers.
+                let port = if n_bits <= 16 {
+                    ofpp::from16(p as u16)
+                } else {
+                    p as u32
+                };
+                self.output(port)
+            }
             Action::SetVlanVid { vid, push } => {
                 let tci = f.get(Field::VlanTci) as u16;
                 if tci & VLAN_CFI != 0 {
@@ -599,9 +612,19 @@ impl<V: PortView> Ctx<'_, V> {
                         }
                         _ => continue,
                     };
+                    // Several writes to one field add up (a label built
+                    // from two moves).
                     match field {
-                        Field::CtMark => set_mark = Some((value as u32, mask as u32)),
-                        Field::CtLabel => set_label = Some((value as u128, mask as u128)),
+                        Field::CtMark => {
+                            let (v0, m0) = set_mark.unwrap_or((0, 0));
+                            let (v, m) = (value as u32, mask as u32);
+                            set_mark = Some(((v0 & !m) | (v & m), m0 | m));
+                        }
+                        Field::CtLabel => {
+                            let (v0, m0) = set_label.unwrap_or((0, 0));
+                            let (v, m) = (value as u128, mask as u128);
+                            set_label = Some(((v0 & !m) | (v & m), m0 | m));
+                        }
                         _ => {}
                     }
                 }
