@@ -526,11 +526,14 @@ fn load_balancers_by_rvsctl() {
         nss.push(ns);
     }
     let bes = ["10.1.0.11:8000", "10.1.0.12:8000", "10.1.0.13:8000"];
-    let mut rr = vec!["lb-add", "web", "br0", "203.0.113.20", "tcp", "80"];
-    rr.extend_from_slice(&bes);
-    h.rvsctl(&rr);
-    let mut src = vec![
-        "lb-add",
+    let lb_add = |head: &[&str]| {
+        let mut a = vec!["lb-add"];
+        a.extend_from_slice(head);
+        a.extend_from_slice(&bes);
+        h.rvsctl(&a);
+    };
+    lb_add(&["web", "br0", "203.0.113.20", "tcp", "80"]);
+    lb_add(&[
         "src",
         "br0",
         "203.0.113.21",
@@ -538,11 +541,8 @@ fn load_balancers_by_rvsctl() {
         "80",
         "--algorithm",
         "source",
-    ];
-    src.extend_from_slice(&bes);
-    h.rvsctl(&src);
-    let mut lc = vec![
-        "lb-add",
+    ]);
+    lb_add(&[
         "lc",
         "br0",
         "203.0.113.22",
@@ -552,11 +552,8 @@ fn load_balancers_by_rvsctl() {
         "leastconn",
         "--on-remove",
         "reset",
-    ];
-    lc.extend_from_slice(&bes);
-    h.rvsctl(&lc);
-    let mut st = vec![
-        "lb-add",
+    ]);
+    lb_add(&[
         "sticky",
         "br0",
         "203.0.113.23",
@@ -564,9 +561,7 @@ fn load_balancers_by_rvsctl() {
         "80",
         "--stickiness",
         "60",
-    ];
-    st.extend_from_slice(&bes);
-    h.rvsctl(&st);
+    ]);
     let groups = h.ofctl(&["dump-groups", "br0"]);
     assert!(
         groups.contains("type=select,selection_method=hash,fields=ip_src,bucket=bucket_id:0,actions=load:0x1->NXM_NX_REG6[],resubmit(,225)"),

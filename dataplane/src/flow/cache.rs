@@ -96,15 +96,23 @@ impl<const N: usize> Default for Megaflows<N> {
     }
 }
 
+/// The word mix both caches hash keys with.
+#[inline]
+fn hash_words(words: &[u64]) -> u64 {
+    let mut h = 0u64;
+    for &w in words {
+        h = (h.rotate_left(5) ^ w).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+    h ^ (h >> 29)
+}
+
 fn masked<const N: usize>(k: &FlowKey, m: &[u64; N]) -> MegaKey<N> {
     let mut w = [0u64; N];
-    let mut h = 0u64;
     for i in 0..N {
         w[i] = k.w[i] & m[i];
-        h = (h.rotate_left(5) ^ w[i]).wrapping_mul(0x517c_c1b7_2722_0a95);
     }
     MegaKey {
-        h: h ^ (h >> 29),
+        h: hash_words(&w),
         w,
     }
 }
@@ -158,11 +166,7 @@ impl<const N: usize> Megaflows<N> {
 
 #[inline]
 pub fn hash_key(k: &FlowKey) -> u64 {
-    let mut h = 0u64;
-    for &w in &k.w[..PACKET_WORDS] {
-        h = (h.rotate_left(5) ^ w).wrapping_mul(0x517c_c1b7_2722_0a95);
-    }
-    h ^ (h >> 29)
+    hash_words(&k.w[..PACKET_WORDS])
 }
 
 impl FlowCache {

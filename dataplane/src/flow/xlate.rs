@@ -380,19 +380,8 @@ impl<V: PortView> Ctx<'_, V> {
             // connections, fast failover's liveness) are not megaflows.
             Action::Group(id) => match self.pipe.groups.get(&id) {
                 Some(g) if matches!(g.kind, GroupType::All | GroupType::Indirect) => {}
-                Some(g)
-                    if g.kind == GroupType::Select
-                        && !matches!(g.selection_method.as_str(), "roundrobin" | "leastconn") =>
-                {
-                    let five = [
-                        Field::DlType,
-                        Field::NwSrc,
-                        Field::NwDst,
-                        Field::NwProto,
-                        Field::TpSrc,
-                        Field::TpDst,
-                    ];
-                    for &f in five.iter().chain(g.fields.iter()) {
+                Some(g) if g.kind == GroupType::Select && !per_packet(g) => {
+                    for &f in FIVE_TUPLE.iter().chain(g.fields.iter()) {
                         self.exact(f);
                     }
                 }
@@ -585,14 +574,7 @@ impl<V: PortView> Ctx<'_, V> {
                             ofs,
                             n_bits,
                             value,
-                        } => {
-                            let m = if n_bits >= 64 {
-                                u64::MAX
-                            } else {
-                                (1u64 << n_bits) - 1
-                            };
-                            (field, value << ofs, m << ofs)
-                        }
+                        } => (field, value << ofs, low_bits(n_bits) << ofs),
                         // A move is read from the packet now: translations
                         // are per exact key, so the value is this packet's.
                         Action::RegMove {
@@ -603,12 +585,7 @@ impl<V: PortView> Ctx<'_, V> {
                             n_bits,
                         } => {
                             let v = self.flow.get_bits(src, src_ofs as u32, n_bits as u32);
-                            let m = if n_bits >= 64 {
-                                u64::MAX
-                            } else {
-                                (1u64 << n_bits) - 1
-                            };
-                            (dst, v << dst_ofs, m << dst_ofs)
+                            (dst, v << dst_ofs, low_bits(n_bits) << dst_ofs)
                         }
                         _ => continue,
                     };
@@ -720,8 +697,7 @@ impl<V: PortView> Ctx<'_, V> {
             }
             GroupType::Select => {
                 if let Some(i) = select_bucket(g, &self.flow) {
-                    self.volatile |=
-                        matches!(g.selection_method.as_str(), "roundrobin" | "leastconn");
+                    self.volatile |= per_packet(g);
                     self.hits.push(g.bucket_stats[i].clone());
                     let outer = self.lb_counter.take();
                     if g.selection_method == "leastconn" {
@@ -859,21 +835,38 @@ fn select_bucket(g: &Group, k: &FlowKey) -> Option<usize> {
     }
 }
 
+/// What `hash` without fields and `dp_hash` hash.
+const FIVE_TUPLE: [Field; 6] = [
+    Field::DlType,
+    Field::NwSrc,
+    Field::NwDst,
+    Field::NwProto,
+    Field::TpSrc,
+    Field::TpDst,
+];
+
+/// A select group whose choice depends on more than the packet (round
+/// robin position, live connections): chosen per packet, never cached.
+fn per_packet(g: &Group) -> bool {
+    matches!(g.selection_method.as_str(), "roundrobin" | "leastconn")
+}
+
+/// The low `n` bits set.
+fn low_bits(n: u8) -> u64 {
+    if n >= 64 {
+        u64::MAX
+    } else {
+        (1u64 << n) - 1
+    }
+}
+
 /// Highest-random-weight over the hashed fields.
 fn hrw(g: &Group, k: &FlowKey) -> Option<usize> {
     let mut h = 0xcbf2_9ce4_8422_2325u64;
-    let five = [
-        Field::DlType,
-        Field::NwSrc,
-        Field::NwDst,
-        Field::NwProto,
-        Field::TpSrc,
-        Field::TpDst,
-    ];
     let fields: &[Field] = if g.selection_method == "hash" && !g.fields.is_empty() {
         &g.fields
     } else {
-        &five
+        &FIVE_TUPLE
     };
     for &f in fields {
         h = mix(h ^ k.get(f));
