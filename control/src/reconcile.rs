@@ -18,6 +18,7 @@ use rvs_dataplane::vlan::VlanConf;
 use rvs_dataplane::MAX_PORTS;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 /// The OpenFlow port number of a bridge's own internal port.
@@ -80,6 +81,11 @@ pub struct Reconciler<P: PacketBuf> {
     cur_cfg: i64,
     /// Routes and neighbours tunnels resolve their remote endpoints by.
     pub underlay: Arc<Underlay>,
+    /// Where bridges' flow tables are kept across restarts (None: not
+    /// kept; a new bridge starts with NORMAL).
+    pub flow_store: Option<PathBuf>,
+    /// `flow-restore-wait=true`: forwarding held.
+    hold: bool,
 }
 
 impl<P: PacketBuf + 'static> Reconciler<P> {
@@ -99,6 +105,8 @@ impl<P: PacketBuf + 'static> Reconciler<P> {
             written: BTreeMap::new(),
             cur_cfg: -1,
             underlay: Arc::new(Underlay::default()),
+            flow_store: None,
+            hold: false,
         }
     }
 
@@ -193,6 +201,18 @@ impl<P: PacketBuf + 'static> Reconciler<P> {
         }
         for b in gone_bridges {
             self.bridges.remove(&b);
+            // A deleted bridge's flows go with it, as in OVS.
+            if let Some(p) = self.saved_path(&b) {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+        let hold = d.global.get("flow-restore-wait") == Some("true");
+        if hold != self.hold {
+            log::info!(
+                "flow-restore-wait={hold}: forwarding {}",
+                if hold { "held" } else { "resumes" }
+            );
+            self.hold = hold;
         }
 
         // 2. Bridges.
@@ -216,12 +236,16 @@ impl<P: PacketBuf + 'static> Reconciler<P> {
                     lb.spec = bs.clone();
                 }
                 None => {
+                    let flows = match self.restore_flows(&bs.name) {
+                        Some(t) => BridgeFlows::with_tables(t),
+                        None => BridgeFlows::new(self.switch.now_ns()),
+                    };
                     self.bridges.insert(
                         bs.name.clone(),
                         LiveBridge {
                             spec: bs.clone(),
                             macs: Arc::new(MacTable::new(size, aging)),
-                            flows: BridgeFlows::new(self.switch.now_ns()),
+                            flows,
                         },
                     );
                 }
@@ -412,12 +436,52 @@ impl<P: PacketBuf + 'static> Reconciler<P> {
             .ok_or_else(|| format!("bridge {} has no free ofport", s.bridge))
     }
 
+    fn saved_path(&self, bridge: &str) -> Option<PathBuf> {
+        crate::openflow::saved::path_for(self.flow_store.as_deref()?, bridge)
+    }
+
+    /// Puts a new bridge's saved flows and groups back before any of its
+    /// ports forwards. A missing file is a new bridge; a damaged one is
+    /// reported and the bridge starts as a new one would.
+    fn restore_flows(&self, bridge: &str) -> Option<rvs_dataplane::flow::table::FlowTables> {
+        let path = self.saved_path(bridge)?;
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+            Err(e) => {
+                log::warn!("{bridge}: cannot read saved flows {}: {e}", path.display());
+                return None;
+            }
+        };
+        let now = self.switch.now_ns();
+        let mut t = rvs_dataplane::flow::table::FlowTables::empty();
+        match crate::openflow::saved::decode_into(&bytes, &mut t, now) {
+            Ok(r) => {
+                log::info!(
+                    "{bridge}: restored {} flows and {} groups from {}",
+                    r.flows,
+                    r.groups,
+                    path.display()
+                );
+                Some(t)
+            }
+            Err(e) => {
+                log::warn!(
+                    "{bridge}: saved flows {} not restored ({e}); starting with NORMAL",
+                    path.display()
+                );
+                None
+            }
+        }
+    }
+
     /// Builds and publishes the snapshot for the current live state.
     fn publish(&mut self) {
         self.version += 1;
         let n_pmds = self.switch.pmds.len();
         let mut snap = Snapshot::empty(n_pmds);
         snap.version = self.version;
+        snap.hold = self.hold;
         let bridge_idx: BTreeMap<&str, u16> = self
             .bridges
             .keys()

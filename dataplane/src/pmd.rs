@@ -122,6 +122,11 @@ pub fn poll_once<P: PacketBuf>(
         }
         got += n;
         let bytes = count_rx(stats, rq.slot, burst);
+        if snap.hold {
+            stats.drop(DropReason::RestoreWait, Some(rq.slot), n as u64);
+            burst.clear();
+            continue;
+        }
         run_batch(
             &snap, rq.slot, burst, None, bytes, now, stats, tx, cache, rcache,
         );

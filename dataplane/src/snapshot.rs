@@ -111,7 +111,11 @@ pub struct Inject {
 impl BridgeFlows {
     /// A new bridge's tables: `priority=0 actions=NORMAL`.
     pub fn new(now_ns: u64) -> Arc<BridgeFlows> {
-        let t = FlowTables::with_normal(now_ns);
+        Self::with_tables(FlowTables::with_normal(now_ns))
+    }
+
+    /// A bridge whose tables start as `t` (restored from disk).
+    pub fn with_tables(t: FlowTables) -> Arc<BridgeFlows> {
         let (tx, rx) = std::sync::mpsc::sync_channel(1024);
         let (pin, pin_rx) = std::sync::mpsc::sync_channel(1024);
         let (inj, inj_rx) = std::sync::mpsc::sync_channel(1024);
@@ -159,6 +163,9 @@ pub struct Snapshot<P: PacketBuf> {
     pub tnl: ArcSwap<TnlState>,
     /// The connection tracker (the switch's, shared by every snapshot).
     pub ct: Arc<crate::conntrack::Conntrack>,
+    /// Forwarding held (`flow-restore-wait`): every frame received is
+    /// dropped and counted until a controller has put the flows back.
+    pub hold: bool,
 }
 
 impl<P: PacketBuf> Snapshot<P> {
@@ -170,6 +177,7 @@ impl<P: PacketBuf> Snapshot<P> {
             rxqs: vec![Vec::new(); n_pmds],
             tnl: ArcSwap::from_pointee(TnlState::default()),
             ct: Arc::new(crate::conntrack::Conntrack::default()),
+            hold: false,
         }
     }
 

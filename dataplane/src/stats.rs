@@ -72,10 +72,15 @@ pub enum DropReason {
     TunnelBadChecksum,
     /// Truncated outer headers, an outer fragment, a non-Ethernet payload.
     TunnelMalformed,
+    /// Forwarding is held: `other_config:flow-restore-wait=true`.
+    RestoreWait,
+    /// Underlay GRE/VXLAN from an address not in the tunnel peer
+    /// allow-list (`other_config:tunnel-peer-allowlist`).
+    TunnelPeerDenied,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 22] = [
+    pub const ALL: [DropReason; 24] = [
         DropReason::Malformed,
         DropReason::VlanDenied,
         DropReason::SamePort,
@@ -98,6 +103,8 @@ impl DropReason {
         DropReason::TunnelBadFlags,
         DropReason::TunnelBadChecksum,
         DropReason::TunnelMalformed,
+        DropReason::RestoreWait,
+        DropReason::TunnelPeerDenied,
     ];
 
     pub fn name(self) -> &'static str {
@@ -124,6 +131,8 @@ impl DropReason {
             DropReason::TunnelBadFlags => "tunnel-bad-flags",
             DropReason::TunnelBadChecksum => "tunnel-bad-checksum",
             DropReason::TunnelMalformed => "tunnel-malformed",
+            DropReason::RestoreWait => "flow-restore-wait",
+            DropReason::TunnelPeerDenied => "tunnel-peer-denied",
         }
     }
 }

@@ -286,6 +286,8 @@ impl Host {
                 "--pidfile",
                 "--services-db",
                 &svc,
+                "--flow-store",
+                &dir,
             ],
             &[],
         );
@@ -1074,6 +1076,16 @@ pub fn drop_count(h: &Host, reason: &str) -> u64 {
                 .map(|v| v.parse().unwrap())
         })
         .unwrap_or(0)
+}
+
+/// Frames dropped for `reason` (a name as pmd-stats-show prints it),
+/// summed over PMDs since the last pmd-stats-clear.
+pub fn pmd_drops(h: &Host, reason: &str) -> u64 {
+    h.appctl(&["dpif-netdev/pmd-stats-show"])
+        .lines()
+        .filter_map(|l| l.strip_prefix(&format!("    {reason}: ")))
+        .map(|v| v.trim().parse::<u64>().unwrap())
+        .sum()
 }
 
 /// Pings until one answer comes (ARP on both sides of the overlay and the

@@ -63,6 +63,10 @@ struct Args {
     /// socket, from ovsdb-server.pid).
     #[arg(long)]
     ovsdb_ctl: Option<PathBuf>,
+    /// Directory where each bridge's flows and groups are kept
+    /// (<bridge>.flows) and restored from at start-up; "none": not kept.
+    #[arg(long, default_value = "/var/lib/rvs")]
+    flow_store: PathBuf,
 }
 
 enum Ev {
@@ -238,6 +242,48 @@ fn bridge_handles<P: PacketBuf>(r: &Reconciler<P>) -> Vec<BridgeHandle> {
         .iter()
         .map(|(n, b)| (n.clone(), b.flows.clone()))
         .collect()
+}
+
+/// Keeps every bridge's saved tables current: a bridge whose tables
+/// changed is written within 200 ms.
+fn save_flows_loop<P: PacketBuf + 'static>(dir: &std::path::Path, rec: &Mutex<Reconciler<P>>) {
+    let mut saved: BTreeMap<String, u64> = BTreeMap::new();
+    loop {
+        std::thread::sleep(Duration::from_millis(200));
+        let bridges = match rec.lock() {
+            Ok(r) => bridge_handles(&r),
+            Err(_) => return,
+        };
+        // A bridge deleted just after its tables were written last time
+        // must not leave them behind.
+        saved.retain(|n, _| {
+            let live = bridges.iter().any(|(b, _)| b == n);
+            if !live {
+                if let Some(p) = rvs_control::openflow::saved::path_for(dir, n) {
+                    let _ = std::fs::remove_file(p);
+                }
+            }
+            live
+        });
+        for (name, flows) in bridges {
+            let Some(path) = rvs_control::openflow::saved::path_for(dir, &name) else {
+                continue;
+            };
+            let (generation, bytes) = {
+                let t = flows.tables.lock().unwrap_or_else(|e| e.into_inner());
+                if saved.get(&name) == Some(&t.generation()) {
+                    continue;
+                }
+                (t.generation(), rvs_control::openflow::saved::encode(&t))
+            };
+            match rvs_control::openflow::saved::write_file(&path, &bytes) {
+                Ok(()) => {
+                    saved.insert(name, generation);
+                }
+                Err(e) => warn!("{name}: cannot save flows to {}: {e}", path.display()),
+            }
+        }
+    }
 }
 
 /// The bridges the OpenFlow server must serve.
@@ -431,16 +477,30 @@ fn run(args: Args) -> Result<(), String> {
         }
     };
     let pool_list: Vec<&'static Mempool> = pools.values().copied().collect();
+    let exit_pools = pool_list.clone();
     let factory = DpdkFactory {
         pools,
         n_pmds: p.pmds.len(),
         vhost_dir,
     };
-    let rec = Arc::new(Mutex::new(Reconciler::new(
-        switch.clone(),
-        Box::new(factory),
-        budget,
-    )));
+    let mut reconciler = Reconciler::new(switch.clone(), Box::new(factory), budget);
+    if args.flow_store != std::path::Path::new("none") {
+        std::fs::create_dir_all(&args.flow_store).map_err(|e| {
+            format!(
+                "--flow-store {}: {e} (give a writable directory, or none)",
+                args.flow_store.display()
+            )
+        })?;
+        reconciler.flow_store = Some(args.flow_store.clone());
+    }
+    let rec = Arc::new(Mutex::new(reconciler));
+    if let Some(dir) = rec.lock().map_err(|_| "lock poisoned")?.flow_store.clone() {
+        let rec = rec.clone();
+        std::thread::Builder::new()
+            .name("flow-saver".into())
+            .spawn(move || save_flows_loop(&dir, &rec))
+            .map_err(|e| e.to_string())?;
+    }
 
     let svc = {
         let (sw, sw2) = (switch.clone(), switch.clone());
@@ -709,6 +769,20 @@ fn run(args: Args) -> Result<(), String> {
     }
     for h in pmd_threads {
         let _ = h.join();
+    }
+    // Every port is closed and every PMD gone: each mbuf must be back in
+    // its pool. Anything else is a leak worth a line in the log.
+    for p in &exit_pools {
+        let (free, size) = (p.avail(), p.size);
+        if free == size {
+            info!("mbuf pool {}: all {size} mbufs returned", p.name);
+        } else {
+            warn!(
+                "mbuf pool {}: {free} of {size} mbufs returned, {} leaked",
+                p.name,
+                p.in_use()
+            );
+        }
     }
     let _ = std::fs::remove_file(&ctl);
     if let Some(pf) = pidfile {

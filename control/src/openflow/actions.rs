@@ -85,6 +85,9 @@ fn set_field(r: &mut Reader) -> Result<Action, OfError> {
         },
         Mf::Cookie | Mf::EthType => return Err(OfError::ActionBadSetType),
         Mf::IpDscp if v > 63 => return Err(OfError::ActionBadSetArgument),
+        // The whole DSCP is what mod_nw_tos sets (and how it travels in
+        // 1.1+): one action, dumped the same whichever way it came.
+        Mf::IpDscp if mask == full => Action::SetNwTos((v << 2) as u8),
         _ => {
             let (field, shift) = key_field(mf).ok_or(OfError::ActionBadSetType)?;
             let fm = (if n == 8 {
@@ -503,16 +506,18 @@ fn put_learn_subfield(w: &mut Writer, f: Field, ofs: u8, m: &Match) {
 
 fn encode_learn(w: &mut Writer, l: &Learn, m: &Match) {
     let start = w.len();
-    // The learned flow's Ethernet type, when a spec sets it.
+    // The learned flow's Ethernet type and IP protocol, when specs set
+    // them: they name its L3/L4 fields (udp_src, not tcp_src, in a UDP
+    // flow).
     let mut learned = Match::any();
     for s in &l.specs {
         if let LearnSpec::Match {
             src: LearnSrc::Imm(v),
-            dst: Field::DlType,
+            dst: dst @ (Field::DlType | Field::NwProto),
             ..
         } = s
         {
-            learned.exact(Field::DlType, *v);
+            learned.exact(*dst, *v);
         }
     }
     nx_header(w, 0, nx::LEARN);

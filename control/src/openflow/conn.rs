@@ -401,42 +401,50 @@ impl Session {
     }
 
     fn decode_flow_mod13(&self, body: &[u8]) -> Result<FlowMod, OfError> {
-        let mut r = Reader::new(body, OfError::BadLen);
-        let cookie = r.u64()?;
-        let cookie_mask = r.u64()?;
-        let table = r.u8()?;
-        let command = command(r.u8()?)?;
-        let idle_timeout = r.u16()?;
-        let hard_timeout = r.u16()?;
-        let priority = r.u16()?;
-        r.u32()?;
-        let out_port = r.u32()?;
-        let out_group = r.u32()?;
-        let flags = r.u16()? & 0x1f;
-        r.skip(2)?;
-        let m = read_ofp13_match(&mut r)?;
-        let actions = decode_instructions(r.rest(), table)?;
-        // An add's cookie is the new rule's; otherwise it filters (under
-        // the mask) and the rules keep theirs.
-        let add = command == Command::Add;
-        finish_flow_mod(FlowMod {
-            command,
-            table,
-            m,
-            priority,
-            cookie,
-            cookie_mask,
-            new_cookie: add.then_some(cookie),
-            idle_timeout,
-            hard_timeout,
-            importance: 0,
-            flags,
-            out_port,
-            out_group,
-            actions,
-        })
+        decode_flow_mod13(body)
     }
+}
 
+/// An OpenFlow 1.3 (or 1.5: importance, in 1.3's padding, is not read)
+/// flow_mod body.
+pub(crate) fn decode_flow_mod13(body: &[u8]) -> Result<FlowMod, OfError> {
+    let mut r = Reader::new(body, OfError::BadLen);
+    let cookie = r.u64()?;
+    let cookie_mask = r.u64()?;
+    let table = r.u8()?;
+    let command = command(r.u8()?)?;
+    let idle_timeout = r.u16()?;
+    let hard_timeout = r.u16()?;
+    let priority = r.u16()?;
+    r.u32()?;
+    let out_port = r.u32()?;
+    let out_group = r.u32()?;
+    let flags = r.u16()? & 0x1f;
+    r.skip(2)?;
+    let m = read_ofp13_match(&mut r)?;
+    let actions = decode_instructions(r.rest(), table)?;
+    // An add's cookie is the new rule's; otherwise it filters (under
+    // the mask) and the rules keep theirs.
+    let add = command == Command::Add;
+    finish_flow_mod(FlowMod {
+        command,
+        table,
+        m,
+        priority,
+        cookie,
+        cookie_mask,
+        new_cookie: add.then_some(cookie),
+        idle_timeout,
+        hard_timeout,
+        importance: 0,
+        flags,
+        out_port,
+        out_group,
+        actions,
+    })
+}
+
+impl Session {
     /// An OpenFlow 1.0 or Nicira flow_mod's command and table: the table
     /// rides in the command's high byte once NXT_FLOW_MOD_TABLE_ID is on
     /// (or on a 1.3 session); otherwise an add goes to table 0 and the rest
@@ -590,7 +598,11 @@ impl Session {
             }
             8 => {
                 let id = r.u32().unwrap_or(rvs_dataplane::flow::table::OFPG_ALL);
-                let entries = self.groups(id).iter().map(|g| group_desc15(g)).collect();
+                let entries = self
+                    .groups(id)
+                    .iter()
+                    .map(|g| group_desc15(g, false))
+                    .collect();
                 Ok(self.multipart(h.xid, 0xffff, Some(sub), entries))
             }
             9 => Ok(self.multipart(h.xid, 0xffff, Some(sub), vec![group_features()])),
@@ -1048,7 +1060,7 @@ fn read_ofp13_match(r: &mut Reader) -> Result<Match, OfError> {
     Ok(m)
 }
 
-fn put_ofp13_match(w: &mut Writer, m: &Match) {
+pub(crate) fn put_ofp13_match(w: &mut Writer, m: &Match) {
     let mb = encode_match(m, true);
     w.u16(1).u16((4 + mb.len()) as u16).bytes(&mb);
     w.pad8();
@@ -1094,7 +1106,7 @@ fn bucket(
 
 /// OpenFlow 1.5's group_mod (what NXT_GROUP_MOD carries over 1.0):
 /// buckets with ids and properties.
-fn decode_group_mod15(body: &[u8]) -> Result<GroupMod, OfError> {
+pub(crate) fn decode_group_mod15(body: &[u8]) -> Result<GroupMod, OfError> {
     let mut r = Reader::new(body, OfError::BadLen);
     let (command, kind, id) = group_mod_head(&mut r)?;
     let blen = r.u16()? as usize;
@@ -1192,8 +1204,10 @@ fn decode_group_mod15(body: &[u8]) -> Result<GroupMod, OfError> {
 const NTR_VENDOR: u32 = 0x0000_154d;
 const NTR_COMPAT_VENDOR: u32 = 0x0000_1540;
 
-/// A group in OpenFlow 1.5's group-desc format (NXST_GROUP_DESC).
-fn group_desc15(g: &Group) -> Vec<u8> {
+/// A group in OpenFlow 1.5's group-desc format (NXST_GROUP_DESC);
+/// `own_methods`: with rvs's own selection methods too (ovs-ofctl cannot
+/// decode them, rvs's saved tables need them).
+pub(crate) fn group_desc15(g: &Group, own_methods: bool) -> Vec<u8> {
     let mut buckets = Writer::default();
     for (i, b) in g.buckets.iter().enumerate() {
         let ab = encode_actions(&b.actions, OFP10, &Match::any());
@@ -1217,7 +1231,9 @@ fn group_desc15(g: &Group) -> Vec<u8> {
     let mut props = Writer::default();
     // ovs-ofctl refuses to decode methods other than hash and dp_hash:
     // rvs's own (roundrobin, leastconn) are not reported in group dumps.
-    if matches!(g.selection_method.as_str(), "hash" | "dp_hash") {
+    if matches!(g.selection_method.as_str(), "hash" | "dp_hash")
+        || (own_methods && !g.selection_method.is_empty())
+    {
         let mut m = Match::any();
         // OVS writes each field with its all-ones mask as the value.
         for &f in &g.fields {

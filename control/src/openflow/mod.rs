@@ -9,6 +9,7 @@ pub mod error;
 pub mod flow_text;
 pub mod ofp10;
 pub mod oxm;
+pub mod saved;
 pub mod server;
 pub mod wire;
 
