@@ -18,6 +18,39 @@ impl GlobalConf {
 
     /// How often statistics are written back: OVS's stats-update-interval
     /// (ms, default 5000), no shorter than a second.
+    /// `tunnel-peer-allowlist`: underlay addresses or networks (a.b.c.d
+    /// or a.b.c.d/len, separated by commas or spaces) tunnel traffic is
+    /// taken from. Ok(None): unset, from anyone.
+    pub fn tunnel_peers(&self) -> Result<Option<Vec<(u32, u32)>>, String> {
+        let Some(v) = self.get("tunnel-peer-allowlist") else {
+            return Ok(None);
+        };
+        let bad = |w: &str, why: &str| {
+            format!("other_config:tunnel-peer-allowlist: {w:?} {why}; give IPv4 addresses or networks such as 10.0.0.2,10.1.0.0/16")
+        };
+        let mut out = Vec::new();
+        for w in v.split([',', ' ']).filter(|w| !w.is_empty()) {
+            let (a, len) = match w.split_once('/') {
+                Some((a, l)) => (
+                    a,
+                    l.parse::<u32>()
+                        .ok()
+                        .filter(|l| *l <= 32)
+                        .ok_or_else(|| bad(w, "has a prefix length outside 0-32"))?,
+                ),
+                None => (w, 32),
+            };
+            let ip: std::net::Ipv4Addr = a.parse().map_err(|_| bad(w, "is not an IPv4 address"))?;
+            let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+            let net = u32::from(ip);
+            if net & !mask != 0 {
+                return Err(bad(w, "has host bits set"));
+            }
+            out.push((net, mask));
+        }
+        Ok(Some(out))
+    }
+
     pub fn stats_interval(&self) -> std::time::Duration {
         let ms = self
             .get("stats-update-interval")
@@ -30,6 +63,27 @@ impl GlobalConf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tunnel_peers_are_addresses_and_networks_or_refused_whole() {
+        let g = |v: &str| GlobalConf {
+            next_cfg: 0,
+            other_config: [("tunnel-peer-allowlist".to_string(), v.to_string())].into(),
+        };
+        assert_eq!(
+            g("10.0.0.2, 10.1.0.0/16").tunnel_peers(),
+            Ok(Some(vec![
+                (0x0a00_0002, u32::MAX),
+                (0x0a01_0000, 0xffff_0000)
+            ]))
+        );
+        assert_eq!(g("").tunnel_peers(), Ok(Some(vec![])));
+        for bad in ["10.0.0.300", "10.1.0.0/33", "10.1.0.1/16", "10.0.0.2,x"] {
+            let e = g(bad).tunnel_peers().unwrap_err();
+            assert!(e.starts_with("other_config:tunnel-peer-allowlist: "), "{e}");
+        }
+        assert_eq!(GlobalConf::default().tunnel_peers(), Ok(None));
+    }
 
     #[test]
     fn stats_interval_defaults_and_floor() {

@@ -3,6 +3,7 @@
 //! it, the unixctl server behind ovs-appctl, and start-up (EAL, pools, PMDs).
 #![deny(unsafe_code)]
 
+pub mod access;
 pub mod appctl;
 pub mod budget;
 pub mod config;

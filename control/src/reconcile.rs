@@ -86,6 +86,8 @@ pub struct Reconciler<P: PacketBuf> {
     pub flow_store: Option<PathBuf>,
     /// `flow-restore-wait=true`: forwarding held.
     hold: bool,
+    /// `tunnel-peer-allowlist` (None: tunnel traffic from anyone).
+    tunnel_peers: Option<Arc<[(u32, u32)]>>,
 }
 
 impl<P: PacketBuf + 'static> Reconciler<P> {
@@ -107,6 +109,7 @@ impl<P: PacketBuf + 'static> Reconciler<P> {
             underlay: Arc::new(Underlay::default()),
             flow_store: None,
             hold: false,
+            tunnel_peers: None,
         }
     }
 
@@ -205,6 +208,20 @@ impl<P: PacketBuf + 'static> Reconciler<P> {
             if let Some(p) = self.saved_path(&b) {
                 let _ = std::fs::remove_file(p);
             }
+        }
+        // A bad list is refused whole: the last good one stays.
+        match d.global.tunnel_peers() {
+            Ok(p) => {
+                let p: Option<Arc<[(u32, u32)]>> = p.map(Into::into);
+                if p != self.tunnel_peers {
+                    log::info!(
+                        "tunnel peers: {}",
+                        d.global.get("tunnel-peer-allowlist").unwrap_or("anyone")
+                    );
+                    self.tunnel_peers = p;
+                }
+            }
+            Err(e) => log::warn!("{e} (the previous list stays)"),
         }
         let hold = d.global.get("flow-restore-wait") == Some("true");
         if hold != self.hold {
@@ -552,7 +569,9 @@ impl<P: PacketBuf + 'static> Reconciler<P> {
                 bridge: p.spec.bridge.clone(),
             })
             .collect();
-        self.underlay.state(&tunnels, &internal)
+        let mut st = self.underlay.state(&tunnels, &internal);
+        st.allow = self.tunnel_peers.clone();
+        st
     }
 
     /// Rebuilds the tunnel state after routes or neighbours changed (no

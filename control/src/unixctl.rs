@@ -97,10 +97,14 @@ pub fn serve(path: &str, cmds: Arc<Commands>) -> Result<(), String> {
     let _ = std::fs::remove_file(path);
     let l = UnixListener::bind(path)
         .map_err(|e| format!("cannot listen on unixctl socket {path}: {e}"))?;
+    crate::access::secure(std::path::Path::new(path))?;
     std::thread::Builder::new()
         .name("unixctl".into())
         .spawn(move || {
             for conn in l.incoming().flatten() {
+                if !crate::access::allows(&conn, "unixctl") {
+                    continue;
+                }
                 let cmds = cmds.clone();
                 let _ = std::thread::Builder::new()
                     .name("unixctl-conn".into())

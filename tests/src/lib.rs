@@ -270,27 +270,30 @@ impl Host {
     }
 
     pub fn start_rvsd(&mut self) {
+        self.start_rvsd_with(&[]);
+    }
+
+    /// rvsd with extra arguments.
+    pub fn start_rvsd_with(&mut self, extra: &[&str]) {
         let bin = rvsd_bin();
         let (db, dir) = (self.db(), self.dir.to_str().unwrap().to_string());
         let prefix = self.prefix.clone();
         let svc = format!("{dir}/rvs.db");
-        self.start_switch(
-            bin.to_str().unwrap(),
-            &[
-                "--db",
-                &db,
-                "--rundir",
-                &dir,
-                "--file-prefix",
-                &prefix,
-                "--pidfile",
-                "--services-db",
-                &svc,
-                "--flow-store",
-                &dir,
-            ],
-            &[],
-        );
+        let mut args = vec![
+            "--db",
+            &db,
+            "--rundir",
+            &dir,
+            "--file-prefix",
+            &prefix,
+            "--pidfile",
+            "--services-db",
+            &svc,
+            "--flow-store",
+            &dir,
+        ];
+        args.extend_from_slice(extra);
+        self.start_switch(bin.to_str().unwrap(), &args, &[]);
     }
 
     /// Runs Debian's OVS-DPDK ovs-vswitchd in rvsd's place, on the same

@@ -237,6 +237,44 @@ fn vxlan_with_the_linux_kernel() {
 }
 
 #[test]
+fn tunnel_peer_allowlist_drops_and_counts_other_senders() {
+    let (h, _far, t) = kernel_vxlan("vxa", 1450);
+    reachable(&t, "192.168.31.2", 20);
+    let set = |v: &str| {
+        h.vsctl(&[
+            "set",
+            "Open_vSwitch",
+            ".",
+            &format!("other_config:tunnel-peer-allowlist=\"{v}\""),
+        ])
+    };
+    // The peer 10.31.0.2 is not in the list: its 5 replies are dropped
+    // and counted, against its key too.
+    set("10.31.0.9,172.16.0.0/12");
+    let denied = drop_count(&h, "tunnel-peer-denied");
+    let (_, decap0, dropped0) = key_counts(&h, "vxlan", 4242);
+    let r = ping(&t, "192.168.31.2", 5, &["-W", "1"]);
+    assert!(r.contains(" 0 received"), "{r}");
+    wait_for("5 denied", std::time::Duration::from_secs(5), || {
+        drop_count(&h, "tunnel-peer-denied") == denied + 5
+    });
+    let (_, decap1, dropped1) = key_counts(&h, "vxlan", 4242);
+    assert_eq!((decap1 - decap0, dropped1 - dropped0), (0, 5));
+    // A bad list is refused whole (the field named) and the last stays.
+    set("10.31.0.0/33");
+    assert!(h.log().contains(
+        "other_config:tunnel-peer-allowlist: \"10.31.0.0/33\" has a prefix length outside 0-32"
+    ));
+    let r = ping(&t, "192.168.31.2", 2, &["-W", "1"]);
+    assert!(r.contains(" 0 received"), "{r}");
+    // Its network in the list: through again, nothing more denied.
+    set("10.31.0.0/24");
+    let r = ping(&t, "192.168.31.2", 3, &[]);
+    assert!(r.contains("3 received"), "{r}");
+    assert_eq!(drop_count(&h, "tunnel-peer-denied"), denied + 7);
+}
+
+#[test]
 fn mtu_limits_with_and_without_df() {
     // A tenant at 1500 over a 1500 underlay: inner IP packets of 1450
     // bytes fit VXLAN's 50 bytes of overhead, 1451 do not.

@@ -63,6 +63,10 @@ struct Args {
     /// socket, from ovsdb-server.pid).
     #[arg(long)]
     ovsdb_ctl: Option<PathBuf>,
+    /// Group whose members may use the unixctl and OpenFlow sockets besides
+    /// root (sockets 0770 root:GROUP; without it 0700, root only).
+    #[arg(long)]
+    socket_group: Option<String>,
     /// Directory where each bridge's flows and groups are kept
     /// (<bridge>.flows) and restored from at start-up; "none": not kept.
     #[arg(long, default_value = "/var/lib/rvs")]
@@ -342,6 +346,7 @@ fn run(args: Args) -> Result<(), String> {
         Some(pf) => Some(pidfile::create(pf, pid)?),
         None => None,
     };
+    rvs_control::access::configure(args.socket_group.as_deref())?;
     let (tx, rx) = unbounded::<Ev>();
     {
         let tx = tx.clone();
@@ -384,6 +389,9 @@ fn run(args: Args) -> Result<(), String> {
         },
     };
 
+    d.global
+        .tunnel_peers()
+        .map_err(|e| format!("bad configuration: {e}"))?;
     for w in &p.warnings {
         warn!("{w}");
     }
@@ -584,6 +592,22 @@ fn run(args: Args) -> Result<(), String> {
                     );
                 }
                 Ok(out)
+            }),
+        );
+    }
+    {
+        let group = args.socket_group.clone();
+        cmds.add(
+            "rvs/access/show",
+            "",
+            0,
+            0,
+            Box::new(move |_| {
+                Ok(format!(
+                    "socket group: {}\nrefused connections: {}\n",
+                    group.as_deref().unwrap_or("(none: root only)"),
+                    rvs_control::access::REFUSED.load(Ordering::Relaxed)
+                ))
             }),
         );
     }

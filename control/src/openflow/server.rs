@@ -220,6 +220,10 @@ impl OfServer {
                     continue;
                 }
             };
+            if let Err(e) = crate::access::secure(&path) {
+                log::error!("{name}: {e}");
+                continue;
+            }
             let _ = sock.set_nonblocking(true);
             let stop = Arc::new(AtomicBool::new(false));
             {
@@ -325,6 +329,7 @@ fn accept_loop(sock: UnixListener, bridge: Arc<Bridge>, stop: Arc<AtomicBool>) {
     let mut sessions: Vec<JoinHandle<()>> = Vec::new();
     while !stop.load(Ordering::SeqCst) {
         match sock.accept() {
+            Ok((s, _)) if !crate::access::allows(&s, &bridge.name) => drop(s),
             Ok((s, _)) => {
                 let (bridge, stop) = (bridge.clone(), stop.clone());
                 if let Ok(h) = std::thread::Builder::new()

@@ -119,7 +119,7 @@ pub fn register<P: PacketBuf + 'static>(
     );
 }
 
-const TUNNEL_DROPS: [DropReason; 8] = [
+const TUNNEL_DROPS: [DropReason; 9] = [
     DropReason::TunnelNoRoute,
     DropReason::TunnelNoNeighbor,
     DropReason::MtuExceeded,
@@ -128,6 +128,7 @@ const TUNNEL_DROPS: [DropReason; 8] = [
     DropReason::TunnelBadChecksum,
     DropReason::TunnelMalformed,
     DropReason::SplitHorizon,
+    DropReason::TunnelPeerDenied,
 ];
 
 fn tunnel_show<P: PacketBuf + 'static>(sw: &Switch<P>, rec: &Mutex<Reconciler<P>>) -> String {

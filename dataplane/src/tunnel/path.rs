@@ -212,6 +212,10 @@ pub fn decap<P: PacketBuf>(
                 keep.push(pkt);
             }
             Verdict::Drop(r) => stats.drop(r, None, 1),
+            Verdict::Tunnel(o) if !st.peer_allowed(o.src) => {
+                stats.drop(DropReason::TunnelPeerDenied, None, 1);
+                stats.tunnels.row(o.kind, o.key).dropped.add(1);
+            }
             Verdict::Tunnel(o) => {
                 let (found, row) = match last {
                     Some((k, p, key, src, dst, s, r))

@@ -86,6 +86,19 @@ pub struct TnlState {
     /// longest prefix first within each).
     pub routes: Vec<Route>,
     pub neigh: hashbrown::HashMap<u32, [u8; 6]>,
+    /// Underlay peers tunnel traffic is taken from, as (network, mask);
+    /// None: from anyone (`other_config:tunnel-peer-allowlist` unset).
+    pub allow: Option<std::sync::Arc<[(u32, u32)]>>,
+}
+
+impl TnlState {
+    /// Whether tunnel traffic from `src` may come in.
+    #[inline]
+    pub fn peer_allowed(&self, src: u32) -> bool {
+        self.allow
+            .as_ref()
+            .is_none_or(|a| a.iter().any(|&(net, mask)| src & mask == net))
+    }
 }
 
 impl TnlState {
