@@ -12,3 +12,4 @@ cargo build --release --workspace --locked
 cargo fmt --all -- --check
 cargo clippy --release --workspace --all-targets --locked -- -D warnings
 cargo test --release --workspace --locked -- --test-threads=1
+FUZZ_SECS="${FUZZ_SECS:-60}" bash ci/fuzz.sh

@@ -6,7 +6,7 @@ use std::os::unix::net::UnixStream;
 
 /// Reads messages from `stream` until EOF or a syntax error, handing each to
 /// `f`; returns why it stopped.
-pub fn read_messages(stream: UnixStream, mut f: impl FnMut(Value) -> bool) -> String {
+pub fn read_messages(stream: impl std::io::Read, mut f: impl FnMut(Value) -> bool) -> String {
     let reader = BufReader::new(stream);
     let mut it = serde_json::Deserializer::from_reader(reader).into_iter::<Value>();
     loop {

@@ -183,8 +183,13 @@ impl DeviceFactory<Mbuf> for DpdkFactory {
         let pool = self.pool(0);
         let dev = EthDev::open(&devargs, n_rxq, n_txq, RING, mtu, pool)?;
         let numa = dev.socket_id().max(0);
+        let port = if devargs.starts_with("net_af_packet") {
+            EthPort::with_rx_cut(dev, self.n_pmds, rvs_dataplane::dpdk::AF_PACKET_RX_CUT)
+        } else {
+            EthPort::new(dev, self.n_pmds)
+        };
         Ok(Opened {
-            dev: Arc::new(EthPort::new(dev, self.n_pmds)),
+            dev: Arc::new(port),
             numa,
         })
     }

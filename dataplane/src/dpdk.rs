@@ -4,7 +4,7 @@ use crate::netdev::{DevStatus, NetDev};
 use crate::packet::PacketBuf;
 use crate::Burst;
 use rvs_ffi::{mbuf::free_burst, EthDev, Mbuf, Mempool, VhostDev};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 impl PacketBuf for Mbuf {
     #[inline]
@@ -63,9 +63,28 @@ pub struct EthPort {
     pub dev: EthDev,
     shared_txq: bool,
     locks: Box<[TxLock]>,
+    /// Frames this long or longer were cut short before the driver saw
+    /// them (a kernel packet ring's frame size): dropped and counted,
+    /// never forwarded as if whole. 0: no such limit.
+    rx_cut_at: usize,
+    rx_cut: AtomicU64,
 }
 
+/// What fits a frame of net_af_packet's ring (2048 bytes, its default and
+/// the most an mbuf takes) after the kernel's tpacket2 header and the
+/// alignment before the MAC header (66 bytes): the kernel cuts anything
+/// longer down to exactly this.
+pub const AF_PACKET_RX_CUT: usize = 2048 - 66;
+
 impl EthPort {
+    /// A port whose driver hands on frames cut to `cut_at` bytes.
+    pub fn with_rx_cut(dev: EthDev, n_pmds: usize, cut_at: usize) -> EthPort {
+        EthPort {
+            rx_cut_at: cut_at,
+            ..EthPort::new(dev, n_pmds)
+        }
+    }
+
     pub fn new(dev: EthDev, n_pmds: usize) -> EthPort {
         let shared_txq = (dev.n_txq as usize) < n_pmds;
         let locks = (0..dev.n_txq)
@@ -75,6 +94,8 @@ impl EthPort {
             dev,
             shared_txq,
             locks,
+            rx_cut_at: 0,
+            rx_cut: AtomicU64::new(0),
         }
     }
 }
@@ -90,6 +111,7 @@ impl NetDev<Mbuf> for EthPort {
             ("rx_errors", s.rx_errors),
             ("tx_errors", s.tx_errors),
             ("rx_mbuf_allocation_errors", s.rx_nombuf),
+            ("rx_oversize_errors", self.rx_cut.load(Ordering::Relaxed)),
         ]
     }
 
@@ -99,7 +121,17 @@ impl NetDev<Mbuf> for EthPort {
 
     #[inline]
     fn rx(&self, q: u16, out: &mut Burst<Mbuf>) -> usize {
-        self.dev.rx_burst(q, out)
+        let n = self.dev.rx_burst(q, out);
+        if self.rx_cut_at == 0 || n == 0 {
+            return n;
+        }
+        let before = out.len();
+        out.retain(|m| m.wire_len() < self.rx_cut_at);
+        let cut = before - out.len();
+        if cut > 0 {
+            self.rx_cut.fetch_add(cut as u64, Ordering::Relaxed);
+        }
+        n - cut
     }
 
     #[inline]

@@ -876,6 +876,24 @@ pub fn remove_hugepage_files(prefix: &str) {
     let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/{prefix}"));
 }
 
+/// Writes `frames` as a pcap file (what net_pcap replays into a switch).
+pub fn write_pcap(path: &Path, frames: impl IntoIterator<Item = Vec<u8>>) {
+    let mut b = Vec::new();
+    b.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+    b.extend_from_slice(&2u16.to_le_bytes());
+    b.extend_from_slice(&4u16.to_le_bytes());
+    b.extend_from_slice(&[0; 8]);
+    b.extend_from_slice(&65535u32.to_le_bytes());
+    b.extend_from_slice(&1u32.to_le_bytes());
+    for f in frames {
+        b.extend_from_slice(&[0; 8]);
+        b.extend_from_slice(&(f.len() as u32).to_le_bytes());
+        b.extend_from_slice(&(f.len() as u32).to_le_bytes());
+        b.extend_from_slice(&f);
+    }
+    std::fs::write(path, b).unwrap();
+}
+
 /// virtio-user devargs for a vhost-user socket rvsd serves.
 pub fn virtio_user(idx: usize, path: &Path, mac: &str) -> String {
     format!(

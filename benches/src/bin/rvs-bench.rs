@@ -256,24 +256,6 @@ fn flow_frame(i: usize, size: usize) -> Vec<u8> {
     f
 }
 
-fn write_pcap(path: &std::path::Path, n: usize, size: usize) {
-    let mut b = Vec::with_capacity(24 + n * (16 + size));
-    b.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
-    b.extend_from_slice(&2u16.to_le_bytes());
-    b.extend_from_slice(&4u16.to_le_bytes());
-    b.extend_from_slice(&[0; 8]);
-    b.extend_from_slice(&65535u32.to_le_bytes());
-    b.extend_from_slice(&1u32.to_le_bytes());
-    for i in 0..n {
-        let f = flow_frame(i, size);
-        b.extend_from_slice(&[0; 8]);
-        b.extend_from_slice(&(f.len() as u32).to_le_bytes());
-        b.extend_from_slice(&(f.len() as u32).to_le_bytes());
-        b.extend_from_slice(&f);
-    }
-    std::fs::write(path, b).unwrap();
-}
-
 /// Many flows: testpmd replays a pcap of `n` distinct flows endlessly
 /// (net_pcap, infinite_rx, its frames held in mbufs) into p0 with io
 /// forwarding in a chain (pcap -> p0, p0 -> p1, p1 -> pcap, which drops
@@ -283,7 +265,7 @@ fn write_pcap(path: &std::path::Path, n: usize, size: usize) {
 fn replay_generator(h_dir: &std::path::Path, size: usize, n: usize) -> Gen {
     let pcap = std::path::PathBuf::from(format!("/tmp/rvs-bench-{n}-{size}.pcap"));
     if !pcap.exists() {
-        write_pcap(&pcap, n, size);
+        rvs_tests::write_pcap(&pcap, (0..n).map(|i| flow_frame(i, size)));
     }
     let pcap_dev = format!("net_pcap0,rx_pcap={},infinite_rx=1", pcap.display());
     let p0 = rvs_tests::virtio_user(1, &h_dir.join("p0"), MAC0);
