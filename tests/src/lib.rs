@@ -259,9 +259,19 @@ impl Host {
     /// Kills ovsdb-server (as a crash would) and starts it again on the
     /// same database file.
     pub fn restart_ovsdb(&mut self) {
+        self.kill_ovsdb();
+        self.start_ovsdb();
+    }
+
+    /// Kills ovsdb-server (as a crash would).
+    pub fn kill_ovsdb(&mut self) {
         let _ = self.ovsdb.kill();
         let _ = self.ovsdb.wait();
         let _ = std::fs::remove_file(self.dir.join("db.sock"));
+    }
+
+    /// Starts ovsdb-server again on the same database file.
+    pub fn start_ovsdb(&mut self) {
         self.ovsdb = spawn_ovsdb(&self.dir);
     }
 

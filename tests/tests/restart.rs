@@ -250,3 +250,46 @@ fn sigterm_under_traffic_returns_every_mbuf() {
         "{line}"
     );
 }
+
+#[test]
+fn ovsdb_server_down_forwarding_goes_on_and_what_changed_meanwhile_applies() {
+    let mut h = Host::start("odb");
+    let (_tp, ns) = setup(&h, "odb");
+    h.kill_ovsdb();
+    // The database is gone: forwarding goes on with the last configuration.
+    let r = rvs_tests::ping(&ns, VM_IP, 5, &[]);
+    assert_eq!(replies(&r), vec![1, 2, 3, 4, 5], "{r}");
+    assert!(h.rvsd_running());
+    // Changed while no server ran (written into the file directly).
+    let db = h.dir.join("conf.db");
+    rvs_tests::sh(
+        "ovsdb-tool",
+        &[
+            "transact",
+            db.to_str().unwrap(),
+            r#"["Open_vSwitch",{"op":"mutate","table":"Open_vSwitch","where":[],"mutations":[["other_config","insert",["map",[["flow-restore-wait","true"]]]]]}]"#,
+        ],
+    );
+    h.start_ovsdb();
+    wait_for("rvsd to reconnect", Duration::from_secs(15), || {
+        h.log().contains("reconnected to the database")
+    });
+    wait_for("the change applied", Duration::from_secs(10), || {
+        h.log().contains("flow-restore-wait=true: forwarding held")
+    });
+    let held = pmd_drops(&h, "flow-restore-wait");
+    let r = rvs_tests::ping(&ns, VM_IP, 3, &["-W", "1"]);
+    assert!(replies(&r).is_empty(), "{r}");
+    wait_for("3 held", Duration::from_secs(5), || {
+        pmd_drops(&h, "flow-restore-wait") == held + 3
+    });
+    h.vsctl(&[
+        "remove",
+        "Open_vSwitch",
+        ".",
+        "other_config",
+        "flow-restore-wait",
+    ]);
+    let r = rvs_tests::ping(&ns, VM_IP, 2, &[]);
+    assert_eq!(replies(&r), vec![1, 2], "{r}");
+}
