@@ -886,6 +886,41 @@ pub fn remove_hugepage_files(prefix: &str) {
     let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/{prefix}"));
 }
 
+/// A VM on `bridge`: port `port` (dpdkvhostuserclient) to dpdk-testpmd
+/// as the vhost-user server with MAC `mac`, answering ARP and pings for
+/// any address (icmpecho). Returns once rvsd is connected.
+pub fn icmpecho_vm(h: &Host, name: &str, bridge: &str, port: &str, mac: &str) -> TestPmd {
+    let sock = h.dir.join(format!("{port}.sock"));
+    h.vsctl(&[
+        "add-port",
+        bridge,
+        port,
+        "--",
+        "set",
+        "Interface",
+        port,
+        "type=dpdkvhostuserclient",
+        &format!("options:vhost-server-path={}", sock.display()),
+    ]);
+    // testpmd's virtio-user server waits for rvsd to connect at start-up.
+    let mut tp = TestPmd::virtio(
+        name,
+        &[virtio_user_server(0, &sock, mac)],
+        256,
+        &[
+            "-i",
+            "--nb-cores=1",
+            "--forward-mode=icmpecho",
+            "--total-num-mbufs=8192",
+        ],
+    );
+    tp.cmd("start");
+    wait_for("rvsd to connect", Duration::from_secs(15), || {
+        h.get("Interface", port, "link_state") == "up"
+    });
+    tp
+}
+
 /// Writes `frames` as a pcap file (what net_pcap replays into a switch).
 pub fn write_pcap(path: &Path, frames: impl IntoIterator<Item = Vec<u8>>) {
     let mut b = Vec::new();

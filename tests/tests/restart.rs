@@ -5,7 +5,7 @@
 //! under traffic returns every mbuf to its pool. The VM is dpdk-testpmd
 //! answering ARP and pings (icmpecho) as the vhost-user server; the other
 //! end is the kernel's ping in a namespace on a veth.
-use rvs_tests::{pmd_drops, tenant, virtio_user_server, wait_for, Host, Netns, TestPmd};
+use rvs_tests::{pmd_drops, tenant, wait_for, Host, Netns, TestPmd};
 use std::time::Duration;
 
 const VM: &str = "52:54:00:00:00:01";
@@ -15,34 +15,7 @@ const VM_IP: &str = "10.9.0.2";
 /// (ofport 2) who knows the VM's MAC (no ARP: frames counted exactly).
 fn setup(h: &Host, name: &str) -> (TestPmd, Netns) {
     h.vsctl(&["add-br", "br0"]);
-    let sock = h.dir.join("vm1.sock");
-    h.vsctl(&[
-        "add-port",
-        "br0",
-        "csdpdk-1",
-        "--",
-        "set",
-        "Interface",
-        "csdpdk-1",
-        "type=dpdkvhostuserclient",
-        &format!("options:vhost-server-path={}", sock.display()),
-    ]);
-    // testpmd's virtio-user server waits for rvsd to connect at start-up.
-    let mut tp = TestPmd::virtio(
-        name,
-        &[virtio_user_server(0, &sock, VM)],
-        256,
-        &[
-            "-i",
-            "--nb-cores=1",
-            "--forward-mode=icmpecho",
-            "--total-num-mbufs=8192",
-        ],
-    );
-    tp.cmd("start");
-    wait_for("rvsd to connect", Duration::from_secs(15), || {
-        h.get("Interface", "csdpdk-1", "link_state") == "up"
-    });
+    let tp = rvs_tests::icmpecho_vm(h, name, "br0", "csdpdk-1", VM);
     let ns = tenant(h, "br0", "rt", "10.9.0.1/24");
     ns.exec(&[
         "ip",
@@ -59,6 +32,31 @@ fn setup(h: &Host, name: &str) -> (TestPmd, Netns) {
     assert_eq!(h.ofport("csdpdk-1"), 1);
     assert_eq!(h.ofport("rto"), 2);
     (tp, ns)
+}
+
+/// Pings `n` times while forwarding is held: none answered, all `n`
+/// counted as flow-restore-wait drops. Returns that counter.
+fn pings_held(h: &Host, ns: &Netns, n: u64) -> u64 {
+    let held = pmd_drops(h, "flow-restore-wait");
+    let r = rvs_tests::ping(ns, VM_IP, n as u32, &["-W", "1"]);
+    assert!(replies(&r).is_empty(), "{r}");
+    wait_for("pings held", Duration::from_secs(5), || {
+        pmd_drops(h, "flow-restore-wait") == held + n
+    });
+    held + n
+}
+
+/// Lifts flow-restore-wait; `n` pings are answered again.
+fn resume(h: &Host, ns: &Netns, n: u32) {
+    h.vsctl(&[
+        "remove",
+        "Open_vSwitch",
+        ".",
+        "other_config",
+        "flow-restore-wait",
+    ]);
+    let r = rvs_tests::ping(ns, VM_IP, n, &[]);
+    assert_eq!(replies(&r), (1..=n as u64).collect::<Vec<_>>(), "{r}");
 }
 
 /// Echo replies received, by icmp_seq, from ping's output.
@@ -208,25 +206,12 @@ fn flow_restore_wait_holds_forwarding_and_counts_what_it_held() {
         ".",
         "other_config:flow-restore-wait=true",
     ]);
-    let held = pmd_drops(&h, "flow-restore-wait");
-    let r = rvs_tests::ping(&ns, VM_IP, 5, &["-W", "1"]);
-    assert!(replies(&r).is_empty(), "{r}");
-    wait_for("5 held", Duration::from_secs(5), || {
-        pmd_drops(&h, "flow-restore-wait") == held + 5
-    });
+    let held = pings_held(&h, &ns, 5);
     wait_for("rx_dropped 5 on rto", Duration::from_secs(5), || {
         h.stats("rto").get("rx_dropped") == Some(&5)
     });
-    h.vsctl(&[
-        "remove",
-        "Open_vSwitch",
-        ".",
-        "other_config",
-        "flow-restore-wait",
-    ]);
-    let r = rvs_tests::ping(&ns, VM_IP, 3, &[]);
-    assert_eq!(replies(&r), vec![1, 2, 3], "{r}");
-    assert_eq!(pmd_drops(&h, "flow-restore-wait"), held + 5);
+    resume(&h, &ns, 3);
+    assert_eq!(pmd_drops(&h, "flow-restore-wait"), held);
 }
 
 #[test]
@@ -277,19 +262,6 @@ fn ovsdb_server_down_forwarding_goes_on_and_what_changed_meanwhile_applies() {
     wait_for("the change applied", Duration::from_secs(10), || {
         h.log().contains("flow-restore-wait=true: forwarding held")
     });
-    let held = pmd_drops(&h, "flow-restore-wait");
-    let r = rvs_tests::ping(&ns, VM_IP, 3, &["-W", "1"]);
-    assert!(replies(&r).is_empty(), "{r}");
-    wait_for("3 held", Duration::from_secs(5), || {
-        pmd_drops(&h, "flow-restore-wait") == held + 3
-    });
-    h.vsctl(&[
-        "remove",
-        "Open_vSwitch",
-        ".",
-        "other_config",
-        "flow-restore-wait",
-    ]);
-    let r = rvs_tests::ping(&ns, VM_IP, 2, &[]);
-    assert_eq!(replies(&r), vec![1, 2], "{r}");
+    pings_held(&h, &ns, 3);
+    resume(&h, &ns, 2);
 }

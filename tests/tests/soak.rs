@@ -4,7 +4,7 @@
 //! rules churn. At the end: rvsd never stopped, every frame received was
 //! sent or counted as dropped, rvsd's memory stayed flat, and at SIGTERM
 //! every mbuf went back to its pool.
-use rvs_tests::{tenant, virtio_user_server, wait_for, Host, TestPmd};
+use rvs_tests::{tenant, Host};
 use std::time::{Duration, Instant};
 
 const VM: &str = "52:54:00:00:00:07";
@@ -26,33 +26,7 @@ fn churn_under_traffic_loses_nothing_unaccounted() {
         .unwrap_or(60);
     let mut h = Host::start("soak");
     h.vsctl(&["add-br", "br0"]);
-    let sock = h.dir.join("vm.sock");
-    h.vsctl(&[
-        "add-port",
-        "br0",
-        "vm",
-        "--",
-        "set",
-        "Interface",
-        "vm",
-        "type=dpdkvhostuserclient",
-        &format!("options:vhost-server-path={}", sock.display()),
-    ]);
-    let mut tp = TestPmd::virtio(
-        "soak",
-        &[virtio_user_server(0, &sock, VM)],
-        256,
-        &[
-            "-i",
-            "--nb-cores=1",
-            "--forward-mode=icmpecho",
-            "--total-num-mbufs=8192",
-        ],
-    );
-    tp.cmd("start");
-    wait_for("vm connected", Duration::from_secs(15), || {
-        h.get("Interface", "vm", "link_state") == "up"
-    });
+    let tp = rvs_tests::icmpecho_vm(&h, "soak", "br0", "vm", VM);
     let a = tenant(&h, "br0", "sa", "10.8.0.1/24");
     let b = tenant(&h, "br0", "sb", "10.8.0.2/24");
     let mac = |ns: &rvs_tests::Netns, dev: &str| {
