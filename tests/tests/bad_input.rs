@@ -1,7 +1,8 @@
 //! Bad input end to end: crafted frames from a namespace through a system
 //! port (AF_PACKET sends them as written) — bad IPv4 header lengths and
 //! total lengths, IP options, bad checksums, deep VLAN stacks, oversized
-//! frames. Each is dropped and
+//! frames — and from a VM (testpmd replaying a pcap into virtio-user):
+//! runts, cut-off 802.1Q tags, fragments. Each is dropped and
 //! counted by reason, or forwarded untouched as a switch forwards what it
 //! need not understand; tshark on the far side counts what arrived. Then
 //! malformed unixctl requests: an error reply each, and the socket serves
@@ -152,6 +153,100 @@ fn malformed_frames_are_dropped_and_counted_or_forwarded_untouched() {
     );
     assert_eq!(h.stats("bao").get("rx_packets"), Some(&15));
     assert!(h.appctl(&["version"]).starts_with("rvsd (rvs)"));
+}
+
+#[test]
+fn malformed_frames_from_a_vm_are_dropped_and_counted_or_forwarded_untouched() {
+    // What the kernel will not carry, from the VM side: testpmd replays a
+    // pcap into its virtio-user port exactly as written.
+    let h = Host::start("badvm");
+    h.vsctl(&["add-br", "br0"]);
+    h.add_vhost_ports("br0", &["vm"]);
+    let b = tenant(&h, "br0", "bv", "10.7.0.2/24");
+    h.ofctl(&["del-flows", "br0"]);
+    h.ofctl(&["add-flow", "br0", "in_port=vm,actions=output:bvo"]);
+    let kinds: Vec<(&str, Vec<u8>, bool)> = vec![
+        (
+            "runt",
+            DST.iter().chain(&SRC[..4]).copied().collect(),
+            false,
+        ),
+        ("cut-off 802.1Q tag", eth(0x8100, &[0, 5]), false),
+        (
+            "first fragment",
+            eth(0x0800, &ipv4(0, 0x2000, false, None, 43)),
+            true,
+        ),
+        (
+            "later fragment",
+            eth(0x0800, &ipv4(0, 0x0040, false, None, 44)),
+            true,
+        ),
+        (
+            "IP options",
+            eth(0x0800, &ipv4(2, 0, false, None, 47)),
+            true,
+        ),
+    ];
+    let mut want: BTreeMap<usize, (&str, usize)> = BTreeMap::new();
+    for (name, f, fwd) in &kinds {
+        assert!(
+            want.insert(f.len(), (name, if *fwd { 3 } else { 0 }))
+                .is_none(),
+            "{name}: lengths must differ"
+        );
+    }
+    let pcap = h.dir.join("bad.pcap");
+    rvs_tests::write_pcap(
+        &pcap,
+        (0..3).flat_map(|_| kinds.iter().map(|k| k.1.clone())),
+    );
+    let cap = Capture::start(&b, "bvi", "eth.src == 02:00:00:00:0a:01", &["frame.len"], 6);
+    let mut tp = rvs_tests::TestPmd::virtio(
+        "badvm",
+        &[
+            format!(
+                "net_pcap0,rx_pcap={},tx_pcap={}",
+                pcap.display(),
+                h.dir.join("back.pcap").display()
+            ),
+            rvs_tests::virtio_user(1, &h.dir.join("vm"), "02:00:00:00:0a:01"),
+        ],
+        256,
+        &[
+            "-i",
+            "--nb-cores=1",
+            "--forward-mode=io",
+            "--total-num-mbufs=8192",
+            // testpmd empties its rx queues at start unless told not to:
+            // the pcap would be read and thrown away.
+            "--no-flush-rx",
+        ],
+    );
+    h.wait_link_up(&["vm"]);
+    tp.cmd("start");
+    let got = cap.finish();
+    tp.quit();
+    let mut seen: BTreeMap<usize, (&str, usize)> =
+        want.iter().map(|(l, (n, _))| (*l, (*n, 0))).collect();
+    for l in &got {
+        let n: usize = l.trim().parse().unwrap();
+        seen.entry(n).or_insert(("unexpected", 0)).1 += 1;
+    }
+    assert_eq!(
+        seen,
+        want,
+        "\n{}",
+        h.appctl(&["dpif-netdev/pmd-stats-show"])
+    );
+    // Runts and cut-off tags: dropped as malformed, 3 each, and counted
+    // against the VM's port.
+    assert_eq!(pmd_drops(&h, "malformed"), 6);
+    rvs_tests::wait_for(
+        "rx_dropped 6 on vm",
+        std::time::Duration::from_secs(5),
+        || h.stats("vm").get("rx_dropped") == Some(&6),
+    );
 }
 
 #[test]
