@@ -286,3 +286,50 @@ fn malformed_unixctl_requests_get_errors_and_the_socket_stays_up() {
     assert!(h.appctl(&["version"]).starts_with("rvsd (rvs)"));
     assert_eq!(h.vsctl(&["list-br"]), "");
 }
+
+#[test]
+fn a_vm_posting_descriptors_outside_its_memory_hurts_only_itself() {
+    // tests/peers/hostile_vhost.py: a vhost-user frontend that shares its
+    // memory properly and then posts a transmit descriptor pointing
+    // outside it, running past its end, or chained to itself.
+    let mut h = Host::start("hostile");
+    h.vsctl(&["add-br", "br0"]);
+    h.add_vhost_ports("br0", &["evil"]);
+    let a = tenant(&h, "br0", "ha", "10.6.0.1/24");
+    let _b = tenant(&h, "br0", "hb", "10.6.0.2/24");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/peers/hostile_vhost.py");
+    let sock = h.dir.join("evil");
+    for mode in ["outside", "overrun", "loop"] {
+        let out = rvs_tests::sh("python3", &[script, sock.to_str().unwrap(), mode, "2"]);
+        assert!(out.starts_with("posted\n"), "{mode}: {out}");
+        // Nothing taken from a descriptor rvsd could not follow.
+        assert!(out.contains("used 0 "), "{mode}: {out}");
+        assert!(h.rvsd_running(), "{mode}: rvsd died\n{}", h.log_tail());
+    }
+    // Each time the device was really up (rvsd polled its queues) and
+    // went away with its frontend.
+    let log = h.log();
+    assert_eq!(
+        log.matches("evil: guest connected").count(),
+        3,
+        "{}",
+        h.log_tail()
+    );
+    assert_eq!(log.matches("evil: guest disconnected").count(), 3);
+    rvs_tests::wait_for("stats written", std::time::Duration::from_secs(5), || {
+        h.stats("evil").contains_key("rx_packets")
+    });
+    assert_eq!(h.stats("evil").get("rx_packets"), Some(&0));
+    // The control: the same frontend with a proper descriptor gets it
+    // taken and the frame counted.
+    let out = rvs_tests::sh("python3", &[script, sock.to_str().unwrap(), "valid", "2"]);
+    assert!(out.contains("used 1 "), "{out}");
+    rvs_tests::wait_for(
+        "1 frame from the VM",
+        std::time::Duration::from_secs(5),
+        || h.stats("evil").get("rx_packets") == Some(&1),
+    );
+    // The rest of the switch forwards as before.
+    let r = rvs_tests::ping(&a, "10.6.0.2", 3, &[]);
+    assert!(r.contains("3 received"), "{r}");
+}
