@@ -52,6 +52,32 @@ fn ipv4(opts: usize, frag: u16, bad_csum: bool, total: Option<u16>, pad: usize) 
     h
 }
 
+/// Frames by length: (kind, copies expected at the far side), 3 of each
+/// kind sent; every kind must have a length of its own.
+type ByLength<'a> = BTreeMap<usize, (&'a str, usize)>;
+
+fn expected<'a>(kinds: &[(&'a str, Vec<u8>, bool)]) -> ByLength<'a> {
+    let mut want = ByLength::new();
+    for &(name, ref f, fwd) in kinds {
+        assert!(
+            want.insert(f.len(), (name, if fwd { 3 } else { 0 }))
+                .is_none(),
+            "{name}: lengths must differ"
+        );
+    }
+    want
+}
+
+/// What tshark saw (frame.len lines), tallied against `want`'s kinds.
+fn arrived<'a>(want: &ByLength<'a>, got: &[String]) -> ByLength<'a> {
+    let mut seen: ByLength = want.iter().map(|(l, (n, _))| (*l, (*n, 0))).collect();
+    for l in got {
+        let n: usize = l.trim().parse().unwrap();
+        seen.entry(n).or_insert(("unexpected", 0)).1 += 1;
+    }
+    seen
+}
+
 fn hex(f: &[u8]) -> String {
     f.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -117,25 +143,13 @@ fn malformed_frames_are_dropped_and_counted_or_forwarded_untouched() {
             false,
         ),
     ];
-    let mut want: BTreeMap<usize, (&str, usize)> = BTreeMap::new();
-    for (name, f, fwd) in &kinds {
-        assert!(
-            want.insert(f.len(), (name, if *fwd { 3 } else { 0 }))
-                .is_none(),
-            "{name}: lengths must differ"
-        );
-    }
+    let want = expected(&kinds);
     let cap = Capture::start(&b, "bbi", "eth.src == 02:00:00:00:0a:01", &["frame.len"], 6);
     for (_, f, _) in &kinds {
         send_raw(&a, "bai", &vec![hex(f); 3]);
     }
     let got = cap.finish();
-    let mut seen: BTreeMap<usize, (&str, usize)> =
-        want.iter().map(|(l, (n, _))| (*l, (*n, 0))).collect();
-    for l in &got {
-        let n: usize = l.trim().parse().unwrap();
-        seen.entry(n).or_insert(("unexpected", 0)).1 += 1;
-    }
+    let seen = arrived(&want, &got);
     assert_eq!(
         seen,
         want,
@@ -188,14 +202,7 @@ fn malformed_frames_from_a_vm_are_dropped_and_counted_or_forwarded_untouched() {
             true,
         ),
     ];
-    let mut want: BTreeMap<usize, (&str, usize)> = BTreeMap::new();
-    for (name, f, fwd) in &kinds {
-        assert!(
-            want.insert(f.len(), (name, if *fwd { 3 } else { 0 }))
-                .is_none(),
-            "{name}: lengths must differ"
-        );
-    }
+    let want = expected(&kinds);
     let pcap = h.dir.join("bad.pcap");
     rvs_tests::write_pcap(
         &pcap,
@@ -227,12 +234,7 @@ fn malformed_frames_from_a_vm_are_dropped_and_counted_or_forwarded_untouched() {
     tp.cmd("start");
     let got = cap.finish();
     tp.quit();
-    let mut seen: BTreeMap<usize, (&str, usize)> =
-        want.iter().map(|(l, (n, _))| (*l, (*n, 0))).collect();
-    for l in &got {
-        let n: usize = l.trim().parse().unwrap();
-        seen.entry(n).or_insert(("unexpected", 0)).1 += 1;
-    }
+    let seen = arrived(&want, &got);
     assert_eq!(
         seen,
         want,

@@ -193,7 +193,7 @@ impl Session {
                 let fm = if of10 {
                     self.decode_flow_mod10(body)?
                 } else {
-                    self.decode_flow_mod13(body)?
+                    decode_flow_mod13(body)?
                 };
                 self.apply_flow_mod(&fm)?;
                 Ok(Vec::new())
@@ -398,10 +398,6 @@ impl Session {
             out_group: OFPG_ANY,
             actions,
         })
-    }
-
-    fn decode_flow_mod13(&self, body: &[u8]) -> Result<FlowMod, OfError> {
-        decode_flow_mod13(body)
     }
 }
 
