@@ -4,6 +4,9 @@
 //! ovs-vsctl and ovs-appctl. `TestPmd` is the VM side of vhost-user: a real
 //! dpdk-testpmd with net_virtio_user ports. `Netns` is another host or tenant
 //! reached through veths and system ports.
+pub mod cloudstack;
+pub mod guest;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};

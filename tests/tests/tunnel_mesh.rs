@@ -10,6 +10,7 @@
 // Hosts and tenants are a grid addressed by (host, tenant) index throughout.
 #![allow(clippy::needless_range_loop)]
 
+use rvs_tests::cloudstack::{create_tunnel, setup_ovs_bridge};
 use rvs_tests::{drop_count, key_counts, ping, reachable, send_raw, tenant, veth, Host, Netns};
 
 const HOSTS: usize = 3;
@@ -25,87 +26,6 @@ fn kind(t: usize) -> &'static str {
 
 fn host_ip(h: usize) -> String {
     format!("10.40.0.{}", h + 1)
-}
-
-/// setup_ovs_bridge as ovstunnel.py runs it (the agent creates the bridge
-/// first with --may-exist add-br).
-fn setup_ovs_bridge(h: &Host, br: &str, key: u64, host_id: usize) {
-    h.vsctl(&["--", "--may-exist", "add-br", br]);
-    h.vsctl(&["set", "bridge", br, &format!("other_config:gre_key={key}")]);
-    h.vsctl(&["set", "Bridge", br, "stp_enable=true"]);
-    assert_eq!(
-        h.vsctl(&["get", "bridge", br, "other_config:gre_key"])
-            .trim(),
-        format!("\"{key}\"")
-    );
-    h.vsctl(&["set", "bridge", br, "other_config:is-ovs-tun-network=True"]);
-    h.vsctl(&[
-        "set",
-        "bridge",
-        br,
-        &format!("other_config:ovs-host-setup={host_id}"),
-    ]);
-}
-
-/// create_tunnel as ovstunnel.py runs it; returns the ofport it reads.
-fn create_tunnel(
-    h: &Host,
-    br: &str,
-    kind: &str,
-    key: u64,
-    remote: &str,
-    src: usize,
-    dst: usize,
-) -> i64 {
-    let name = format!("t{key}-{src}-{dst}");
-    let got = h.vsctl(&[
-        "--timeout=30",
-        "wait-until",
-        "bridge",
-        br,
-        "--",
-        "get",
-        "bridge",
-        br,
-        "name",
-    ]);
-    assert!(got.contains(br));
-    h.vsctl(&[
-        "add-port",
-        br,
-        &name,
-        "--",
-        "set",
-        "interface",
-        &name,
-        &format!("type={kind}"),
-        &format!("options:key={key}"),
-        &format!("options:remote_ip={remote}"),
-    ]);
-    let ifaces = h.vsctl(&["get", "port", &name, "interfaces"]);
-    let uuid = ifaces
-        .trim()
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_string();
-    assert_eq!(uuid.split(',').count(), 1, "{ifaces}");
-    assert_eq!(
-        h.vsctl(&["get", "interface", &uuid, "options:key"]).trim(),
-        format!("\"{key}\"")
-    );
-    assert_eq!(
-        h.vsctl(&["get", "interface", &uuid, "options:remote_ip"])
-            .trim(),
-        format!("\"{remote}\"")
-    );
-    assert_eq!(h.get("Interface", &uuid, "error"), "[]");
-    let ofport: i64 = h
-        .vsctl(&["get", "interface", &uuid, "ofport"])
-        .trim()
-        .parse()
-        .unwrap();
-    assert!(ofport > 0);
-    ofport
 }
 
 fn mac(h: usize) -> String {

@@ -1,0 +1,244 @@
+//! A real KVM-style guest: QEMU booting Debian's cloud kernel with a
+//! busybox initramfs (built by tests/peers/guest-image.sh from Debian's
+//! packages), its one NIC a vhost-user virtio-net device as libvirt starts
+//! it for the interface XML CloudStack writes for DPDK NICs. The test drives
+//! the guest's shell over its serial console.
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+/// Where the guest's kernel and initramfs are built once per machine.
+const IMAGE_DIR: &str = "/var/cache/rvs-guest";
+
+/// Builds the guest image unless it is there; returns (kernel, initrd).
+pub fn image() -> (PathBuf, PathBuf) {
+    let dir = Path::new(IMAGE_DIR);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("peers/guest-image.sh");
+    let o = Command::new("bash")
+        .arg(&script)
+        .arg(dir)
+        .output()
+        .expect("bash");
+    assert!(
+        o.status.success(),
+        "building the guest image failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    (dir.join("vmlinuz"), dir.join("initrd.img"))
+}
+
+/// Which side owns the vhost-user socket, in libvirt's words for
+/// `<source type='unix' path=... mode=.../>`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Mode {
+    /// QEMU connects: the switch serves the socket (`dpdkvhostuser`).
+    Client,
+    /// QEMU serves the socket: the switch connects (`dpdkvhostuserclient`).
+    Server,
+}
+
+/// The network part of the domain: one vhost-user interface.
+pub struct Nic {
+    pub socket: PathBuf,
+    pub mode: Mode,
+    pub mac: String,
+    /// `<driver queues='N'/>`.
+    pub queues: u32,
+    /// Seconds between QEMU's reconnect attempts when it is the client
+    /// (libvirt's `<reconnect enabled='yes' timeout='N'/>`); 0: never.
+    pub reconnect: u32,
+}
+
+pub struct Guest {
+    pub name: String,
+    qemu: Child,
+    stdin: ChildStdin,
+    lines: Receiver<String>,
+    /// Everything the console printed, for failure messages.
+    transcript: Vec<String>,
+    seq: u64,
+    pub qmp: PathBuf,
+}
+
+impl Guest {
+    /// Boots the guest with `ip` (ADDR/LEN) on its NIC and waits for its
+    /// shell.
+    pub fn boot(name: &str, dir: &Path, nic: &Nic, ip: &str) -> Guest {
+        let mut g = Guest::start(name, dir, nic, ip, None);
+        g.wait_ready(Duration::from_secs(120));
+        g
+    }
+
+    /// Starts QEMU; `incoming`: as a live-migration destination on that
+    /// QEMU URI instead of booting.
+    pub fn start(name: &str, dir: &Path, nic: &Nic, ip: &str, incoming: Option<&str>) -> Guest {
+        let (kernel, initrd) = image();
+        let qmp = dir.join(format!("{name}.qmp"));
+        let _ = std::fs::remove_file(&qmp);
+        let mut chardev = format!("socket,id=charnet0,path={}", nic.socket.display());
+        match nic.mode {
+            Mode::Server => chardev.push_str(",server=on,wait=off"),
+            Mode::Client if nic.reconnect > 0 => {
+                chardev.push_str(&format!(",reconnect={}", nic.reconnect))
+            }
+            Mode::Client => {}
+        }
+        let mut netdev = "vhost-user,chardev=charnet0,id=hostnet0".to_string();
+        // TCG with vhost-user: vectors=0, or QEMU 7.2 aborts when the
+        // guest's driver starts (DESIGN.md).
+        let mut device = format!(
+            "virtio-net-pci,netdev=hostnet0,id=net0,mac={},vectors=0",
+            nic.mac
+        );
+        if nic.queues > 1 {
+            netdev.push_str(&format!(",queues={}", nic.queues));
+            device.push_str(",mq=on");
+        }
+        // Guest RAM on hugepages, shared with the switch, as CloudStack's
+        // <memoryBacking><hugepages/><access mode='shared'/> gives it.
+        let mem = format!(
+            "memory-backend-file,id=mem0,size=256M,mem-path=/dev/hugepages,share=on,prealloc=off"
+        );
+        let append = format!("console=ttyS0 quiet panic=-1 rvs.ip={ip}");
+        let mut cmd = Command::new("qemu-system-x86_64");
+        cmd.args(["-name", name, "-accel", "tcg", "-cpu", "max", "-m", "256", "-smp", "1"])
+            .args(["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"])
+            .args(["-object", &mem, "-numa", "node,memdev=mem0"])
+            .arg("-kernel")
+            .arg(&kernel)
+            .arg("-initrd")
+            .arg(&initrd)
+            .args(["-append", &append])
+            .args(["-chardev", &chardev, "-netdev", &netdev, "-device", &device])
+            .args(["-serial", "stdio"])
+            .arg("-qmp")
+            .arg(format!("unix:{},server=on,wait=off", qmp.display()));
+        if let Some(uri) = incoming {
+            cmd.args(["-incoming", uri]);
+        }
+        let mut qemu = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("qemu-system-x86_64 (Debian's qemu-system-x86): bash ci/setup.sh");
+        let stdin = qemu.stdin.take().unwrap();
+        let out = qemu.stdout.take().unwrap();
+        let (tx, lines) = channel();
+        std::thread::spawn(move || {
+            for l in BufReader::new(out).lines() {
+                let Ok(l) = l else { break };
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        Guest {
+            name: name.into(),
+            qemu,
+            stdin,
+            lines,
+            transcript: Vec::new(),
+            seq: 0,
+            qmp,
+        }
+    }
+
+    /// Waits for the shell the guest's init starts (after the NIC is up).
+    pub fn wait_ready(&mut self, timeout: Duration) {
+        self.read_until(timeout, |l| l.starts_with("RVS-GUEST-READY"));
+    }
+
+    fn read_until(&mut self, timeout: Duration, mut done: impl FnMut(&str) -> bool) -> String {
+        let t0 = Instant::now();
+        loop {
+            let left = timeout.saturating_sub(t0.elapsed());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => {
+                    self.transcript.push(l.clone());
+                    if done(&l) {
+                        return l;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => panic!(
+                    "guest {}: nothing awaited within {timeout:?}; console:\n{}",
+                    self.name,
+                    self.transcript.join("\n")
+                ),
+                Err(RecvTimeoutError::Disconnected) => panic!(
+                    "guest {}: QEMU exited ({:?}); console:\n{}",
+                    self.name,
+                    self.qemu.try_wait(),
+                    self.transcript.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Runs a shell command in the guest; returns its exit status and
+    /// output (kernel messages are off: `quiet`).
+    pub fn run(&mut self, cmd: &str, timeout: Duration) -> (i32, String) {
+        self.seq += 1;
+        let mark = format!("__RVS_END_{}_", self.seq);
+        writeln!(self.stdin, "{cmd}; echo {mark}$?").unwrap();
+        self.stdin.flush().unwrap();
+        let start = self.transcript.len();
+        let last = self.read_until(timeout, |l| l.contains(&mark));
+        let at = last.find(&mark).unwrap();
+        let rc = last[at + mark.len()..].trim().parse().unwrap_or(-1);
+        let mut out: Vec<String> = self.transcript[start..self.transcript.len() - 1].to_vec();
+        if at > 0 {
+            out.push(last[..at].to_string());
+        }
+        // ash's prompt (PS1 is empty but "$ " may remain) is not output.
+        (rc, out.join("\n"))
+    }
+
+    /// Runs a command that must succeed; returns its output.
+    pub fn sh(&mut self, cmd: &str) -> String {
+        let (rc, out) = self.run(cmd, Duration::from_secs(60));
+        assert_eq!(rc, 0, "guest {}: `{cmd}` failed:\n{out}", self.name);
+        out
+    }
+
+    /// A QMP command (JSON), after the capabilities handshake; returns the
+    /// reply line.
+    pub fn qmp(&self, command: &str) -> String {
+        let s = std::os::unix::net::UnixStream::connect(&self.qmp).expect("QMP socket");
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut r = BufReader::new(s.try_clone().unwrap());
+        let mut w = s;
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap(); // greeting
+        writeln!(w, "{{\"execute\":\"qmp_capabilities\"}}").unwrap();
+        line.clear();
+        r.read_line(&mut line).unwrap();
+        writeln!(w, "{command}").unwrap();
+        loop {
+            line.clear();
+            r.read_line(&mut line).unwrap();
+            // Events may come first.
+            if !line.contains("\"event\"") {
+                return line;
+            }
+        }
+    }
+
+    /// Stops QEMU at once (as a crashed or destroyed domain).
+    pub fn kill(&mut self) {
+        let _ = self.qemu.kill();
+        let _ = self.qemu.wait();
+    }
+
+    pub fn exited(&mut self) -> bool {
+        self.qemu.try_wait().unwrap().is_some()
+    }
+}
+
+impl Drop for Guest {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -1,0 +1,137 @@
+//! A real Linux guest under QEMU (TCG; Debian's kernel and busybox) on rvsd,
+//! its NIC set up as libvirt does for the interface XML CloudStack writes for
+//! DPDK NICs (`<interface type='vhostuser'>`, `<source type='unix'
+//! path='DIR/csdpdk-N' mode='client|server'/>`, `<model type='virtio'/>`,
+//! `<driver queues='N'/>`, guest RAM shared on hugepages): the port made with
+//! the agent's ovs-vsctl commands, the guest's own kernel and tools on the
+//! other side (ping, wget, httpd).
+use rvs_tests::guest::{Guest, Mode, Nic};
+use rvs_tests::{http_server, wait_for, Host};
+use std::path::Path;
+use std::time::Duration;
+
+const HOST_IP: &str = "10.50.0.1";
+
+/// cloudbr0 with the host's address on fake bridge cloudbr30 (VLAN 30),
+/// as CloudStack puts a host on a tagged guest network.
+fn host_bridge(h: &Host) {
+    h.vsctl(&["add-br", "cloudbr0"]);
+    h.vsctl(&["add-br", "cloudbr30", "cloudbr0", "30"]);
+    h.ns.exec(&["ip", "link", "set", "cloudbr30", "up"]);
+    h.ns.exec(&["ip", "address", "add", "10.50.0.1/24", "dev", "cloudbr30"]);
+}
+
+/// The agent's port for a DPDK NIC: access port on VLAN 30; in server mode
+/// rvsd serves DIR/NAME, in client mode it connects to QEMU's socket at
+/// `DIR//NAME` (the double slash as the agent writes it).
+fn agent_port(h: &Host, name: &str, mode: Mode) {
+    let path = format!("options:vhost-server-path={}//{name}", h.dir.display());
+    let mut args = vec![
+        "add-port",
+        "cloudbr0",
+        name,
+        "vlan_mode=access",
+        "tag=30",
+        "--",
+        "set",
+        "Interface",
+        name,
+    ];
+    match mode {
+        Mode::Client => args.push("type=dpdkvhostuser"),
+        Mode::Server => {
+            args.push("type=dpdkvhostuserclient");
+            args.push(&path);
+        }
+    }
+    h.vsctl(&args);
+    if mode == Mode::Server {
+        assert_eq!(
+            h.get("Interface", name, "options:vhost-server-path"),
+            format!("\"{}//{name}\"", h.dir.display())
+        );
+    }
+}
+
+fn nic(dir: &Path, name: &str, mode: Mode, mac: &str, queues: u32) -> Nic {
+    Nic {
+        socket: dir.join(name),
+        mode,
+        mac: mac.into(),
+        queues,
+        reconnect: 1,
+    }
+}
+
+fn received(ping_out: &str) -> Option<u64> {
+    // busybox: "5 packets transmitted, 5 packets received, 0% packet loss";
+    // iputils: "5 packets transmitted, 5 received, 0% packet loss".
+    let l = ping_out.lines().find(|l| l.contains("packets transmitted"))?;
+    l.split(", ").nth(1)?.split_whitespace().next()?.parse().ok()
+}
+
+#[test]
+fn a_guest_in_each_vhost_user_mode_reaches_the_host_and_the_other_guest() {
+    let h = Host::start("vm");
+    host_bridge(&h);
+    agent_port(&h, "csdpdk-1", Mode::Client);
+    agent_port(&h, "csdpdk-2", Mode::Server);
+    // Both guests boot at once; the one that serves its socket is connected
+    // to by rvsd as soon as it is there.
+    let mut g1 = Guest::start(
+        "g1",
+        &h.dir,
+        &nic(&h.dir, "csdpdk-1", Mode::Client, "52:54:00:50:00:11", 1),
+        "10.50.0.11/24",
+        None,
+    );
+    let mut g2 = Guest::start(
+        "g2",
+        &h.dir,
+        &nic(&h.dir, "csdpdk-2", Mode::Server, "52:54:00:50:00:12", 2),
+        "10.50.0.12/24",
+        None,
+    );
+    g1.wait_ready(Duration::from_secs(120));
+    g2.wait_ready(Duration::from_secs(120));
+    h.wait_link_up(&["csdpdk-1", "csdpdk-2"]);
+
+    for (g, ip) in [(&mut g1, "10.50.0.11"), (&mut g2, "10.50.0.12")] {
+        let out = g.sh(&format!("ping -c 5 -W 2 {HOST_IP}"));
+        assert_eq!(received(&out), Some(5), "{}: {out}", g.name);
+        let out = rvs_tests::ping(&h.ns, ip, 5, &[]);
+        assert_eq!(received(&out), Some(5), "to {}: {out}", g.name);
+    }
+    let out = g1.sh("ping -c 5 -W 2 10.50.0.12");
+    assert_eq!(received(&out), Some(5), "g1 to g2: {out}");
+
+    // TCP both ways: a 1 MB file from the host's web server to each guest
+    // (full-size segments through the VLAN), the guest's httpd to the host.
+    let www = h.dir.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    let blob: Vec<u8> = (0u32..1 << 20)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    std::fs::write(www.join("blob"), &blob).unwrap();
+    let want = rvs_tests::sh("md5sum", &[www.join("blob").to_str().unwrap()]);
+    let want = want.split_whitespace().next().unwrap().to_string();
+    let _srv = http_server(&h.ns, HOST_IP, "8080", &www);
+    for g in [&mut g1, &mut g2] {
+        let got = g.sh(&format!(
+            "wget -q -O - http://{HOST_IP}:8080/blob | md5sum"
+        ));
+        assert_eq!(got.split_whitespace().next(), Some(want.as_str()), "{}", g.name);
+    }
+    for ip in ["10.50.0.11", "10.50.0.12"] {
+        let page = h.ns.exec(&["curl", "-s", "--max-time", "10", &format!("http://{ip}/")]);
+        assert_eq!(page, "hello from guest\n");
+    }
+    // The guests' frames went through their own ports, tagged 30 inside
+    // the switch (an untagged host on cloudbr0 does not see them).
+    let st = h.get("Interface", "csdpdk-2", "statistics");
+    assert!(!st.contains("rx_packets=0,"), "{st}");
+    wait_for("stats", Duration::from_secs(5), || {
+        h.get("Interface", "csdpdk-1", "statistics")
+            .contains("rx_bytes=")
+    });
+}
