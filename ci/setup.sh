@@ -13,6 +13,8 @@ PKGS=(
   # the incumbent: benchmark baseline and the independent GRE peer in tests
   openvswitch-switch-dpdk
   iproute2 iputils-ping curl ethtool tshark netcat-openbsd busybox-static procps psmisc python3
+  # the QEMU guest of the VM tests (its kernel is unpacked from Debian's archive, not installed)
+  qemu-system-x86 util-linux
 )
 
 # Callers may ask for more.
@@ -56,3 +58,6 @@ fi
 if command -v rustup >/dev/null; then
   rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup component add rustfmt clippy || true
 fi
+
+# The guest the VM tests boot: Debian's cloud kernel and busybox, built once.
+bash "$(dirname "$0")/../tests/peers/guest-image.sh" >/dev/null

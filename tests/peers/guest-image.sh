@@ -52,6 +52,9 @@ mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev 2>/dev/null
 for m in $(cat /mods/order); do insmod /mods/$m; done
 ip link set lo up
+# No IPv6 chatter (router solicitations, DAD): tests count frames exactly.
+echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6
+echo 1 > /proc/sys/net/ipv6/conf/default/disable_ipv6
 for a in $(cat /proc/cmdline); do
   case "$a" in
     rvs.ip=*) ip=${a#rvs.ip=} ;;

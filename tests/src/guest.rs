@@ -103,18 +103,26 @@ impl Guest {
         );
         let append = format!("console=ttyS0 quiet panic=-1 rvs.ip={ip}");
         let mut cmd = Command::new("qemu-system-x86_64");
-        cmd.args(["-name", name, "-accel", "tcg", "-cpu", "max", "-m", "256", "-smp", "1"])
-            .args(["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"])
-            .args(["-object", &mem, "-numa", "node,memdev=mem0"])
-            .arg("-kernel")
-            .arg(&kernel)
-            .arg("-initrd")
-            .arg(&initrd)
-            .args(["-append", &append])
-            .args(["-chardev", &chardev, "-netdev", &netdev, "-device", &device])
-            .args(["-serial", "stdio"])
-            .arg("-qmp")
-            .arg(format!("unix:{},server=on,wait=off", qmp.display()));
+        cmd.args([
+            "-name", name, "-accel", "tcg", "-cpu", "max", "-m", "256", "-smp", "1",
+        ])
+        .args([
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+            "-no-reboot",
+        ])
+        .args(["-object", &mem, "-numa", "node,memdev=mem0"])
+        .arg("-kernel")
+        .arg(&kernel)
+        .arg("-initrd")
+        .arg(&initrd)
+        .args(["-append", &append])
+        .args(["-chardev", &chardev, "-netdev", &netdev, "-device", &device])
+        .args(["-serial", "stdio"])
+        .arg("-qmp")
+        .arg(format!("unix:{},server=on,wait=off", qmp.display()));
         if let Some(uri) = incoming {
             cmd.args(["-incoming", uri]);
         }
