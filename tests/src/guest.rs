@@ -98,9 +98,8 @@ impl Guest {
         }
         // Guest RAM on hugepages, shared with the switch, as CloudStack's
         // <memoryBacking><hugepages/><access mode='shared'/> gives it.
-        let mem = format!(
-            "memory-backend-file,id=mem0,size=256M,mem-path=/dev/hugepages,share=on,prealloc=off"
-        );
+        let mem =
+            "memory-backend-file,id=mem0,size=256M,mem-path=/dev/hugepages,share=on,prealloc=off";
         let append = format!("console=ttyS0 quiet panic=-1 rvs.ip={ip}");
         let mut cmd = Command::new("qemu-system-x86_64");
         cmd.args([
@@ -113,7 +112,7 @@ impl Guest {
             "none",
             "-no-reboot",
         ])
-        .args(["-object", &mem, "-numa", "node,memdev=mem0"])
+        .args(["-object", mem, "-numa", "node,memdev=mem0"])
         .arg("-kernel")
         .arg(&kernel)
         .arg("-initrd")
