@@ -122,7 +122,7 @@ fn a_guest_in_each_vhost_user_mode_reaches_the_host_and_the_other_guest() {
     std::fs::write(www.join("blob"), &blob).unwrap();
     let want = rvs_tests::sh("md5sum", &[www.join("blob").to_str().unwrap()]);
     let want = want.split_whitespace().next().unwrap().to_string();
-    let _srv = http_server(&h.ns, HOST_IP, "8080", &www);
+    let mut srv = http_server(&h.ns, HOST_IP, "8080", &www);
     for g in [&mut g1, &mut g2] {
         let got = g.sh(&format!("wget -q -O - http://{HOST_IP}:8080/blob | md5sum"));
         assert_eq!(
@@ -137,6 +137,8 @@ fn a_guest_in_each_vhost_user_mode_reaches_the_host_and_the_other_guest() {
             h.ns.exec(&["curl", "-s", "--max-time", "10", &format!("http://{ip}/")]);
         assert_eq!(page, "hello from guest\n");
     }
+    let _ = srv.kill();
+    let _ = srv.wait();
     // Exactly the frames sent: neighbours fixed on both guests, 7 pings
     // from g1 to g2 are 7 frames in and 7 out on each port.
     g1.sh("arp -s 10.50.0.12 52:54:00:50:00:12");
