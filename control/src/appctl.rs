@@ -65,7 +65,8 @@ pub struct AppCtx<P: PacketBuf> {
     pub switch: Arc<Switch<P>>,
     pub rec: Arc<Mutex<Reconciler<P>>>,
     pub version: String,
-    pub exit: Box<dyn Fn() + Send + Sync>,
+    /// Stop rvsd; true: with `--cleanup`.
+    pub exit: Box<dyn Fn(bool) + Send + Sync>,
 }
 
 pub fn register<P: PacketBuf + 'static>(cmds: &mut Commands, ctx: Arc<AppCtx<P>>) {
@@ -286,9 +287,16 @@ pub fn register<P: PacketBuf + 'static>(cmds: &mut Commands, ctx: Arc<AppCtx<P>>
         "[--cleanup]",
         0,
         1,
-        Box::new(move |_| {
-            (c.exit)();
-            Ok(String::new())
+        Box::new(move |a| match a.first().map(String::as_str) {
+            None => {
+                (c.exit)(false);
+                Ok(String::new())
+            }
+            Some("--cleanup") => {
+                (c.exit)(true);
+                Ok(String::new())
+            }
+            Some(other) => Err(format!("exit: unknown option '{other}' (only --cleanup)")),
         }),
     );
 }

@@ -96,11 +96,44 @@ impl DpdkFactory {
     fn kernel_netdev_exists(name: &str) -> bool {
         Path::new("/sys/class/net").join(name).exists()
     }
+
+    /// A bridge's kernel device that another switch left (ovs-vswitchd's
+    /// taps persist, but without the multi-queue flag net_tap needs): it is
+    /// deleted and its IPv4 addresses returned, to go on the new device
+    /// (which gets the same MAC).
+    fn take_over_tap(name: &str, why: &str) -> Result<Vec<(std::net::Ipv4Addr, u8)>, String> {
+        let addrs = crate::underlay::netlink::ipv4_addresses(name);
+        crate::underlay::netlink::delete_link(name)
+            .map_err(|e| format!("{why}; the existing device could not be taken over: {e}"))?;
+        log::info!(
+            "{name}: took over the kernel device another switch left ({why}); addresses carried over: {addrs:?}"
+        );
+        Ok(addrs)
+    }
+
+    /// The MAC of an existing kernel netdev, as net_tap's `mac=` takes it.
+    fn kernel_mac(name: &str) -> Option<String> {
+        let a =
+            std::fs::read_to_string(Path::new("/sys/class/net").join(name).join("address")).ok()?;
+        let a = a.trim();
+        (a.len() == 17).then(|| a.to_string())
+    }
 }
 
 impl DeviceFactory<Mbuf> for DpdkFactory {
     fn types(&self) -> &'static [&'static str] {
         TYPES
+    }
+
+    fn closed(&mut self, spec: &IfaceSpec, reopening: bool) {
+        // The internal port's device persists (see open): gone from the
+        // database, it goes from the kernel too.
+        if spec.kind == "internal" && !reopening && Self::kernel_netdev_exists(&spec.name) {
+            match crate::underlay::netlink::delete_link(&spec.name) {
+                Ok(()) => log::info!("{}: kernel device removed", spec.name),
+                Err(e) => log::warn!("{}: {e}", spec.name),
+            }
+        }
     }
 
     fn mbufs_needed(&self, spec: &IfaceSpec) -> Result<(i32, u64), String> {
@@ -141,7 +174,16 @@ impl DeviceFactory<Mbuf> for DpdkFactory {
                 let da = spec.options.get("dpdk-devargs").filter(|d| !d.is_empty()).ok_or_else(|| format!("'{}' is missing 'options:dpdk-devargs'. The old 'dpdk<port_id>' names are not supported", spec.name))?;
                 (da.clone(), Self::n_rxq(spec, 1)?)
             }
-            "internal" => (format!("net_tap_{},iface={}", spec.name, spec.name), 1),
+            // Persistent: the kernel device, with the addresses and routes
+            // the host gave it (cloud0's 169.254.0.1), outlives a crash or
+            // restart of rvsd, which takes it up again with its MAC.
+            "internal" => {
+                let mut da = format!("net_tap_{0},iface={0},persist", spec.name);
+                if let Some(mac) = Self::kernel_mac(&spec.name) {
+                    da.push_str(&format!(",mac={mac}"));
+                }
+                (da, 1)
+            }
             "" | "system" | "tap" => {
                 if !Self::kernel_netdev_exists(&spec.name) {
                     return Err(format!(
@@ -181,7 +223,19 @@ impl DeviceFactory<Mbuf> for DpdkFactory {
             (n_rxq, n_txq)
         };
         let pool = self.pool(0);
-        let dev = EthDev::open(&devargs, n_rxq, n_txq, RING, mtu, pool)?;
+        let mut carried = Vec::new();
+        let dev = match EthDev::open(&devargs, n_rxq, n_txq, RING, mtu, pool) {
+            Err(e) if kind == "internal" && Self::kernel_netdev_exists(&spec.name) => {
+                carried = Self::take_over_tap(&spec.name, &e)?;
+                EthDev::open(&devargs, n_rxq, n_txq, RING, mtu, pool)?
+            }
+            r => r?,
+        };
+        for (ip, plen) in carried {
+            if let Err(e) = crate::underlay::netlink::add_ipv4_address(&spec.name, ip, plen) {
+                log::warn!("{}: {e}", spec.name);
+            }
+        }
         let numa = dev.socket_id().max(0);
         let port = if devargs.starts_with("net_af_packet") {
             EthPort::with_rx_cut(dev, self.n_pmds, rvs_dataplane::dpdk::AF_PACKET_RX_CUT)

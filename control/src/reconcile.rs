@@ -38,6 +38,9 @@ pub trait DeviceFactory<P: PacketBuf> {
     fn open(&mut self, spec: &IfaceSpec) -> Result<Opened<P>, String>;
     /// Interface types this factory can open.
     fn types(&self) -> &'static [&'static str];
+    /// A device was closed; `reopening`: the same interface opens again
+    /// at once (a changed MTU), so what the kernel holds of it stays.
+    fn closed(&mut self, _spec: &IfaceSpec, _reopening: bool) {}
 }
 
 pub struct LivePort<P: PacketBuf> {
@@ -185,6 +188,10 @@ impl<P: PacketBuf + 'static> Reconciler<P> {
             .filter(|b| !want_bridges.contains(b.as_str()))
             .cloned()
             .collect();
+        let closed: Vec<(IfaceSpec, bool)> = removed
+            .iter()
+            .map(|lp| (lp.spec.clone(), want.contains_key(lp.spec.name.as_str())))
+            .collect();
         if !removed.is_empty() || !changed_vlan.is_empty() {
             self.publish();
             for lp in &removed {
@@ -201,6 +208,9 @@ impl<P: PacketBuf + 'static> Reconciler<P> {
             // Dropping the last reference closes the device (the old
             // snapshot went in publish()).
             removed.clear();
+            for (spec, reopening) in &closed {
+                self.factory.closed(spec, *reopening);
+            }
         }
         for b in gone_bridges {
             self.bridges.remove(&b);
@@ -660,9 +670,21 @@ impl<P: PacketBuf + 'static> Reconciler<P> {
     }
 
     /// Closes every port (at exit).
-    pub fn shutdown(&mut self) {
+    /// Closes every port. `cleanup` (`ovs-appctl exit --cleanup`, as in
+    /// OVS): the bridges' kernel devices go too; otherwise they outlive
+    /// rvsd with their addresses, for the next rvsd to take up.
+    pub fn shutdown(&mut self, cleanup: bool) {
+        let internal: Vec<IfaceSpec> = self
+            .ports
+            .values()
+            .filter(|lp| cleanup && lp.spec.kind == "internal")
+            .map(|lp| lp.spec.clone())
+            .collect();
         self.ports.clear();
         self.publish();
+        for spec in &internal {
+            self.factory.closed(spec, false);
+        }
     }
 }
 

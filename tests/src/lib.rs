@@ -288,7 +288,12 @@ impl Host {
 
     /// rvsd with extra arguments.
     pub fn start_rvsd_with(&mut self, extra: &[&str]) {
-        let bin = rvsd_bin();
+        self.start_rvsd_from(&rvsd_bin(), extra);
+    }
+
+    /// rvsd started through `bin` (a path or a link to it: the process is
+    /// named after it), with extra arguments.
+    pub fn start_rvsd_from(&mut self, bin: &Path, extra: &[&str]) {
         let (db, dir) = (self.db(), self.dir.to_str().unwrap().to_string());
         let prefix = self.prefix.clone();
         let svc = format!("{dir}/rvs.db");

@@ -265,3 +265,44 @@ fn ovsdb_server_down_forwarding_goes_on_and_what_changed_meanwhile_applies() {
     pings_held(&h, &ns, 3);
     resume(&h, &ns, 2);
 }
+
+/// The agent gives cloud0 its link-local address once, at add-br: the
+/// bridge's kernel device must outlive a crash of rvsd with its address,
+/// routes and MAC, and carry traffic again once rvsd is back.
+#[test]
+fn a_bridge_s_kernel_device_keeps_its_address_and_mac_across_a_crash() {
+    let mut h = Host::start("rstif");
+    h.vsctl(&["add-br", "cloud0"]);
+    h.ns.exec(&["ip", "link", "set", "cloud0", "up"]);
+    h.ns.exec(&[
+        "ip",
+        "address",
+        "add",
+        "169.254.0.1/255.255.0.0",
+        "dev",
+        "cloud0",
+    ]);
+    let ns = tenant(&h, "cloud0", "rsv", "169.254.3.2/16");
+    let out = rvs_tests::ping(&ns, "169.254.0.1", 3, &[]);
+    assert_eq!(replies(&out), vec![1, 2, 3], "{out}");
+    let mac = h.ns.exec(&["cat", "/sys/class/net/cloud0/address"]);
+    h.kill_rvsd();
+    // rvsd is gone; the device and its address are not.
+    let addr =
+        h.ns.exec(&["ip", "-o", "-4", "address", "show", "dev", "cloud0"]);
+    assert!(addr.contains("inet 169.254.0.1/16"), "{addr}");
+    h.start_rvsd();
+    wait_for("cloud0 back in the switch", Duration::from_secs(10), || {
+        h.ofport("cloud0") == 65534 && h.get("Interface", "cloud0", "error") == "[]"
+    });
+    assert_eq!(h.ns.exec(&["cat", "/sys/class/net/cloud0/address"]), mac);
+    let addr =
+        h.ns.exec(&["ip", "-o", "-4", "address", "show", "dev", "cloud0"]);
+    assert!(addr.contains("inet 169.254.0.1/16"), "{addr}");
+    rvs_tests::reachable(&ns, "169.254.0.1", 20);
+    let out = rvs_tests::ping(&ns, "169.254.0.1", 3, &[]);
+    assert_eq!(replies(&out), vec![1, 2, 3], "{out}");
+    // Deleted from the database, it goes from the kernel.
+    h.vsctl(&["del-br", "cloud0"]);
+    assert!(!h.ns.exec(&["ip", "-o", "link", "show"]).contains("cloud0:"));
+}

@@ -77,7 +77,8 @@ enum Ev {
     Db(Value),
     DbClosed(String),
     LinkChanged,
-    Exit,
+    /// true: `exit --cleanup`.
+    Exit(bool),
 }
 
 struct DbConn {
@@ -191,7 +192,7 @@ fn first_sync(path: &str, tx: &Sender<Ev>, rx: &Receiver<Ev>) -> Result<(DbConn,
                             return Ok((c, db));
                         }
                     }
-                    Ok(Ev::Exit) => return Err("stopped by a signal".into()),
+                    Ok(Ev::Exit(_)) => return Err("stopped by a signal".into()),
                     Ok(Ev::DbClosed(_)) | Err(_) => break,
                     Ok(_) => {}
                 }
@@ -201,7 +202,7 @@ fn first_sync(path: &str, tx: &Sender<Ev>, rx: &Receiver<Ev>) -> Result<(DbConn,
                     warn!("{path}: cannot connect to the database ({e}); retrying every second");
                     told = true;
                 }
-                if let Ok(Ev::Exit) = rx.recv_timeout(Duration::from_secs(1)) {
+                if let Ok(Ev::Exit(_)) = rx.recv_timeout(Duration::from_secs(1)) {
                     return Err("stopped by a signal".into());
                 }
             }
@@ -355,7 +356,7 @@ fn run(args: Args) -> Result<(), String> {
             .spawn(move || {
                 if let Ok(sig) = sigs.wait() {
                     info!("{sig:?}: exiting");
-                    let _ = tx.send(Ev::Exit);
+                    let _ = tx.send(Ev::Exit(false));
                 }
             })
             .map_err(|e| e.to_string())?;
@@ -564,7 +565,7 @@ fn run(args: Args) -> Result<(), String> {
             switch: switch.clone(),
             rec: rec.clone(),
             version,
-            exit: Box::new(move || drop(tx_exit.send(Ev::Exit))),
+            exit: Box::new(move |cleanup| drop(tx_exit.send(Ev::Exit(cleanup)))),
         }),
     );
     {
@@ -655,6 +656,7 @@ fn run(args: Args) -> Result<(), String> {
     let mut next_stats = Instant::now();
     let mut last_attempt = Instant::now();
     let mut write_status = false;
+    let mut cleanup = false;
 
     loop {
         let timeout = next_stats
@@ -671,7 +673,10 @@ fn run(args: Args) -> Result<(), String> {
         let mut exit = false;
         for e in evs {
             match e {
-                Ev::Exit => exit = true,
+                Ev::Exit(c) => {
+                    exit = true;
+                    cleanup |= c;
+                }
                 Ev::LinkChanged => write_status = true,
                 Ev::DbClosed(why) => {
                     if connected {
@@ -786,7 +791,7 @@ fn run(args: Args) -> Result<(), String> {
     info!("stopping: closing ports and PMD threads");
     of.shutdown();
     if let Ok(mut r) = rec.lock() {
-        r.shutdown();
+        r.shutdown(cleanup);
     }
     for p in &switch.pmds {
         p.stop.store(true, Ordering::SeqCst);

@@ -206,6 +206,87 @@ pub fn links() -> BTreeMap<String, Link> {
     m
 }
 
+const NLM_F_ACK: u16 = 4;
+
+/// Sends one rtnetlink request (header added here) and waits for its ack.
+fn request(kind: u16, flags: u16, body: &[u8]) -> Result<(), String> {
+    let fd = socket(
+        AddressFamily::Netlink,
+        SockType::Raw,
+        SockFlag::SOCK_CLOEXEC,
+        SockProtocol::NetlinkRoute,
+    )
+    .map_err(|e| format!("netlink socket: {e}"))?;
+    let raw = fd.as_raw_fd();
+    bind(raw, &NetlinkAddr::new(0, 0)).map_err(|e| format!("netlink bind: {e}"))?;
+    let mut req = Vec::with_capacity(16 + body.len());
+    req.extend_from_slice(&((16 + body.len()) as u32).to_ne_bytes());
+    req.extend_from_slice(&kind.to_ne_bytes());
+    req.extend_from_slice(&(NLM_F_REQUEST | NLM_F_ACK | flags).to_ne_bytes());
+    req.extend_from_slice(&1u32.to_ne_bytes());
+    req.extend_from_slice(&0u32.to_ne_bytes());
+    req.extend_from_slice(body);
+    send(raw, &req, MsgFlags::empty()).map_err(|e| format!("netlink send: {e}"))?;
+    let mut buf = [0u8; 1024];
+    let n = recv(raw, &mut buf, MsgFlags::empty()).map_err(|e| format!("netlink recv: {e}"))?;
+    // The ack is an NLMSG_ERROR carrying errno 0.
+    if n >= 20 && u16::from_ne_bytes([buf[4], buf[5]]) == NLMSG_ERROR {
+        let errno = i32::from_ne_bytes([buf[16], buf[17], buf[18], buf[19]]);
+        if errno != 0 {
+            return Err(nix::errno::Errno::from_raw(-errno).desc().to_string());
+        }
+    }
+    Ok(())
+}
+
+fn index(name: &str) -> Result<u32, String> {
+    nix::net::if_::if_nametoindex(name).map_err(|e| format!("{name}: {e}"))
+}
+
+/// Deletes kernel netdev `name` (RTM_DELLINK), as `ip link del` does.
+pub fn delete_link(name: &str) -> Result<(), String> {
+    const RTM_DELLINK: u16 = 17;
+    // ifinfomsg: family, pad, type, index, flags, change.
+    let mut body = vec![libc::AF_UNSPEC as u8, 0, 0, 0];
+    body.extend_from_slice(&(index(name)? as i32).to_ne_bytes());
+    body.extend_from_slice(&[0u8; 8]);
+    request(RTM_DELLINK, 0, &body).map_err(|e| format!("deleting {name}: {e}"))
+}
+
+/// A netdev's IPv4 addresses with their prefix lengths.
+pub fn ipv4_addresses(name: &str) -> Vec<(std::net::Ipv4Addr, u8)> {
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+        return Vec::new();
+    };
+    addrs
+        .filter(|a| a.interface_name == name)
+        .filter_map(|a| {
+            let ip = a.address.as_ref()?.as_sockaddr_in()?.ip();
+            let mask = a.netmask.as_ref()?.as_sockaddr_in()?.ip();
+            Some((ip, u32::from(mask).count_ones() as u8))
+        })
+        .collect()
+}
+
+/// Adds an IPv4 address to a netdev (RTM_NEWADDR), as `ip address add`.
+pub fn add_ipv4_address(name: &str, ip: std::net::Ipv4Addr, plen: u8) -> Result<(), String> {
+    const RTM_NEWADDR: u16 = 20;
+    const NLM_F_EXCL: u16 = 0x200;
+    const NLM_F_CREATE: u16 = 0x400;
+    const IFA_ADDRESS: u16 = 1;
+    const IFA_LOCAL: u16 = 2;
+    // ifaddrmsg: family, prefixlen, flags, scope, index; then two rtattrs.
+    let mut body = vec![libc::AF_INET as u8, plen, 0, 0];
+    body.extend_from_slice(&index(name)?.to_ne_bytes());
+    for kind in [IFA_LOCAL, IFA_ADDRESS] {
+        body.extend_from_slice(&8u16.to_ne_bytes());
+        body.extend_from_slice(&kind.to_ne_bytes());
+        body.extend_from_slice(&ip.octets());
+    }
+    request(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, &body)
+        .map_err(|e| format!("adding {ip}/{plen} to {name}: {e}"))
+}
+
 fn sysfs(dev: &str, attr: &str) -> Option<String> {
     std::fs::read_to_string(format!("/sys/class/net/{dev}/{attr}"))
         .ok()
