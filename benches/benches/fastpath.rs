@@ -62,6 +62,7 @@ fn snapshot(vlans: [VlanConf; 2]) -> Snapshot<HeapBuf> {
             dev: Arc::new(Sink),
             baseline: Default::default(),
             tunnel: false,
+            qos: Default::default(),
         }));
     }
     s

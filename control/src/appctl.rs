@@ -231,6 +231,22 @@ pub fn register<P: PacketBuf + 'static>(cmds: &mut Commands, ctx: Arc<AppCtx<P>>
 
     let c = ctx.clone();
     cmds.add(
+        "qos/show",
+        "interface",
+        1,
+        1,
+        Box::new(move |a| {
+            let rec = c.rec.lock().map_err(|_| "lock poisoned")?;
+            let lp = rec
+                .ports
+                .get(&a[0])
+                .ok_or_else(|| format!("no such interface {}", a[0]))?;
+            qos_show(&a[0], lp)
+        }),
+    );
+
+    let c = ctx.clone();
+    cmds.add(
         "dpif/show",
         "",
         0,
@@ -299,6 +315,49 @@ pub fn register<P: PacketBuf + 'static>(cmds: &mut Commands, ctx: Arc<AppCtx<P>>
             Some(other) => Err(format!("exit: unknown option '{other}' (only --cleanup)")),
         }),
     );
+}
+
+/// `qos/show IFACE`: OVS's first lines (type, max-rate), then what rvs
+/// enforces: the shaper's rate and bucket, the ingress policer, and the
+/// frames each dropped.
+fn qos_show<P: PacketBuf>(
+    name: &str,
+    lp: &crate::reconcile::LivePort<P>,
+) -> Result<String, String> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let q = &lp.spec.qos;
+    if q.policing.is_none() && !matches!(q.shaping, Ok(Some(_)) | Err(_)) {
+        return Err(format!("QoS not configured on {name}"));
+    }
+    let mut out = String::new();
+    match (&q.shaping, &lp.qos.shaper) {
+        (Ok(Some(s)), Some(b)) => {
+            let _ = writeln!(out, "QoS: {name} {}", s.kind);
+            let _ = writeln!(out, "max-rate: {}", s.max_rate);
+            let _ = writeln!(out, "burst: {}", s.burst * 8);
+            let _ = writeln!(
+                out,
+                "{}: {}",
+                if s.queue {
+                    "queue-full drops"
+                } else {
+                    "policed drops"
+                },
+                b.dropped.load(Relaxed)
+            );
+        }
+        (Err(e), _) => {
+            let _ = writeln!(out, "QoS: {name} refused: {e}");
+        }
+        _ => {}
+    }
+    if let (Some((rate, burst)), Some(b)) = (q.policing, &lp.qos.policer) {
+        let burst = if burst == 0 { 8000 } else { burst };
+        let _ = writeln!(out, "ingress_policing_rate: {rate}");
+        let _ = writeln!(out, "ingress_policing_burst: {burst}");
+        let _ = writeln!(out, "ingress policed drops: {}", b.dropped.load(Relaxed));
+    }
+    Ok(out)
 }
 
 /// `ofproto/trace BRIDGE FLOW`: the tables a packet would go through, the

@@ -127,6 +127,128 @@ pub struct IfaceSpec {
     pub bridge: String,
     pub port: String,
     pub vlan: Result<VlanConf, String>,
+    /// Rate limits (Interface ingress policing, the Port's QoS).
+    pub qos: QosConf,
+}
+
+/// A port's rate limits as the database gives them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QosConf {
+    /// `ingress_policing_rate` (kbit/s) and `ingress_policing_burst` (kbit,
+    /// 0: OVS's default of 8000); None: not policed.
+    pub policing: Option<(u64, u64)>,
+    /// The Port's QoS: Ok(None) none (or no rate in it), Err: refused with
+    /// the reason (logged; the port forwards unshaped).
+    pub shaping: Result<Option<Shaping>, String>,
+}
+
+/// An egress limit: `linux-htb` / `linux-hfsc` (shaped: frames beyond the
+/// rate wait) or OVS-DPDK's `egress-policer` (dropped).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shaping {
+    pub kind: String,
+    /// Bits per second.
+    pub max_rate: u64,
+    /// Bytes.
+    pub burst: u64,
+    /// Frames beyond the rate wait (a shaper) rather than drop.
+    pub queue: bool,
+}
+
+impl Default for QosConf {
+    fn default() -> Self {
+        QosConf {
+            policing: None,
+            shaping: Ok(None),
+        }
+    }
+}
+
+impl QosConf {
+    fn read(db: &Db, port: &crate::datum::Row, ifr: &crate::datum::Row) -> QosConf {
+        let rate = int(ifr, "ingress_policing_rate").unwrap_or(0).max(0) as u64;
+        let burst = int(ifr, "ingress_policing_burst").unwrap_or(0).max(0) as u64;
+        QosConf {
+            policing: (rate > 0).then_some((rate, burst)),
+            shaping: Self::shaping(db, port),
+        }
+    }
+
+    fn shaping(db: &Db, port: &crate::datum::Row) -> Result<Option<Shaping>, String> {
+        let Some(qu) = uuids(port, "qos").into_iter().next() else {
+            return Ok(None);
+        };
+        let Some(q) = db.row("QoS", &qu) else {
+            return Ok(None);
+        };
+        let kind = string(q, "type").unwrap_or_default();
+        let oc = map(q, "other_config");
+        let num =
+            |m: &BTreeMap<String, String>, k: &str, what: &str| -> Result<Option<u64>, String> {
+                m.get(k)
+                    .map(|v| {
+                        v.parse::<u64>().map_err(|_| {
+                            format!("QoS {what} other_config:{k}={v:?} is not a whole number")
+                        })
+                    })
+                    .transpose()
+            };
+        match kind.as_str() {
+            "linux-htb" | "linux-hfsc" => {
+                // Queue 0 (the default queue) limits the port; its max-rate
+                // falls back to the QoS's, as in OVS. Without either there
+                // is no limit (OVS: the link's speed).
+                let q0 = queue0(q).and_then(|u| db.row("Queue", &u)).map(|r| map(r, "other_config")).unwrap_or_default();
+                let max = match num(&q0, "max-rate", "queue 0")? {
+                    Some(r) => Some(r),
+                    None => num(&oc, "max-rate", &kind)?,
+                };
+                let Some(max) = max.filter(|&r| r > 0) else {
+                    return Ok(None);
+                };
+                let burst_bits = num(&q0, "burst", "queue 0")?.or(num(&oc, "burst", &kind)?);
+                Ok(Some(Shaping {
+                    max_rate: max,
+                    burst: burst_bits.map(|b| b / 8).unwrap_or(0).max(default_burst(max)),
+                    queue: true,
+                    kind,
+                }))
+            }
+            "egress-policer" => {
+                // OVS-DPDK's: cir in bytes/s, cbs in bytes.
+                let Some(cir) = num(&oc, "cir", &kind)?.filter(|&c| c > 0) else {
+                    return Ok(None);
+                };
+                let cbs = num(&oc, "cbs", &kind)?.unwrap_or(0).max(1518);
+                Ok(Some(Shaping {
+                    kind,
+                    max_rate: cir * 8,
+                    burst: cbs,
+                    queue: false,
+                }))
+            }
+            "" => Ok(None),
+            k => Err(format!(
+                "QoS type {k:?} is not supported (rvs supports linux-htb, linux-hfsc, egress-policer)"
+            )),
+        }
+    }
+}
+
+/// A shaper's bucket when none is given: 20 ms at the rate, at least 16 KB
+/// (a TCP flow reaches the rate without tripping on its own bursts).
+fn default_burst(bits_per_sec: u64) -> u64 {
+    (bits_per_sec / 8 / 50).max(16 * 1024)
+}
+
+/// The Queue row of queue 0 in a QoS's `queues` (an integer-keyed map).
+fn queue0(q: &crate::datum::Row) -> Option<String> {
+    let v = q.get("queues")?;
+    let pairs = v.as_array().filter(|a| a.len() == 2 && a[0] == "map")?[1].as_array()?;
+    pairs.iter().find_map(|kv| {
+        (kv.get(0)?.as_i64()? == 0)
+            .then(|| kv.get(1)?.as_array()?.get(1)?.as_str().map(String::from))?
+    })
 }
 
 impl IfaceSpec {
@@ -212,6 +334,7 @@ pub fn desired(db: &Db) -> Desired {
                     bridge: bname.clone(),
                     port: pname.clone(),
                     vlan: vlan.clone(),
+                    qos: QosConf::read(db, port, ifr),
                 });
             }
         }

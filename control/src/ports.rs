@@ -134,6 +134,14 @@ impl DeviceFactory<Mbuf> for DpdkFactory {
                 Err(e) => log::warn!("{}: {e}", spec.name),
             }
         }
+        if matches!(spec.kind.as_str(), "" | "system" | "tap")
+            && !reopening
+            && Self::kernel_netdev_exists(&spec.name)
+        {
+            if let Err(e) = crate::underlay::host_stack::reattach(&spec.name) {
+                log::warn!("{e}");
+            }
+        }
     }
 
     fn mbufs_needed(&self, spec: &IfaceSpec) -> Result<(i32, u64), String> {
@@ -234,6 +242,11 @@ impl DeviceFactory<Mbuf> for DpdkFactory {
         for (ip, plen) in carried {
             if let Err(e) = crate::underlay::netlink::add_ipv4_address(&spec.name, ip, plen) {
                 log::warn!("{}: {e}", spec.name);
+            }
+        }
+        if devargs.starts_with("net_af_packet") {
+            if let Err(e) = crate::underlay::host_stack::detach(&spec.name) {
+                log::warn!("{e}; the host's stack also receives its frames");
             }
         }
         let numa = dev.socket_id().max(0);

@@ -11,6 +11,7 @@ use rvs_dataplane::mac_table::MacTable;
 use rvs_dataplane::netdev::NetDev;
 use rvs_dataplane::packet::PacketBuf;
 use rvs_dataplane::pmd::assign_rxqs;
+use rvs_dataplane::qos::PortQos;
 use rvs_dataplane::snapshot::{BridgeEntry, BridgeFlows, PortEntry, Snapshot, Switch};
 use rvs_dataplane::stats::{port_totals, PortTotals};
 use rvs_dataplane::tunnel::{TunnelConf, TunnelDev};
@@ -55,6 +56,8 @@ pub struct LivePort<P: PacketBuf> {
     pub baseline: PortTotals,
     /// A gre/vxlan port's configuration.
     pub tunnel: Option<TunnelConf>,
+    /// Its policer and shaper (kept across snapshots: they hold state).
+    pub qos: PortQos,
 }
 
 pub struct FailedPort {
@@ -161,11 +164,16 @@ impl<P: PacketBuf + 'static> Reconciler<P> {
         let mut removed: Vec<LivePort<P>> =
             gone.iter().filter_map(|n| self.ports.remove(n)).collect();
         self.failed.retain(|n, _| want.contains_key(n.as_str()));
+        let mut qos_changed = false;
         let changed_vlan: Vec<(u16, String)> = self
             .ports
             .values_mut()
             .filter_map(|lp| {
                 let s = want[lp.spec.name.as_str()];
+                if s.qos != lp.spec.qos && lp.tunnel.is_none() {
+                    lp.qos = port_qos(&s.name, &s.qos);
+                    qos_changed = true;
+                }
                 let old_vlan = lp.vlan.clone();
                 lp.spec = s.clone();
                 if let Ok(v) = &s.vlan {
@@ -192,7 +200,7 @@ impl<P: PacketBuf + 'static> Reconciler<P> {
             .iter()
             .map(|lp| (lp.spec.clone(), want.contains_key(lp.spec.name.as_str())))
             .collect();
-        if !removed.is_empty() || !changed_vlan.is_empty() {
+        if !removed.is_empty() || !changed_vlan.is_empty() || qos_changed {
             self.publish();
             for lp in &removed {
                 if let Some(b) = self.bridges.get(&lp.spec.bridge) {
@@ -395,6 +403,7 @@ impl<P: PacketBuf + 'static> Reconciler<P> {
                 mbufs: 0,
                 baseline: port_totals(self.switch.pmds.iter().map(|p| &p.stats), slot),
                 tunnel: Some(conf),
+                qos: PortQos::default(),
             });
         }
         let (numa, need) = self.factory.mbufs_needed(s)?;
@@ -423,6 +432,7 @@ impl<P: PacketBuf + 'static> Reconciler<P> {
             mbufs: need,
             baseline,
             tunnel: None,
+            qos: port_qos(&s.name, &s.qos),
         })
     }
 
@@ -542,6 +552,7 @@ impl<P: PacketBuf + 'static> Reconciler<P> {
                 dev: lp.dev.clone(),
                 baseline: lp.baseline,
                 tunnel: lp.tunnel.is_some(),
+                qos: lp.qos.clone(),
             });
             snap.bridges[bi as usize].add_port(lp.slot, lp.ofport as u32);
             for q in 0..lp.dev.n_rxq() {
@@ -674,17 +685,58 @@ impl<P: PacketBuf + 'static> Reconciler<P> {
     /// OVS): the bridges' kernel devices go too; otherwise they outlive
     /// rvsd with their addresses, for the next rvsd to take up.
     pub fn shutdown(&mut self, cleanup: bool) {
-        let internal: Vec<IfaceSpec> = self
+        // --cleanup: bridges' devices go, system ports go back to the host.
+        let leaving: Vec<IfaceSpec> = self
             .ports
             .values()
-            .filter(|lp| cleanup && lp.spec.kind == "internal")
+            .filter(|_| cleanup)
             .map(|lp| lp.spec.clone())
             .collect();
         self.ports.clear();
         self.publish();
-        for spec in &internal {
+        for spec in &leaving {
             self.factory.closed(spec, false);
         }
+    }
+}
+
+/// The dataplane's buckets for a port's limits (new ones: a changed limit
+/// starts full). A refused QoS is logged with its reason; the port then
+/// forwards unshaped.
+fn port_qos(name: &str, q: &crate::config::QosConf) -> PortQos {
+    use rvs_dataplane::qos::TokenBucket;
+    let policer = q.policing.map(|(kbps, kb)| {
+        let kb = if kb == 0 { 8000 } else { kb };
+        log::info!("{name}: ingress policing at {kbps} kbit/s, burst {kb} kbit");
+        Arc::new(TokenBucket::new(kbps * 1000 / 8, kb * 1000 / 8))
+    });
+    let (shaper, shaper_queue) = match &q.shaping {
+        Ok(Some(s)) => {
+            log::info!(
+                "{name}: QoS {} at {} bit/s, burst {} bytes",
+                s.kind,
+                s.max_rate,
+                s.burst
+            );
+            (
+                Some(Arc::new(TokenBucket::new(s.max_rate / 8, s.burst))),
+                s.queue,
+            )
+        }
+        Ok(None) => (None, false),
+        Err(e) => {
+            log::warn!("{name}: {e}; sending unshaped");
+            (None, false)
+        }
+    };
+    PortQos {
+        policer,
+        shaper,
+        shaper_queue: if shaper_queue {
+            rvs_dataplane::qos::SHAPER_QUEUE
+        } else {
+            0
+        },
     }
 }
 

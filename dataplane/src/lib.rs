@@ -18,6 +18,7 @@ pub mod netdev;
 pub mod normal;
 pub mod packet;
 pub mod pmd;
+pub mod qos;
 pub mod snapshot;
 pub mod stats;
 pub mod tunnel;

@@ -4,6 +4,7 @@ use crate::flow::cache::{FlowCache, RecircCache};
 use crate::flow_batch;
 use crate::normal::{count_port_rx, count_rx, forward_batch};
 use crate::packet::PacketBuf;
+use crate::qos::{self, Backlog};
 use crate::snapshot::{PmdShared, Snapshot, Switch};
 use crate::stats::{DropReason, PmdStats};
 use crate::tunnel::path::{self as tnl_path, TnlLocal};
@@ -51,6 +52,8 @@ pub struct PmdLocal<P: PacketBuf> {
     /// last poll filled a burst (then they stay on every turn).
     lazy_at: u64,
     lazy_busy: bool,
+    /// Frames waiting for a shaped port's rate.
+    pub backlog: Backlog<P>,
 }
 
 impl<P: PacketBuf> PmdLocal<P> {
@@ -64,6 +67,7 @@ impl<P: PacketBuf> PmdLocal<P> {
             spare: Vec::new(),
             lazy_at: 0,
             lazy_busy: false,
+            backlog: Backlog::default(),
         }
     }
 }
@@ -86,6 +90,7 @@ pub fn poll_once<P: PacketBuf>(
         spare,
         lazy_at,
         lazy_busy,
+        backlog,
     } = local;
     // Announce a new epoch before loading the snapshot: once the control
     // thread sees it, we hold nothing older than its swap. An unchanged
@@ -96,11 +101,15 @@ pub fn poll_once<P: PacketBuf>(
     }
     let snap = switch.snap.load();
     let t0 = (clock.cycles)();
+    let now_ns = (t0 as u128 * 1_000_000_000 / clock.hz.max(1) as u128) as u64;
     let stats = &me.stats;
     let mut got = 0;
     let Some(rxqs) = snap.rxqs.get(me.index) else {
         return 0;
     };
+    if !backlog.is_empty() {
+        release_shaped(&snap, me.index as u16, now_ns, stats, backlog);
+    }
     let lazy_turn = *lazy_busy || t0.wrapping_sub(*lazy_at) >= clock.hz / LAZY_POLLS_PER_SEC;
     if lazy_turn {
         *lazy_at = t0;
@@ -121,11 +130,20 @@ pub fn poll_once<P: PacketBuf>(
             continue;
         }
         got += n;
-        let bytes = count_rx(stats, rq.slot, burst);
+        let mut bytes = count_rx(stats, rq.slot, burst);
         if snap.hold {
             stats.drop(DropReason::RestoreWait, Some(rq.slot), n as u64);
             burst.clear();
             continue;
+        }
+        if let Some(pol) = &port.qos.policer {
+            qos::police(pol, now_ns, rq.slot, burst, stats);
+            if burst.len() < n {
+                if burst.is_empty() {
+                    continue;
+                }
+                bytes = burst.iter().map(|p| p.wire_len() as u64).sum();
+            }
         }
         run_batch(
             &snap, rq.slot, burst, None, bytes, now, stats, tx, cache, rcache,
@@ -134,8 +152,10 @@ pub fn poll_once<P: PacketBuf>(
             snap: &snap,
             txq: me.index as u16,
             now,
+            now_ns,
             stats,
             events: &switch.tnl_events,
+            backlog,
         };
         d.run(tx, cache, rcache, tnl, spare);
     }
@@ -147,8 +167,10 @@ pub fn poll_once<P: PacketBuf>(
                 snap: &snap,
                 txq: 0,
                 now,
+                now_ns,
                 stats,
                 events: &switch.tnl_events,
+                backlog,
             };
             d.run(tx, cache, rcache, tnl, spare);
         }
@@ -244,8 +266,10 @@ struct Drain<'a, P: PacketBuf> {
     snap: &'a Snapshot<P>,
     txq: u16,
     now: u32,
+    now_ns: u64,
     stats: &'a PmdStats,
     events: &'a std::sync::mpsc::SyncSender<crate::tunnel::TnlEvent>,
+    backlog: &'a mut Backlog<P>,
 }
 
 impl<P: PacketBuf> Drain<'_, P> {
@@ -298,7 +322,8 @@ impl<P: PacketBuf> Drain<'_, P> {
 
     #[inline]
     fn flush(&mut self, st: &TnlState, tx: &mut TxBuffers<P>, tnl: &mut TnlLocal<P>) {
-        let (snap, txq, stats) = (self.snap, self.txq, self.stats);
+        let (snap, txq, stats, now_ns) = (self.snap, self.txq, self.stats, self.now_ns);
+        let backlog = &mut *self.backlog;
         tx.flush(|slot, b, metas| {
             let n = b.len() as u64;
             let Some(port) = snap.port(slot) else {
@@ -323,8 +348,39 @@ impl<P: PacketBuf> Drain<'_, P> {
                     return;
                 }
             }
+            if let Some(sh) = &port.qos.shaper {
+                backlog.shape(sh, port.qos.shaper_queue, now_ns, slot, b, stats);
+                if b.is_empty() {
+                    return;
+                }
+            }
             send(port, slot, txq, stats, b);
         });
+    }
+}
+
+/// Sends what shaped ports' rates allow now of what waits for them.
+fn release_shaped<P: PacketBuf>(
+    snap: &Snapshot<P>,
+    txq: u16,
+    now_ns: u64,
+    stats: &PmdStats,
+    backlog: &mut Backlog<P>,
+) {
+    let slots: arrayvec::ArrayVec<u16, 16> = backlog.waiting().take(16).collect();
+    for slot in slots {
+        match snap.port(slot) {
+            Some(port) if port.qos.shaper.is_some() => {
+                let mut b = Burst::new();
+                if let Some(sh) = &port.qos.shaper {
+                    backlog.shape(sh, port.qos.shaper_queue, now_ns, slot, &mut b, stats);
+                }
+                if !b.is_empty() {
+                    send(port, slot, txq, stats, &mut b);
+                }
+            }
+            _ => backlog.discard(slot, stats),
+        }
     }
 }
 

@@ -29,6 +29,8 @@ pub struct PortEntry<P: PacketBuf> {
     pub baseline: PortTotals,
     /// A gre/vxlan port: sending means encapsulating (see `tunnel`).
     pub tunnel: bool,
+    /// Ingress policer and egress shaper, if configured.
+    pub qos: crate::qos::PortQos,
 }
 
 pub struct BridgeEntry {

@@ -77,10 +77,14 @@ pub enum DropReason {
     /// Underlay GRE/VXLAN from an address not in the tunnel peer
     /// allow-list (`other_config:tunnel-peer-allowlist`).
     TunnelPeerDenied,
+    /// Beyond the port's `ingress_policing_rate`.
+    RxQos,
+    /// Beyond the port's QoS rate with its shaper queue full.
+    TxQos,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 24] = [
+    pub const ALL: [DropReason; 26] = [
         DropReason::Malformed,
         DropReason::VlanDenied,
         DropReason::SamePort,
@@ -105,6 +109,8 @@ impl DropReason {
         DropReason::TunnelMalformed,
         DropReason::RestoreWait,
         DropReason::TunnelPeerDenied,
+        DropReason::RxQos,
+        DropReason::TxQos,
     ];
 
     pub fn name(self) -> &'static str {
@@ -133,6 +139,8 @@ impl DropReason {
             DropReason::TunnelMalformed => "tunnel-malformed",
             DropReason::RestoreWait => "flow-restore-wait",
             DropReason::TunnelPeerDenied => "tunnel-peer-denied",
+            DropReason::RxQos => "ingress-policing",
+            DropReason::TxQos => "qos-queue-full",
         }
     }
 }

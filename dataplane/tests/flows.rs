@@ -35,6 +35,7 @@ fn lab(n: usize) -> Lab {
             dev: d.clone(),
             baseline: Default::default(),
             tunnel: false,
+            qos: Default::default(),
         }));
         br.add_port(i as u16, i as u32 + 1);
     }

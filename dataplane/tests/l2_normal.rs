@@ -36,6 +36,7 @@ fn lab(n_bridges: usize, ports: &[(u16, VlanConf)]) -> Lab {
             dev: devs[i].clone(),
             baseline: Default::default(),
             tunnel: false,
+            qos: Default::default(),
         }));
         snap.bridges[*b as usize].add_port(i as u16, i as u32 + 1);
     }
@@ -238,6 +239,7 @@ fn tx_refusals_are_counted_per_port() {
         dev: l.devs[0].clone(),
         baseline: Default::default(),
         tunnel: false,
+        qos: Default::default(),
     }));
     snap.ports.push(Some(PortEntry {
         name: "p1".into(),
@@ -247,6 +249,7 @@ fn tx_refusals_are_counted_per_port() {
         dev: small.clone(),
         baseline: Default::default(),
         tunnel: false,
+        qos: Default::default(),
     }));
     snap.rxqs = assign_rxqs(&[(0, 0)], &[(0, 0, 0), (1, 0, 0)]);
     l.sw.publish(snap);

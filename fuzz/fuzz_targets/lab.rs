@@ -40,6 +40,7 @@ impl Lab {
                 dev: d.clone(),
                 baseline: PortTotals::default(),
                 tunnel: false,
+                qos: Default::default(),
             }));
             br.add_port(i as u16, i as u32 + 1);
         }

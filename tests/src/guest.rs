@@ -74,9 +74,6 @@ impl Guest {
     /// Starts QEMU; `incoming`: as a live-migration destination on that
     /// QEMU URI instead of booting.
     pub fn start(name: &str, dir: &Path, nic: &Nic, ip: &str, incoming: Option<&str>) -> Guest {
-        let (kernel, initrd) = image();
-        let qmp = dir.join(format!("{name}.qmp"));
-        let _ = std::fs::remove_file(&qmp);
         let mut chardev = format!("socket,id=charnet0,path={}", nic.socket.display());
         match nic.mode {
             Mode::Server => chardev.push_str(",server=on,wait=off"),
@@ -96,12 +93,63 @@ impl Guest {
             netdev.push_str(&format!(",queues={}", nic.queues));
             device.push_str(",mq=on");
         }
+        let nic_args = ["-chardev", &chardev, "-netdev", &netdev, "-device", &device];
+        Guest::spawn(name, dir, &nic_args, ip, incoming, None)
+    }
+
+    /// A guest whose NIC is kernel tap `ifname` in namespace `netns`, as
+    /// libvirt attaches system VMs and non-DPDK guests
+    /// (`<interface type='bridge'>` with `<virtualport type='openvswitch'/>`).
+    /// The guest computes its own checksums (`<driver><host csum='off'/>`):
+    /// a `system` port takes frames as the kernel holds them, and offloaded
+    /// ones would reach the wire with partial checksums (README, known
+    /// limitations; the same holds for OVS-DPDK's system ports).
+    pub fn boot_tap(
+        name: &str,
+        dir: &Path,
+        ifname: &str,
+        mac: &str,
+        ip: &str,
+        netns: &str,
+    ) -> Guest {
+        let netdev = format!("tap,id=hostnet0,ifname={ifname},script=no,downscript=no");
+        let device = format!("virtio-net-pci,netdev=hostnet0,id=net0,mac={mac},csum=off");
+        let mut g = Guest::spawn(
+            name,
+            dir,
+            &["-netdev", &netdev, "-device", &device],
+            ip,
+            None,
+            Some(netns),
+        );
+        g.wait_ready(Duration::from_secs(120));
+        g
+    }
+
+    fn spawn(
+        name: &str,
+        dir: &Path,
+        nic_args: &[&str],
+        ip: &str,
+        incoming: Option<&str>,
+        netns: Option<&str>,
+    ) -> Guest {
+        let (kernel, initrd) = image();
+        let qmp = dir.join(format!("{name}.qmp"));
+        let _ = std::fs::remove_file(&qmp);
         // Guest RAM on hugepages, shared with the switch, as CloudStack's
         // <memoryBacking><hugepages/><access mode='shared'/> gives it.
         let mem =
             "memory-backend-file,id=mem0,size=256M,mem-path=/dev/hugepages,share=on,prealloc=off";
         let append = format!("console=ttyS0 quiet panic=-1 rvs.ip={ip}");
-        let mut cmd = Command::new("qemu-system-x86_64");
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "qemu-system-x86_64"]);
+                c
+            }
+            None => Command::new("qemu-system-x86_64"),
+        };
         cmd.args([
             "-name", name, "-accel", "tcg", "-cpu", "max", "-m", "256", "-smp", "1",
         ])
@@ -118,7 +166,7 @@ impl Guest {
         .arg("-initrd")
         .arg(&initrd)
         .args(["-append", &append])
-        .args(["-chardev", &chardev, "-netdev", &netdev, "-device", &device])
+        .args(nic_args)
         .args(["-serial", "stdio"])
         .arg("-qmp")
         .arg(format!("unix:{},server=on,wait=off", qmp.display()));

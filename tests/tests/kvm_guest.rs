@@ -246,3 +246,195 @@ fn killed_rvsd_each_guest_comes_back_and_the_gap_is_measured() {
     assert_eq!(received(&out), Some(3), "{out}");
     assert!(!g2.exited());
 }
+
+const VM_UUID: &str = "0d3c5e1a-7f7b-4c6e-9a51-2b3c4d5e6f70";
+const IFACE_UUID: &str = "5f0e2a7c-1b2d-4e3f-8a9b-0c1d2e3f4a5b";
+
+/// `ovs-vsctl` as libvirt runs it for a tap NIC with
+/// `<virtualport type='openvswitch'/>` and `<vlan><tag id='V'/></vlan>`.
+fn libvirt_add_port(h: &Host, br: &str, ifname: &str, mac: &str, tag: u16) {
+    let ext = |k: &str, v: &str| format!("external-ids:{k}=\"{v}\"");
+    h.vsctl(&[
+        "--timeout=5",
+        "--",
+        "--may-exist",
+        "add-port",
+        br,
+        ifname,
+        "--",
+        "set",
+        "Port",
+        ifname,
+        "other_config:transient=true",
+        &format!("tag={tag}"),
+        "--",
+        "set",
+        "Interface",
+        ifname,
+        &ext("attached-mac", mac),
+        "--",
+        "set",
+        "Interface",
+        ifname,
+        &ext("iface-id", IFACE_UUID),
+        "--",
+        "set",
+        "Interface",
+        ifname,
+        &ext("vm-id", VM_UUID),
+        "--",
+        "set",
+        "Interface",
+        ifname,
+        "external-ids:iface-status=active",
+    ]);
+}
+
+/// libvirt's `<bandwidth>` on an Open vSwitch port (average, peak in kB/s,
+/// burst in kB; the same inbound and outbound, as CloudStack writes its
+/// network rate): a linux-htb QoS with queue 0 for what goes to the guest,
+/// ingress policing for what comes from it.
+fn libvirt_set_bandwidth(h: &Host, ifname: &str, average: u64, peak: u64, burst: u64) {
+    let vmid = format!("external-ids:vm-id=\"{VM_UUID}\"");
+    let ifn = format!("external-ids:ifname=\"{ifname}\"");
+    let found = h.vsctl(&[
+        "--timeout=5",
+        "--no-heading",
+        "--columns=_uuid",
+        "find",
+        "queue",
+        &vmid,
+        &ifn,
+    ]);
+    assert_eq!(found, "", "no queue yet");
+    let rates = [
+        format!("other_config:min-rate={}", average * 8192),
+        format!("other_config:burst={}", burst * 8192),
+        format!("other_config:max-rate={}", peak * 8192),
+    ];
+    let mut a = vec![
+        "--timeout=5",
+        "set",
+        "port",
+        ifname,
+        "qos=@qos1",
+        &vmid,
+        &ifn,
+    ];
+    a.extend(["--", "--id=@qos1", "create", "qos", "type=linux-htb"]);
+    a.extend(rates.iter().map(String::as_str));
+    a.extend([vmid.as_str(), ifn.as_str(), "queues:0=@queue0"]);
+    a.extend(["--", "--id=@queue0", "create", "queue"]);
+    a.extend(rates.iter().map(String::as_str));
+    a.extend([vmid.as_str(), ifn.as_str()]);
+    h.vsctl(&a);
+    h.vsctl(&[
+        "--timeout=5",
+        "set",
+        "Interface",
+        ifname,
+        &format!("ingress_policing_rate={}", average * 8),
+        &format!("ingress_policing_burst={}", burst * 8),
+    ]);
+}
+
+/// A guest on a kernel tap (as libvirt attaches system VMs and non-DPDK
+/// guests) switched by rvsd as a `system` port added with libvirt's own
+/// command, then limited with libvirt's bandwidth commands: downloads to the
+/// guest are shaped to the rate (linux-htb), uploads from it policed
+/// (ingress_policing_rate); `qos/show` reports both; libvirt's removal
+/// takes the port away.
+#[test]
+fn a_tap_guest_attached_and_rate_limited_as_libvirt_does_it() {
+    let h = Host::start("tapvm");
+    host_bridge(&h);
+    h.ns.exec(&["ip", "tuntap", "add", "dev", "vnet0", "mode", "tap"]);
+    h.ns.exec(&["ip", "link", "set", "vnet0", "up"]);
+    let mac = "52:54:00:70:00:11";
+    let mut g = Guest::boot_tap("tg", &h.dir, "vnet0", mac, "10.50.0.21/24", &h.ns.name);
+    libvirt_add_port(&h, "cloudbr0", "vnet0", mac, 30);
+    assert_eq!(
+        h.get("Port", "vnet0", "other_config"),
+        "{transient=\"true\"}"
+    );
+    assert_eq!(h.get("Interface", "vnet0", "error"), "[]");
+    // The host's own stack is kept off the switched tap.
+    let tc =
+        h.ns.exec(&["tc", "filter", "show", "dev", "vnet0", "ingress"]);
+    assert!(tc.contains("bpf") && tc.contains("direct-action"), "{tc}");
+    let out = g.sh(&format!("ping -c 5 -W 2 {HOST_IP}"));
+    assert_eq!(received(&out), Some(5), "{out}");
+
+    // 1024 kB/s = 8 Mbit/s each way, 64 kB bursts.
+    libvirt_set_bandwidth(&h, "vnet0", 1024, 1024, 64);
+    let show = h.appctl(&["qos/show", "vnet0"]);
+    assert_eq!(
+        show,
+        "QoS: vnet0 linux-htb\nmax-rate: 8388608\nburst: 524288\nqueue-full drops: 0\n\
+         ingress_policing_rate: 8192\ningress_policing_burst: 512\ningress policed drops: 0\n"
+    );
+
+    // To the guest: 4 MiB cannot arrive faster than the rate allows after
+    // the first bucket (3.94 s), and arrives whole.
+    let www = h.dir.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    let blob: Vec<u8> = (0u32..4 << 20)
+        .map(|i| (i.wrapping_mul(2654435761) >> 11) as u8)
+        .collect();
+    std::fs::write(www.join("blob"), &blob).unwrap();
+    let want = rvs_tests::sh("md5sum", &[www.join("blob").to_str().unwrap()]);
+    let mut srv = http_server(&h.ns, HOST_IP, "8080", &www);
+    let t0 = std::time::Instant::now();
+    let got = g.sh(&format!("wget -q -O - http://{HOST_IP}:8080/blob | md5sum"));
+    let down = t0.elapsed();
+    assert_eq!(
+        got.split_whitespace().next(),
+        want.split_whitespace().next()
+    );
+    let _ = srv.kill();
+    let _ = srv.wait();
+    let floor = (4u64 << 20) as f64 - 65536.0;
+    assert!(
+        down.as_secs_f64() >= floor / 1_048_576.0,
+        "4 MiB shaped to 8 Mbit/s took only {down:?}"
+    );
+
+    // From the guest: the policer drops what exceeds 8.192 Mbit/s; TCP
+    // recovers and the file arrives whole, no faster than the rate.
+    g.sh("dd if=/dev/urandom of=/www/up bs=1024 count=2048 2>/dev/null");
+    let sum = g.sh("md5sum /www/up");
+    let t0 = std::time::Instant::now();
+    let up = h.ns.exec(&[
+        "sh",
+        "-c",
+        "curl -s --max-time 120 http://10.50.0.21/up | md5sum",
+    ]);
+    let upt = t0.elapsed();
+    assert_eq!(up.split_whitespace().next(), sum.split_whitespace().next());
+    assert!(
+        upt.as_secs_f64() >= (2_097_152.0 - 64_000.0) / 1_024_000.0,
+        "2 MiB policed at 8.192 Mbit/s took only {upt:?}"
+    );
+    let show = h.appctl(&["qos/show", "vnet0"]);
+    let policed: u64 = show
+        .lines()
+        .find_map(|l| l.strip_prefix("ingress policed drops: "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(policed > 0, "{show}");
+    assert_eq!(rvs_tests::pmd_drops(&h, "ingress-policing"), policed);
+    eprintln!("tap guest: 4 MiB down (shaped) in {down:?}, 2 MiB up (policed, {policed} frames dropped) in {upt:?}");
+
+    // Only the switch answered the guest: had the host's stack seen the
+    // tap's frames, its ARP replies would have taught the guest the tap's
+    // MAC and frames to it would come back as same-port drops.
+    assert_eq!(rvs_tests::pmd_drops(&h, "same-port"), 0);
+
+    // libvirt's removal when the domain stops: the tap is the host's again.
+    h.vsctl(&["--timeout=5", "--", "--if-exists", "del-port", "vnet0"]);
+    assert!(!h.appctl(&["dpif/show"]).contains("vnet0"));
+    let tc = h.ns.exec(&["tc", "qdisc", "show", "dev", "vnet0"]);
+    assert!(!tc.contains("clsact"), "{tc}");
+    h.vsctl(&["--timeout=5", "--", "--if-exists", "del-port", "vnet0"]);
+}

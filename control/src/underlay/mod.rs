@@ -4,6 +4,7 @@
 //! the `TnlState` PMDs send by, and it sends the ARP requests unresolved
 //! next hops need, out of the bridge the route leaves through.
 pub mod commands;
+pub mod host_stack;
 pub mod neigh;
 pub mod netlink;
 

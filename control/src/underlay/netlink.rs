@@ -209,7 +209,7 @@ pub fn links() -> BTreeMap<String, Link> {
 const NLM_F_ACK: u16 = 4;
 
 /// Sends one rtnetlink request (header added here) and waits for its ack.
-fn request(kind: u16, flags: u16, body: &[u8]) -> Result<(), String> {
+pub(crate) fn request(kind: u16, flags: u16, body: &[u8]) -> Result<(), String> {
     let fd = socket(
         AddressFamily::Netlink,
         SockType::Raw,
@@ -239,7 +239,7 @@ fn request(kind: u16, flags: u16, body: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
-fn index(name: &str) -> Result<u32, String> {
+pub(crate) fn index(name: &str) -> Result<u32, String> {
     nix::net::if_::if_nametoindex(name).map_err(|e| format!("{name}: {e}"))
 }
 
