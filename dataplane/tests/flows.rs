@@ -381,3 +381,84 @@ fn learn_asks_the_control_thread_once_per_second() {
         ]
     );
 }
+
+fn vid_match(m: &mut Match, vid: u16) {
+    m.set(Field::VlanTci, (0x1000 | vid) as u64, 0x1fff);
+}
+
+/// CloudStack's PVLAN flows in miniature (vlan-limit=2): an untagged frame
+/// from a VM gets the secondary then the primary tag pushed and is looked up
+/// again as if from the trunk (port 3); that rule sends it out of the trunk
+/// double-tagged (output to the port resubmit stood in for is allowed: the
+/// real in_port is the VM's), and a second copy has both tags stripped one
+/// after the other on its way to another VM, the inner tag visible between.
+#[test]
+fn qinq_push_twice_resubmit_as_trunk_and_strip_twice() {
+    let mut l = lab(4);
+    l.clear();
+    let mut m = in_port(1);
+    m.set(Field::VlanTci, 0, 0xffff);
+    l.flow(FlowMod::add(
+        0,
+        50,
+        m,
+        vec![
+            Action::PushVlan(0x8100),
+            Action::SetField {
+                field: Field::VlanTci,
+                value: 0x1000 | 201,
+                mask: 0x1fff,
+            },
+            Action::PushVlan(0x8100),
+            Action::SetField {
+                field: Field::VlanTci,
+                value: 0x1000 | 200,
+                mask: 0x1fff,
+            },
+            Action::Resubmit {
+                port: Some(3),
+                table: None,
+            },
+        ],
+    ));
+    let mut m = in_port(3);
+    vid_match(&mut m, 200);
+    l.flow(FlowMod::add(
+        0,
+        60,
+        m,
+        vec![
+            out(3),
+            Action::StripVlan,
+            Action::Resubmit {
+                port: None,
+                table: Some(1),
+            },
+        ],
+    ));
+    let mut m = Match::any();
+    vid_match(&mut m, 201);
+    l.flow(FlowMod::add(1, 70, m, vec![Action::StripVlan, out(2)]));
+    l.flow(FlowMod::add(1, 0, Match::any(), vec![]));
+    l.send(0, vec![udp(7, 53)]);
+    let plain = udp(7, 53).data().to_vec();
+    let trunk = l.take(2);
+    assert_eq!(trunk.len(), 1);
+    let d = trunk[0].data();
+    assert_eq!(&d[12..20], &[0x81, 0x00, 0x00, 200, 0x81, 0x00, 0x00, 201]);
+    assert_eq!(&d[20..], &plain[12..]);
+    let vm = l.take(1);
+    assert_eq!(vm.len(), 1);
+    assert_eq!(vm[0].data(), &plain[..]);
+    // The same double-tagged frame arriving on the trunk: the outer tag
+    // matches table 0, the inner one table 1 after the strip.
+    let mut qq = plain[..12].to_vec();
+    qq.extend_from_slice(&[0x81, 0x00, 0x00, 200, 0x81, 0x00, 0x00, 201]);
+    qq.extend_from_slice(&plain[12..]);
+    l.send(2, vec![HeapBuf::new(&qq)]);
+    assert_eq!(l.counts(), vec![0, 1, 0, 0]);
+    // Another inner tag: table 1's catch-all drops it.
+    qq[19] = 202;
+    l.send(2, vec![HeapBuf::new(&qq)]);
+    assert_eq!(l.counts(), vec![0, 0, 0, 0]);
+}

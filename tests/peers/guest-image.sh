@@ -10,10 +10,13 @@
 set -euo pipefail
 
 out=${1:-/var/cache/rvs-guest}
+# Bumped whenever the image's contents change: older caches are rebuilt.
+version=2
 mkdir -p "$out"
 exec 9>"$out/.lock"
 flock 9
-if [ -s "$out/vmlinuz" ] && [ -s "$out/initrd.img" ]; then
+if [ -s "$out/vmlinuz" ] && [ -s "$out/initrd.img" ] \
+  && [ "$(cat "$out/image-version" 2>/dev/null)" = "$version" ]; then
   echo "$out"
   exit 0
 fi
@@ -74,7 +77,9 @@ httpd -p 80 -h /www
 stty -echo -onlcr 2>/dev/null
 echo "RVS-GUEST-READY $(cat /sys/class/net/eth0/address)"
 export PS1=
-exec sh
+# The shell is not PID 1: as init, busybox's ash exits (and the kernel
+# panics) when an orphaned background job ends.
+while true; do sh; done
 EOF
 chmod +x "$root/init"
 (cd "$root" && find . | busybox cpio -o -H newc 2>/dev/null | gzip -1 > "$out/initrd.img.tmp")
@@ -82,4 +87,5 @@ cp "$work/k/boot/vmlinuz-$kver" "$out/vmlinuz.tmp"
 echo "$kver" > "$out/kernel-version"
 mv "$out/initrd.img.tmp" "$out/initrd.img"
 mv "$out/vmlinuz.tmp" "$out/vmlinuz"
+echo "$version" > "$out/image-version"
 echo "$out"

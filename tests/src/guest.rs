@@ -74,6 +74,20 @@ impl Guest {
     /// Starts QEMU; `incoming`: as a live-migration destination on that
     /// QEMU URI instead of booting.
     pub fn start(name: &str, dir: &Path, nic: &Nic, ip: &str, incoming: Option<&str>) -> Guest {
+        Guest::start_cpu(name, dir, nic, ip, incoming, "max")
+    }
+
+    /// As `start` with a CPU model: a migration's source and destination
+    /// need one whose state migrates under TCG (`qemu64`; `max` does not
+    /// reliably: the guest may reset on arrival).
+    pub fn start_cpu(
+        name: &str,
+        dir: &Path,
+        nic: &Nic,
+        ip: &str,
+        incoming: Option<&str>,
+        cpu: &str,
+    ) -> Guest {
         let mut chardev = format!("socket,id=charnet0,path={}", nic.socket.display());
         match nic.mode {
             Mode::Server => chardev.push_str(",server=on,wait=off"),
@@ -94,7 +108,7 @@ impl Guest {
             device.push_str(",mq=on");
         }
         let nic_args = ["-chardev", &chardev, "-netdev", &netdev, "-device", &device];
-        Guest::spawn(name, dir, &nic_args, ip, incoming, None)
+        Guest::spawn(name, dir, &nic_args, ip, incoming, None, cpu)
     }
 
     /// A guest whose NIC is kernel tap `ifname` in namespace `netns`, as
@@ -121,6 +135,7 @@ impl Guest {
             ip,
             None,
             Some(netns),
+            "max",
         );
         g.wait_ready(Duration::from_secs(120));
         g
@@ -133,6 +148,7 @@ impl Guest {
         ip: &str,
         incoming: Option<&str>,
         netns: Option<&str>,
+        cpu: &str,
     ) -> Guest {
         let (kernel, initrd) = image();
         let qmp = dir.join(format!("{name}.qmp"));
@@ -151,7 +167,7 @@ impl Guest {
             None => Command::new("qemu-system-x86_64"),
         };
         cmd.args([
-            "-name", name, "-accel", "tcg", "-cpu", "max", "-m", "256", "-smp", "1",
+            "-name", name, "-accel", "tcg", "-cpu", cpu, "-m", "256", "-smp", "1",
         ])
         .args([
             "-nodefaults",
@@ -235,15 +251,60 @@ impl Guest {
     /// Runs a shell command in the guest; returns its exit status and
     /// output (kernel messages are off: `quiet`).
     pub fn run(&mut self, cmd: &str, timeout: Duration) -> (i32, String) {
+        let mark = self.type_cmd(cmd);
+        self.await_mark(&mark, timeout)
+    }
+
+    /// Types a command without waiting for it; returns the marker its end
+    /// prints (to await here, or on a migration's destination).
+    pub fn type_cmd(&mut self, cmd: &str) -> String {
         self.seq += 1;
-        let mark = format!("__RVS_END_{}_", self.seq);
-        writeln!(self.stdin, "{cmd}; echo {mark}$?").unwrap();
-        self.stdin.flush().unwrap();
+        let mark = format!("__RVS_END_{}_{}_", self.name, self.seq);
+        if let Err(e) =
+            writeln!(self.stdin, "{cmd}; echo {mark}$?").and_then(|_| self.stdin.flush())
+        {
+            panic!(
+                "guest {}: console: {e}; QEMU {:?}; console:\n{}",
+                self.name,
+                self.qemu.try_wait(),
+                self.transcript.join("\n")
+            );
+        }
+        mark
+    }
+
+    /// The end of a typed command: its exit status and output.
+    pub fn await_mark(&mut self, mark: &str, timeout: Duration) -> (i32, String) {
         let start = self.transcript.len();
-        let last = self.read_until(timeout, |l| l.contains(&mark));
-        let at = last.find(&mark).unwrap();
+        let last = self.read_until(timeout, |l| l.contains(mark));
+        Self::split_mark(
+            &self.transcript[start..self.transcript.len() - 1],
+            &last,
+            mark,
+        )
+    }
+
+    /// As `await_mark`, without waiting: None unless the console already
+    /// printed it.
+    pub fn take_mark(&mut self, mark: &str) -> Option<(i32, String)> {
+        let start = self.transcript.len();
+        while let Ok(l) = self.lines.try_recv() {
+            self.transcript.push(l.clone());
+            if l.contains(mark) {
+                return Some(Self::split_mark(
+                    &self.transcript[start..self.transcript.len() - 1],
+                    &l,
+                    mark,
+                ));
+            }
+        }
+        None
+    }
+
+    fn split_mark(before: &[String], last: &str, mark: &str) -> (i32, String) {
+        let at = last.find(mark).unwrap_or(0);
         let rc = last[at + mark.len()..].trim().parse().unwrap_or(-1);
-        let mut out: Vec<String> = self.transcript[start..self.transcript.len() - 1].to_vec();
+        let mut out: Vec<String> = before.to_vec();
         if at > 0 {
             out.push(last[..at].to_string());
         }
@@ -258,10 +319,24 @@ impl Guest {
         out
     }
 
+    /// Whether QEMU's QMP socket is there yet.
+    pub fn qmp_ready(&self) -> bool {
+        std::os::unix::net::UnixStream::connect(&self.qmp).is_ok()
+    }
+
     /// A QMP command (JSON), after the capabilities handshake; returns the
     /// reply line.
     pub fn qmp(&self, command: &str) -> String {
-        let s = std::os::unix::net::UnixStream::connect(&self.qmp).expect("QMP socket");
+        let s = std::os::unix::net::UnixStream::connect(&self.qmp).unwrap_or_else(|e| {
+            let dir = self.qmp.parent().map(|d| {
+                std::fs::read_dir(d).map(|r| {
+                    r.filter_map(|e| e.ok())
+                        .map(|e| e.file_name())
+                        .collect::<Vec<_>>()
+                })
+            });
+            panic!("QMP socket {}: {e}; {dir:?}", self.qmp.display())
+        });
         s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
         let mut r = BufReader::new(s.try_clone().unwrap());
         let mut w = s;
@@ -281,6 +356,19 @@ impl Guest {
         }
     }
 
+    /// What the console printed so far (for failure messages), and how
+    /// QEMU is.
+    pub fn console(&mut self) -> String {
+        while let Ok(l) = self.lines.try_recv() {
+            self.transcript.push(l);
+        }
+        format!(
+            "QEMU {:?}; console:\n{}",
+            self.qemu.try_wait(),
+            self.transcript.join("\n")
+        )
+    }
+
     /// Stops QEMU at once (as a crashed or destroyed domain).
     pub fn kill(&mut self) {
         let _ = self.qemu.kill();
@@ -296,4 +384,58 @@ impl Drop for Guest {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// The agent's port for a DPDK NIC (an access port when `tag` is given): in
+/// server mode rvsd serves DIR/NAME, in client mode it connects to QEMU's
+/// socket at `DIR//NAME` (the double slash as the agent writes it).
+pub fn agent_port(h: &crate::Host, bridge: &str, name: &str, mode: Mode, tag: Option<u16>) {
+    let path = format!("options:vhost-server-path={}//{name}", h.dir.display());
+    let tag = tag.map(|t| format!("tag={t}"));
+    let mut args = vec!["add-port", bridge, name];
+    if let Some(t) = &tag {
+        args.extend(["vlan_mode=access", t.as_str()]);
+    }
+    args.extend(["--", "set", "Interface", name]);
+    match mode {
+        Mode::Client => args.push("type=dpdkvhostuser"),
+        Mode::Server => {
+            args.push("type=dpdkvhostuserclient");
+            args.push(&path);
+        }
+    }
+    h.vsctl(&args);
+    if mode == Mode::Server {
+        assert_eq!(
+            h.get("Interface", name, "options:vhost-server-path"),
+            format!("\"{}//{name}\"", h.dir.display())
+        );
+    }
+}
+
+/// A one-queue-pair NIC (or `queues`) on DIR/NAME; QEMU as client retries
+/// every second.
+pub fn nic(dir: &Path, name: &str, mode: Mode, mac: &str, queues: u32) -> Nic {
+    Nic {
+        socket: dir.join(name),
+        mode,
+        mac: mac.into(),
+        queues,
+        reconnect: 1,
+    }
+}
+
+/// Replies counted by ping: busybox's "5 packets transmitted, 5 packets
+/// received, 0% packet loss" or iputils' "5 packets transmitted, 5
+/// received, 0% packet loss".
+pub fn received(ping_out: &str) -> Option<u64> {
+    let l = ping_out
+        .lines()
+        .find(|l| l.contains("packets transmitted"))?;
+    l.split(", ")
+        .nth(1)?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }

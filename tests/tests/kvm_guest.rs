@@ -5,9 +5,8 @@
 //! `<driver queues='N'/>`, guest RAM shared on hugepages): the port made with
 //! the agent's ovs-vsctl commands, the guest's own kernel and tools on the
 //! other side (ping, wget, httpd).
-use rvs_tests::guest::{Guest, Mode, Nic};
+use rvs_tests::guest::{self, nic, received, Guest, Mode};
 use rvs_tests::{http_server, Host};
-use std::path::Path;
 use std::time::Duration;
 
 const HOST_IP: &str = "10.50.0.1";
@@ -21,60 +20,8 @@ fn host_bridge(h: &Host) {
     h.ns.exec(&["ip", "address", "add", "10.50.0.1/24", "dev", "cloudbr30"]);
 }
 
-/// The agent's port for a DPDK NIC: access port on VLAN 30; in server mode
-/// rvsd serves DIR/NAME, in client mode it connects to QEMU's socket at
-/// `DIR//NAME` (the double slash as the agent writes it).
 fn agent_port(h: &Host, name: &str, mode: Mode) {
-    let path = format!("options:vhost-server-path={}//{name}", h.dir.display());
-    let mut args = vec![
-        "add-port",
-        "cloudbr0",
-        name,
-        "vlan_mode=access",
-        "tag=30",
-        "--",
-        "set",
-        "Interface",
-        name,
-    ];
-    match mode {
-        Mode::Client => args.push("type=dpdkvhostuser"),
-        Mode::Server => {
-            args.push("type=dpdkvhostuserclient");
-            args.push(&path);
-        }
-    }
-    h.vsctl(&args);
-    if mode == Mode::Server {
-        assert_eq!(
-            h.get("Interface", name, "options:vhost-server-path"),
-            format!("\"{}//{name}\"", h.dir.display())
-        );
-    }
-}
-
-fn nic(dir: &Path, name: &str, mode: Mode, mac: &str, queues: u32) -> Nic {
-    Nic {
-        socket: dir.join(name),
-        mode,
-        mac: mac.into(),
-        queues,
-        reconnect: 1,
-    }
-}
-
-fn received(ping_out: &str) -> Option<u64> {
-    // busybox: "5 packets transmitted, 5 packets received, 0% packet loss";
-    // iputils: "5 packets transmitted, 5 received, 0% packet loss".
-    let l = ping_out
-        .lines()
-        .find(|l| l.contains("packets transmitted"))?;
-    l.split(", ")
-        .nth(1)?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
+    guest::agent_port(h, "cloudbr0", name, mode, Some(30));
 }
 
 #[test]

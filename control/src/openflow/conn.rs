@@ -1068,6 +1068,9 @@ fn group_mod_head(r: &mut Reader) -> Result<(GroupCommand, GroupType, u32), OfEr
         0 => GroupCommand::Add,
         1 => GroupCommand::Modify,
         2 => GroupCommand::Delete,
+        // OFPGC11_ADD_OR_MOD, Open vSwitch's extension that
+        // `ovs-ofctl mod-group --may-create` sends.
+        0x8000 => GroupCommand::AddOrModify,
         _ => return Err(OfError::GroupBadCommand),
     };
     let t = r.u8()?;

@@ -565,7 +565,8 @@ pub fn mf_for(f: Field, m: &Match) -> Option<Mf> {
         Field::CtNwDst => Mf::CtNwDst,
         Field::CtTpSrc => Mf::CtTpSrc,
         Field::CtTpDst => Mf::CtTpDst,
-        Field::RecircTable => return None,
+        // Internal: no OpenFlow field names them.
+        Field::RecircTable | Field::VlanTci2 => return None,
     })
 }
 

@@ -67,6 +67,16 @@ pub fn extract_into(
         k.set(Field::VlanTci, (be16(frame, 14) | VLAN_CFI) as u64);
         ethertype = be16(frame, 16);
         l3 += VLAN_TAG_LEN;
+        // Two tags are parsed (OVS with vlan-limit=2, which CloudStack's
+        // PVLAN scripts set); what lies under a third stays opaque.
+        if ethertype == ETHERTYPE_VLAN {
+            if frame.len() < HEADER_LEN + 2 * VLAN_TAG_LEN {
+                return Err(WireError::Truncated);
+            }
+            k.set(Field::VlanTci2, (be16(frame, 18) | VLAN_CFI) as u64);
+            ethertype = be16(frame, 20);
+            l3 += VLAN_TAG_LEN;
+        }
     }
     k.set(Field::DlType, ethertype as u64);
     let rest = &frame[l3..];

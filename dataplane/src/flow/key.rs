@@ -33,6 +33,10 @@ pub enum Field {
     DlType,
     /// OVS's vlan_tci: bit 12 (CFI) set means "has an 802.1Q header".
     VlanTci,
+    /// The inner tag of a double-tagged frame (OVS's vlans[1] with
+    /// other_config:vlan-limit=2): not matchable, but kept so that popping
+    /// the outer tag shows it and pushing one keeps it.
+    VlanTci2,
     DlDst,
     /// IP protocol, or the ARP opcode (low 8 bits) as OVS keeps it.
     NwProto,
@@ -79,6 +83,7 @@ impl Field {
         Field::InPort,
         Field::DlType,
         Field::VlanTci,
+        Field::VlanTci2,
         Field::DlDst,
         Field::NwProto,
         Field::NwTos,
@@ -144,6 +149,7 @@ impl Field {
             Field::TpSrc => (4, 0, 16),
             Field::TpDst => (4, 16, 16),
             Field::TcpFlags => (4, 32, 12),
+            Field::VlanTci2 => (4, 48, 16),
             Field::ArpSha => (5, 0, 48),
             Field::ArpTha => (6, 0, 48),
             Field::TunId => (7, 0, 64),
@@ -189,6 +195,7 @@ impl Field {
             Field::InPort => "in_port",
             Field::DlType => "dl_type",
             Field::VlanTci => "vlan_tci",
+            Field::VlanTci2 => "vlan_tci_inner",
             Field::DlDst => "dl_dst",
             Field::NwProto => "nw_proto",
             Field::NwTos => "nw_tos",

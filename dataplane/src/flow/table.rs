@@ -78,6 +78,8 @@ pub enum GroupCommand {
     Add,
     Modify,
     Delete,
+    /// Creates the group or replaces it (OVS's OFPGC11_ADD_OR_MOD).
+    AddOrModify,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -359,7 +361,7 @@ impl FlowTables {
         now_ns: u64,
     ) -> Result<Vec<Arc<Rule>>, GroupModError> {
         match gm.command {
-            GroupCommand::Add | GroupCommand::Modify => {
+            GroupCommand::Add | GroupCommand::Modify | GroupCommand::AddOrModify => {
                 if gm.id > OFPG_MAX {
                     return Err(GroupModError::InvalidId);
                 }

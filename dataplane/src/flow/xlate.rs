@@ -316,6 +316,7 @@ fn always_exact() -> FlowKey {
         Field::InPort,
         Field::DlType,
         Field::VlanTci,
+        Field::VlanTci2,
         Field::NwProto,
         Field::NwFrag,
         Field::RecircTable,
@@ -347,7 +348,10 @@ impl<V: PortView> Ctx<'_, V> {
             Action::SetVlanVid { .. }
             | Action::SetVlanPcp { .. }
             | Action::StripVlan
-            | Action::PushVlan(_) => self.exact(Field::VlanTci),
+            | Action::PushVlan(_) => {
+                self.exact(Field::VlanTci);
+                self.exact(Field::VlanTci2);
+            }
             Action::SetDlSrc(_) => self.exact(Field::DlSrc),
             Action::SetDlDst(_) => self.exact(Field::DlDst),
             Action::SetNwSrc(_) => self.exact(Field::NwSrc),
@@ -393,6 +397,11 @@ impl<V: PortView> Ctx<'_, V> {
     }
 
     fn table(&mut self, id: u8) {
+        self.table_as(id, None)
+    }
+
+    /// Looks `id` up as if the packet came in on `as_port`.
+    fn table_as(&mut self, id: u8, as_port: Option<u32>) {
         if self.depth >= MAX_DEPTH {
             self.stop = Some(DropReason::RecursionLimit);
             return;
@@ -404,18 +413,23 @@ impl<V: PortView> Ctx<'_, V> {
             }
         }
         let indent = "    ".repeat(self.depth as usize);
-        let Some((_, rule)) = self
+        let saved = self.flow.get(Field::InPort);
+        if let Some(p) = as_port {
+            self.flow.set(Field::InPort, p as u64);
+        }
+        let found = self
             .pipe
             .tables
             .get(id as usize)
             .and_then(|t| t.lookup(&self.flow))
-        else {
+            .map(|(_, r)| r.clone());
+        self.flow.set(Field::InPort, saved);
+        let Some(rule) = found else {
             if let Some(t) = &mut self.trace {
                 t.push(format!("{indent}{id}. No match."));
             }
             return;
         };
-        let rule = rule.clone();
         if let Some(t) = &mut self.trace {
             t.push(format!(
                 "{indent}{id}. {:?}, priority {}, cookie {:#x}",
@@ -480,14 +494,18 @@ impl<V: PortView> Ctx<'_, V> {
                     f.set(Field::VlanTci, (VLAN_CFI | p) as u64);
                 }
             }
-            Action::StripVlan => f.set(Field::VlanTci, 0),
+            // The key holds two tags (vlan-limit=2): popping shows the
+            // inner one, pushing moves the outer one in.
+            Action::StripVlan => {
+                f.set(Field::VlanTci, f.get(Field::VlanTci2));
+                f.set(Field::VlanTci2, 0);
+            }
             Action::PushVlan(_) => {
-                // One tag is what the key models: pushing onto a tagged
-                // frame keeps its tag (a QinQ push is not supported).
-                let tci = f.get(Field::VlanTci) as u16;
-                if tci & VLAN_CFI == 0 {
-                    f.set(Field::VlanTci, VLAN_CFI as u64);
-                }
+                // OpenFlow 1.1+: the new tag copies the current outer
+                // one's VID and PCP (none: zero).
+                let tci = f.get(Field::VlanTci);
+                f.set(Field::VlanTci2, tci);
+                f.set(Field::VlanTci, tci | VLAN_CFI as u64);
             }
             Action::SetDlSrc(m) => f.set(Field::DlSrc, m),
             Action::SetDlDst(m) => f.set(Field::DlDst, m),
@@ -529,14 +547,10 @@ impl<V: PortView> Ctx<'_, V> {
             Action::SetTunnel { id, wide } => {
                 f.set(Field::TunId, if wide { id } else { id & 0xffff_ffff })
             }
-            Action::Resubmit { port, table: t } => {
-                let saved = f.get(Field::InPort);
-                if let Some(p) = port {
-                    f.set(Field::InPort, p as u64);
-                }
-                self.table(t.unwrap_or(table));
-                self.flow.set(Field::InPort, saved);
-            }
+            // As in OVS, the port stands in for the lookup only: the rule
+            // found runs with the real in_port (an output to `port` is then
+            // not an output to the ingress port).
+            Action::Resubmit { port, table: t } => self.table_as(t.unwrap_or(table), port),
             Action::GotoTable(t) => self.table(t),
             Action::WriteMetadata { value, mask } => {
                 let cur = f.get(Field::Metadata);
@@ -742,14 +756,12 @@ impl<V: PortView> Ctx<'_, V> {
         if ch(Field::DlDst) {
             ops.push(DpOp::SetDlDst(f.get(Field::DlDst)));
         }
-        if ch(Field::VlanTci) {
-            let (new, old) = (f.get(Field::VlanTci) as u16, b.get(Field::VlanTci) as u16);
-            match (old & VLAN_CFI != 0, new & VLAN_CFI != 0) {
-                (false, true) => ops.push(DpOp::PushVlan(new & !VLAN_CFI)),
-                (true, false) => ops.push(DpOp::PopVlan),
-                (true, true) => ops.push(DpOp::SetVlan(new & !VLAN_CFI)),
-                (false, false) => {}
-            }
+        if ch(Field::VlanTci) || ch(Field::VlanTci2) {
+            vlan_ops(
+                ops,
+                tags(b.get(Field::VlanTci), b.get(Field::VlanTci2)),
+                tags(f.get(Field::VlanTci), f.get(Field::VlanTci2)),
+            );
         }
         if f.get(Field::DlType) == crate::flow::extract::ETH_TYPE_ARP as u64
             && (ch(Field::NwProto)
@@ -944,5 +956,33 @@ fn learned_flow(l: &Learn, flow: &FlowKey) -> LearnedFlow {
         idle_timeout: l.idle_timeout,
         hard_timeout: l.hard_timeout,
         cookie: l.cookie,
+    }
+}
+
+/// A frame's tags, outermost first, from the key's two TCI fields.
+fn tags(outer: u64, inner: u64) -> Vec<u16> {
+    [outer as u16, inner as u16]
+        .into_iter()
+        .filter(|t| t & VLAN_CFI != 0)
+        .map(|t| t & !VLAN_CFI)
+        .collect()
+}
+
+/// The fewest tag operations that turn stack `old` into `new`: a rewrite of
+/// the outer tag, a pop or a push when only that differs, otherwise pop
+/// them all and push the new ones innermost first.
+fn vlan_ops(ops: &mut Vec<DpOp>, old: Vec<u16>, new: Vec<u16>) {
+    if old == new {
+        return;
+    }
+    if old.len() == new.len() && old[1..] == new[1..] {
+        ops.push(DpOp::SetVlan(new[0]));
+    } else if !old.is_empty() && old[1..] == new[..] {
+        ops.push(DpOp::PopVlan);
+    } else if !new.is_empty() && new[1..] == old[..] {
+        ops.push(DpOp::PushVlan(new[0]));
+    } else {
+        ops.extend(old.iter().map(|_| DpOp::PopVlan));
+        ops.extend(new.iter().rev().map(|&t| DpOp::PushVlan(t)));
     }
 }
