@@ -138,23 +138,35 @@ fn guests_on_two_rvsd_hosts_talk_across_a_cloudstack_gre_tunnel() {
 /// migration (the file must arrive whole).
 #[test]
 fn a_dpdk_guest_migrates_live_between_rvsd_hosts_and_its_traffic_follows() {
-    let (_under, hosts) = two_hosts("lm");
+    migrate(Mode::Client, "lm");
+}
+
+/// The same with QEMU serving the sockets (`dpdkvhostuserclient`): rvsd on
+/// host 2 connects to the destination QEMU as soon as it listens.
+#[test]
+fn a_guest_on_qemu_served_sockets_migrates_live_too() {
+    migrate(Mode::Server, "lms");
+}
+
+fn migrate(mode: Mode, tag: &str) {
+    let (_under, hosts) = two_hosts(tag);
     let (a, b) = (&hosts[0], &hosts[1]);
-    let client = tenant(a, BR, "lmc", "192.168.62.100/24");
+    let client = tenant(a, BR, &format!("{tag}c"), "192.168.62.100/24");
     let mac = "52:54:00:62:00:10";
     let guest_ip = "192.168.62.10";
-    agent_port(a, BR, "csdpdk-1", Mode::Client, None);
+    agent_port(a, BR, "csdpdk-1", mode, None);
     // PrepareForMigrationCommand on the destination host: the same port.
-    agent_port(b, BR, "csdpdk-1", Mode::Client, None);
-    let nic_a = nic(&a.dir, "csdpdk-1", Mode::Client, mac, 1);
-    let nic_b = nic(&b.dir, "csdpdk-1", Mode::Client, mac, 1);
+    agent_port(b, BR, "csdpdk-1", mode, None);
+    let nic_a = nic(&a.dir, "csdpdk-1", mode, mac, 1);
+    let nic_b = nic(&b.dir, "csdpdk-1", mode, mac, 1);
     let ip = format!("{guest_ip}/24");
     let mut src = Guest::start_cpu("lmsrc", &a.dir, &nic_a, &ip, None, "qemu64");
     src.wait_ready(Duration::from_secs(120));
     a.wait_link_up(&["csdpdk-1"]);
     reachable(&client, guest_ip, 30);
 
-    let uri = format!("tcp:127.0.0.1:{}", 47000 + std::process::id() % 1000);
+    let port = 47000 + std::process::id() % 1000 * 2 + u32::from(mode == Mode::Server);
+    let uri = format!("tcp:127.0.0.1:{port}");
     let mut dst = Guest::start_cpu("lmdst", &b.dir, &nic_b, &ip, Some(&uri), "qemu64");
     // As libvirt does, migrate once the destination waits for it.
     rvs_tests::wait_for(
@@ -249,7 +261,7 @@ fn a_dpdk_guest_migrates_live_between_rvsd_hosts_and_its_traffic_follows() {
     );
     assert_eq!(a.get("Interface", "csdpdk-1", "link_state"), "down");
     eprintln!(
-        "live migration host 1 -> host 2: {took:?}; client pings every 20 ms: {lost} of 1000 lost ({} ms gap)",
+        "live migration host 1 -> host 2 ({mode:?} mode): {took:?}; client pings every 20 ms: {lost} of 1000 lost ({} ms gap)",
         lost * 20
     );
 }
