@@ -2,44 +2,17 @@
 //! established connection's lookup with 1 K and 1 M connections in the
 //! table, and the NAT translation step (rewrite with checksum updates).
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use rvs_benches::{connections, udp};
 use rvs_dataplane::conntrack::nat::{apply, NatKind, NatSpec};
 use rvs_dataplane::conntrack::{Conntrack, CtRequest};
 use rvs_dataplane::packet::HeapBuf;
 use std::hint::black_box;
 
-fn udp(src: u32, sport: u16, dst: u32, dport: u16) -> Vec<u8> {
-    let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 8, 0];
-    f.extend_from_slice(&[0x45, 0, 0, 32, 0, 0, 0x40, 0, 64, 17, 0, 0]);
-    f.extend_from_slice(&src.to_be_bytes());
-    f.extend_from_slice(&dst.to_be_bytes());
-    f.extend_from_slice(&sport.to_be_bytes());
-    f.extend_from_slice(&dport.to_be_bytes());
-    f.extend_from_slice(&[0, 12, 0x12, 0x34, 1, 2, 3, 4]);
-    f
-}
-
 fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("conntrack");
     g.throughput(Throughput::Elements(1));
-    let commit = CtRequest {
-        commit: true,
-        ..Default::default()
-    };
     for n in [1_000u32, 1_000_000] {
-        let ct = Conntrack::new(2 << 20);
-        for i in 0..n {
-            ct.process(
-                &udp(
-                    0x0a00_0000 + (i >> 16),
-                    (i & 0xffff) as u16,
-                    0xc633_6407,
-                    53,
-                ),
-                &commit,
-                0,
-            );
-        }
-        let probe = udp(0x0a00_0000, 7, 0xc633_6407, 53);
+        let (ct, probe) = connections(n);
         g.bench_function(format!("lookup established ({n} connections)"), |b| {
             b.iter(|| black_box(ct.process(black_box(&probe), &CtRequest::default(), 1)))
         });

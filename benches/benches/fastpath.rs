@@ -2,71 +2,16 @@
 //! DPDK: the MAC table, VLAN edits and a whole 32-frame batch. Throughput is
 //! reported per element (frame) so ns/frame reads directly.
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use rvs_dataplane::mac_table::MacTable;
-use rvs_dataplane::netdev::{DevStatus, NetDev};
+use rvs_benches::{frame, learned_macs, mac, snapshot};
+use rvs_dataplane::flow::extract::extract_into;
+use rvs_dataplane::flow::key::FlowKey;
 use rvs_dataplane::normal::process_batch;
 use rvs_dataplane::packet::{HeapBuf, PacketBuf};
-use rvs_dataplane::snapshot::{BridgeEntry, BridgeFlows, PortEntry, Snapshot};
 use rvs_dataplane::stats::PmdStats;
 use rvs_dataplane::txbuf::TxBuffers;
 use rvs_dataplane::vlan::{set_egress_tag, VlanConf};
-use rvs_dataplane::wire::MacAddr;
 use rvs_dataplane::{Burst, BURST};
 use std::hint::black_box;
-use std::sync::Arc;
-
-/// A port that swallows what it is given (the cost of a real tx is not
-/// what these benchmarks measure).
-struct Sink;
-impl NetDev<HeapBuf> for Sink {
-    fn n_rxq(&self) -> u16 {
-        1
-    }
-    fn rx(&self, _: u16, _: &mut Burst<HeapBuf>) -> usize {
-        0
-    }
-    fn tx(&self, _: u16, p: &mut Burst<HeapBuf>) -> usize {
-        let n = p.len();
-        p.clear();
-        n
-    }
-    fn status(&self) -> DevStatus {
-        DevStatus::default()
-    }
-}
-
-fn frame(dst: u8, src: u8) -> HeapBuf {
-    let mut f = vec![0u8; 64];
-    f[0..6].copy_from_slice(&[2, 0, 0, 0, 0, dst]);
-    f[6..12].copy_from_slice(&[2, 0, 0, 0, 0, src]);
-    f[12..14].copy_from_slice(&[0x08, 0]);
-    HeapBuf::new(&f)
-}
-
-fn snapshot(vlans: [VlanConf; 2]) -> Snapshot<HeapBuf> {
-    let mut s = Snapshot::empty(1);
-    let mut br = BridgeEntry::new(
-        "br0",
-        Arc::new(MacTable::new(8192, 300)),
-        BridgeFlows::new(0),
-    );
-    br.add_port(0, 1);
-    br.add_port(1, 2);
-    s.bridges.push(br);
-    for (i, v) in vlans.into_iter().enumerate() {
-        s.ports.push(Some(PortEntry {
-            name: format!("p{i}").into(),
-            ofport: i as u32 + 1,
-            bridge: 0,
-            vlan: v,
-            dev: Arc::new(Sink),
-            baseline: Default::default(),
-            tunnel: false,
-            qos: Default::default(),
-        }));
-    }
-    s
-}
 
 fn batch(c: &mut Criterion) {
     let mut g = c.benchmark_group("normal");
@@ -103,33 +48,20 @@ fn batch(c: &mut Criterion) {
 }
 
 fn mac_table(c: &mut Criterion) {
-    let t = MacTable::new(8192, 300);
-    for i in 0..4096u64 {
-        t.learn(
-            0,
-            MacAddr::from_u64(0x0200_0000_0000 | i),
-            (i % 16) as u16,
-            1,
-        );
-    }
+    let t = learned_macs();
     let mut g = c.benchmark_group("mac_table");
     g.throughput(Throughput::Elements(1));
     let mut i = 0u64;
     g.bench_function("lookup-hit", |b| {
         b.iter(|| {
             i = (i + 1) & 4095;
-            black_box(t.lookup(0, MacAddr::from_u64(0x0200_0000_0000 | i), 1))
+            black_box(t.lookup(0, mac(i), 1))
         })
     });
     g.bench_function("learn-refresh", |b| {
         b.iter(|| {
             i = (i + 1) & 4095;
-            t.learn(
-                0,
-                MacAddr::from_u64(0x0200_0000_0000 | i),
-                (i % 16) as u16,
-                1,
-            )
+            t.learn(0, mac(i), (i % 16) as u16, 1)
         })
     });
     g.finish();
@@ -152,5 +84,22 @@ fn vlan(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, batch, mac_table, vlan);
+/// Flow extraction (every header into the flow key) of the frames the
+/// end-to-end scenarios carry.
+fn parse(c: &mut Criterion) {
+    let mut g = c.benchmark_group("parse");
+    g.throughput(Throughput::Elements(1));
+    for (name, f) in rvs_benches::parse_frames() {
+        let mut k = FlowKey::default();
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                k = FlowKey::default();
+                black_box(extract_into(black_box(&f), 1, None, &mut k).is_ok())
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, batch, mac_table, vlan, parse);
 criterion_main!(benches);

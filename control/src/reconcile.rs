@@ -564,7 +564,10 @@ impl<P: PacketBuf + 'static> Reconciler<P> {
         let lazy: BTreeSet<u16> = self
             .ports
             .values()
-            .filter(|p| matches!(p.spec.kind.as_str(), "internal" | "system" | "" | "tap"))
+            // AF_PACKET (system and tap ports) receives from a shared ring
+            // without a system call: only net_tap (internal ports), whose
+            // every poll is a read(), is polled lazily.
+            .filter(|p| p.spec.kind == "internal")
             .map(|p| p.slot)
             .collect();
         for rq in snap.rxqs.iter_mut().flatten() {

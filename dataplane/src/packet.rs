@@ -37,6 +37,14 @@ impl HeapBuf {
             off: Self::HEADROOM,
         }
     }
+
+    /// Makes this buffer hold `frame` again, reusing its allocation (for
+    /// measurements that must not count an allocator).
+    pub fn reset(&mut self, frame: &[u8]) {
+        self.buf.truncate(Self::HEADROOM);
+        self.buf.extend_from_slice(frame);
+        self.off = Self::HEADROOM;
+    }
 }
 
 impl PacketBuf for HeapBuf {

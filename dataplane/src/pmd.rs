@@ -48,10 +48,12 @@ pub struct PmdLocal<P: PacketBuf> {
     pub rcache: RecircCache,
     pub tnl: TnlLocal<P>,
     spare: Vec<tnl_path::Recirc<P>>,
-    /// When lazy queues were last polled (clock cycles), and whether the
-    /// last poll filled a burst (then they stay on every turn).
+    /// When lazy queues were last polled and how long until the next poll
+    /// (clock cycles): doubled after each empty poll up to
+    /// LAZY_POLL_MAX_US, back to LAZY_POLL_MIN_US when one brings frames,
+    /// and 0 (every turn) while they fill bursts.
     lazy_at: u64,
-    lazy_busy: bool,
+    lazy_gap: Option<u64>,
     /// Frames waiting for a shaped port's rate.
     pub backlog: Backlog<P>,
 }
@@ -66,7 +68,7 @@ impl<P: PacketBuf> PmdLocal<P> {
             tnl: TnlLocal::default(),
             spare: Vec::new(),
             lazy_at: 0,
-            lazy_busy: false,
+            lazy_gap: None,
             backlog: Backlog::default(),
         }
     }
@@ -89,7 +91,7 @@ pub fn poll_once<P: PacketBuf>(
         tnl,
         spare,
         lazy_at,
-        lazy_busy,
+        lazy_gap,
         backlog,
     } = local;
     // Announce a new epoch before loading the snapshot: once the control
@@ -110,10 +112,15 @@ pub fn poll_once<P: PacketBuf>(
     if !backlog.is_empty() {
         release_shaped(&snap, me.index as u16, now_ns, stats, backlog);
     }
-    let lazy_turn = *lazy_busy || t0.wrapping_sub(*lazy_at) >= clock.hz / LAZY_POLLS_PER_SEC;
+    let (gap_min, gap_max) = (
+        clock.hz / 1_000_000 * LAZY_POLL_MIN_US,
+        clock.hz / 1_000_000 * LAZY_POLL_MAX_US,
+    );
+    let gap = *lazy_gap.get_or_insert(gap_min);
+    let lazy_turn = t0.wrapping_sub(*lazy_at) >= gap;
+    let mut lazy_got = 0;
     if lazy_turn {
         *lazy_at = t0;
-        *lazy_busy = false;
     }
     for rq in rxqs {
         if rq.lazy && !lazy_turn {
@@ -123,8 +130,8 @@ pub fn poll_once<P: PacketBuf>(
             continue;
         };
         let n = port.dev.rx(rq.queue, burst);
-        if rq.lazy && n == crate::BURST {
-            *lazy_busy = true;
+        if rq.lazy {
+            lazy_got = lazy_got.max(n);
         }
         if n == 0 {
             continue;
@@ -158,6 +165,13 @@ pub fn poll_once<P: PacketBuf>(
             backlog,
         };
         d.run(tx, cache, rcache, tnl, spare);
+    }
+    if lazy_turn {
+        *lazy_gap = Some(match lazy_got {
+            0 => (gap * 2).clamp(gap_min, gap_max),
+            crate::BURST => 0,
+            _ => gap_min,
+        });
     }
     if me.index == 0 {
         let n = inject_packet_outs(switch, &snap, now, stats, tx, rcache);
@@ -251,9 +265,15 @@ fn run_batch<P: PacketBuf>(
     }
 }
 
-/// How often queues whose polling costs a system call are polled: every
-/// 20 us (a kernel port's added latency is at most that).
-const LAZY_POLLS_PER_SEC: u64 = 50_000;
+/// How often queues whose polling costs a system call (TAP internal
+/// ports: a read() per poll) are polled: every 20 us while they carry
+/// frames, backing off to every 500 us while they are idle. A poll costs
+/// the PMD a few microseconds in which no vhost-user frame moves, so
+/// polling an idle TAP every 20 us cost every forwarded frame throughput and
+/// latency (rvs-bench's latency runs); the first frame after an idle
+/// spell waits at most 500 us.
+const LAZY_POLL_MIN_US: u64 = 20;
+const LAZY_POLL_MAX_US: u64 = 500;
 
 /// Recirculation passes before what is left is dropped: encap and decap
 /// take one each, and nothing legitimate nests deeper.

@@ -30,7 +30,10 @@ struct Args {
     /// connections instead of one); flows-1k, flows-100k, flows-1m (the
     /// l2 rules, that many distinct 5-tuples) and nat-100k, pf-100k,
     /// lb-100k: a `-<N>k`/`-<N>m` suffix replays N distinct UDP flows from
-    /// a pcap into p0 (one way, see `replay_generator`).
+    /// a pcap into p0 (one way, see `replay_generator`); gre-encap,
+    /// gre-decap, vxlan-encap, vxlan-decap: the tunnel configuration with
+    /// one-way traffic from rvs-loadgen, plain frames into the VM port or
+    /// encapsulated ones into the "NIC" port (see `one_way`).
     #[arg(long, value_delimiter = ',', default_value = "normal,vlan,l2")]
     scenarios: Vec<String>,
     /// Frame sizes in bytes.
@@ -61,6 +64,13 @@ struct Args {
     /// `del-flows`) per switch to time flow-mods (0: skip).
     #[arg(long, default_value_t = 20_000)]
     flow_mods: usize,
+    /// Loads (percent of each switch's median Mpps in that scenario) at
+    /// which rvs-loadgen measures one-way latency and loss (empty: skip).
+    #[arg(long, value_delimiter = ',', default_value = "10,50,90")]
+    latency_loads: Vec<f64>,
+    /// Seconds measured per latency load (after 1 s of warm-up).
+    #[arg(long, default_value_t = 3.0)]
+    latency_window: f64,
 }
 
 /// Seconds for `ovs-ofctl add-flows` of `n` distinct flows, and for the
@@ -234,13 +244,28 @@ fn flow_frame(i: usize, size: usize) -> Vec<u8> {
     let ip_len = (f.len() - 14) as u16;
     let src = 0xc613_0001u32 + (i / 60_000) as u32;
     let sport = 1024 + (i % 60_000) as u16;
-    let ip = &mut f[14..34];
+    f[14..34].copy_from_slice(&ipv4_header(
+        ip_len,
+        17,
+        src.to_be_bytes(),
+        0xc612_0002u32.to_be_bytes(),
+    ));
+    let udp = &mut f[34..42];
+    udp[0..2].copy_from_slice(&sport.to_be_bytes());
+    udp[2..4].copy_from_slice(&9u16.to_be_bytes());
+    udp[4..6].copy_from_slice(&(ip_len - 20).to_be_bytes());
+    f
+}
+
+/// An IPv4 header without options, its checksum filled in.
+fn ipv4_header(total_len: u16, proto: u8, src: [u8; 4], dst: [u8; 4]) -> [u8; 20] {
+    let mut ip = [0u8; 20];
     ip[0] = 0x45;
-    ip[2..4].copy_from_slice(&ip_len.to_be_bytes());
+    ip[2..4].copy_from_slice(&total_len.to_be_bytes());
     ip[8] = 64;
-    ip[9] = 17;
-    ip[12..16].copy_from_slice(&src.to_be_bytes());
-    ip[16..20].copy_from_slice(&0xc612_0002u32.to_be_bytes());
+    ip[9] = proto;
+    ip[12..16].copy_from_slice(&src);
+    ip[16..20].copy_from_slice(&dst);
     let mut sum: u32 = ip
         .chunks(2)
         .map(|c| u16::from_be_bytes([c[0], c[1]]) as u32)
@@ -249,11 +274,156 @@ fn flow_frame(i: usize, size: usize) -> Vec<u8> {
         sum = (sum & 0xffff) + (sum >> 16);
     }
     ip[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
-    let udp = &mut f[34..42];
-    udp[0..2].copy_from_slice(&sport.to_be_bytes());
-    udp[2..4].copy_from_slice(&9u16.to_be_bytes());
-    udp[4..6].copy_from_slice(&(ip_len - 20).to_be_bytes());
+    ip
+}
+
+/// `inner` as tunnel tB receives it (`tunnel_ports`): from 10.99.0.1 to
+/// 10.99.0.2 with key/VNI 7, to the underlay bridge's MAC `dst`.
+fn tunnel_frame(kind: &str, inner: &[u8], dst: &[u8]) -> Vec<u8> {
+    let mut f = Vec::with_capacity(inner.len() + 64);
+    f.extend_from_slice(dst);
+    f.extend_from_slice(&mac_bytes(MAC1));
+    f.extend_from_slice(&[0x08, 0x00]);
+    let hdr: Vec<u8> = if kind == "gre" {
+        // Key present, transparent Ethernet bridging, key 7.
+        vec![0x20, 0x00, 0x65, 0x58, 0, 0, 0, 7]
+    } else {
+        let udp_len = (16 + inner.len()) as u16;
+        let mut h = vec![0xc0, 0x00, 0x12, 0xb5];
+        h.extend_from_slice(&udp_len.to_be_bytes());
+        // No UDP checksum (RFC 7348 allows it over IPv4); VNI 7, I flag.
+        h.extend_from_slice(&[0, 0, 0x08, 0, 0, 0, 0, 0, 7, 0]);
+        h
+    };
+    let total = (20 + hdr.len() + inner.len()) as u16;
+    let proto = if kind == "gre" { 47 } else { 17 };
+    f.extend_from_slice(&ipv4_header(total, proto, [10, 99, 0, 1], [10, 99, 0, 2]));
+    f.extend_from_slice(&hdr);
+    f.extend_from_slice(inner);
     f
+}
+
+/// `gre-encap` -> ("gre", true); `vxlan-decap` -> ("vxlan", false).
+fn one_way(scenario: &str) -> Option<(&str, bool)> {
+    let (kind, dir) = scenario.split_once('-')?;
+    if !["gre", "vxlan"].contains(&kind) {
+        return None;
+    }
+    match dir {
+        "encap" => Some((kind, true)),
+        "decap" => Some((kind, false)),
+        _ => None,
+    }
+}
+
+/// The tunnel (gre or vxlan) a scenario configures, if any.
+fn tunnel_kind(scenario: &str) -> Option<&str> {
+    match scenario {
+        "gre" | "vxlan" => Some(scenario),
+        _ => one_way(scenario).map(|(k, _)| k),
+    }
+}
+
+/// One-way traffic from rvs-loadgen: which of the switch's sockets it
+/// sends into and receives from, and the frame.
+struct OneWay {
+    tx: String,
+    rx: String,
+    frame: Vec<u8>,
+}
+
+/// The one-way stream for `scenario`: the scenario's usual frame from p0 to
+/// p1; for `-encap` a plain frame into the VM port p0, received
+/// encapsulated on the "NIC" p1; for `-decap` an encapsulated frame (to
+/// `bridge_mac`, the underlay bridge's) into p1, received plain on p0.
+fn one_way_stream(dir: &std::path::Path, size: usize, scenario: &str, bridge_mac: &[u8]) -> OneWay {
+    let p0 = rvs_tests::virtio_user(0, &dir.join("p0"), MAC0);
+    let p1 = rvs_tests::virtio_user(1, &dir.join("p1"), MAC1);
+    let inner = flow_frame(0, size);
+    match one_way(scenario) {
+        Some((kind, false)) => OneWay {
+            tx: p1,
+            rx: p0,
+            frame: tunnel_frame(kind, &inner, bridge_mac),
+        },
+        _ => OneWay {
+            tx: p0,
+            rx: p1,
+            frame: inner,
+        },
+    }
+}
+
+/// What one rvs-loadgen run saw.
+#[derive(Clone, Copy, Debug, Default)]
+struct LoadResult {
+    sent: u64,
+    received: u64,
+    offered_mpps: f64,
+    rx_mpps: f64,
+    p50_ns: u64,
+    p99_ns: u64,
+    p999_ns: u64,
+}
+
+/// Runs rvs-loadgen at `rate_mpps` (0: as fast as it goes); `on_warm`
+/// runs when its window opens.
+fn loadgen(
+    ow: &OneWay,
+    rate_mpps: f64,
+    warmup: f64,
+    window: f64,
+    on_warm: &mut dyn FnMut(),
+) -> LoadResult {
+    use std::io::BufRead;
+    let exe = std::env::current_exe()
+        .expect("own path")
+        .with_file_name("rvs-loadgen");
+    let frame: String = ow.frame.iter().map(|b| format!("{b:02x}")).collect();
+    let mut child = std::process::Command::new(&exe)
+        .args(["--tx", &ow.tx, "--rx", &ow.rx, "--frame", &frame])
+        .args(["--rate-mpps", &rate_mpps.to_string()])
+        .args([
+            "--warmup",
+            &warmup.to_string(),
+            "--window",
+            &window.to_string(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{}: {e} (cargo build --release --workspace)", exe.display()));
+    let out = child.stdout.take().expect("piped");
+    let mut r = LoadResult::default();
+    let mut result = false;
+    for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+        if line == "WARM" {
+            on_warm();
+        } else if let Some(rest) = line.strip_prefix("RESULT ") {
+            result = true;
+            for kv in rest.split_whitespace() {
+                let Some((k, v)) = kv.split_once('=') else {
+                    continue;
+                };
+                let (u, f) = (
+                    v.parse::<u64>().unwrap_or(0),
+                    v.parse::<f64>().unwrap_or(0.0),
+                );
+                match k {
+                    "sent" => r.sent = u,
+                    "received" => r.received = u,
+                    "offered_mpps" => r.offered_mpps = f,
+                    "rx_mpps" => r.rx_mpps = f,
+                    "p50_ns" => r.p50_ns = u,
+                    "p99_ns" => r.p99_ns = u,
+                    "p999_ns" => r.p999_ns = u,
+                    _ => {}
+                }
+            }
+        }
+    }
+    let st = child.wait().expect("rvs-loadgen exit");
+    assert!(st.success() && result, "rvs-loadgen failed ({st})");
+    r
 }
 
 /// Many flows: testpmd replays a pcap of `n` distinct flows endlessly
@@ -347,6 +517,29 @@ fn generator(h_dir: &std::path::Path, size: usize, scenario: &str) -> Gen {
 /// Runs an ovs-appctl command against the switch under test.
 type Appctl<'a> = &'a dyn Fn(&[&str]) -> String;
 
+/// Where a scenario's traffic comes from: testpmd (loops, replays) or
+/// rvs-loadgen (one-way tunnel scenarios).
+enum Source {
+    Pmd(Gen),
+    Load(OneWay),
+}
+
+impl Source {
+    fn quit(self) {
+        if let Source::Pmd(g) = self {
+            g.tp.quit();
+        }
+    }
+}
+
+fn source(dir: &std::path::Path, size: usize, scenario: &str, bridge_mac: &[u8]) -> Source {
+    if one_way(scenario).is_some() {
+        Source::Load(one_way_stream(dir, size, scenario, bridge_mac))
+    } else {
+        Source::Pmd(generator(dir, size, scenario))
+    }
+}
+
 /// How a generator is started and which of its ports receive what the
 /// switch sends.
 struct Gen {
@@ -355,7 +548,23 @@ struct Gen {
     rx_ports: Vec<usize>,
 }
 
-fn measure(g: &mut Gen, a: &Args, pmd_stats: Option<Appctl>) -> Sample {
+fn measure(src: &mut Source, a: &Args, pmd_stats: Option<Appctl>) -> Sample {
+    let g = match src {
+        Source::Pmd(g) => g,
+        Source::Load(ow) => {
+            let mut clear = || {
+                if let Some(ctl) = pmd_stats {
+                    ctl(&["dpif-netdev/pmd-stats-clear"]);
+                }
+            };
+            let r = loadgen(ow, 0.0, a.warmup as f64, a.window as f64, &mut clear);
+            return Sample {
+                mpps: r.rx_mpps,
+                cycles_per_pkt: pmd_stats
+                    .and_then(|ctl| cycles(&ctl(&["dpif-netdev/pmd-stats-show"]))),
+            };
+        }
+    };
     let tp = &mut g.tp;
     tp.cmd(g.start);
     std::thread::sleep(Duration::from_secs(a.warmup));
@@ -373,21 +582,23 @@ fn measure(g: &mut Gen, a: &Args, pmd_stats: Option<Appctl>) -> Sample {
     let (r0, t0) = (rx(tp), Instant::now());
     std::thread::sleep(Duration::from_secs(a.window));
     let (r1, t1) = (rx(tp), Instant::now());
-    let cycles = pmd_stats.and_then(|ctl| {
-        let s = ctl(&["dpif-netdev/pmd-stats-show"]);
-        if std::env::var_os("RVS_BENCH_VERBOSE").is_some() {
-            eprintln!("{s}");
-        }
-        s.split("avg processing cycles per packet: ")
-            .nth(1)
-            .and_then(|r| r.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-    });
+    let cycles = pmd_stats.and_then(|ctl| cycles(&ctl(&["dpif-netdev/pmd-stats-show"])));
     tp.cmd("stop");
     Sample {
         mpps: (r1 - r0) as f64 / (t1 - t0).as_secs_f64() / 1e6,
         cycles_per_pkt: cycles,
     }
+}
+
+/// "avg processing cycles per packet" from pmd-stats-show.
+fn cycles(s: &str) -> Option<f64> {
+    if std::env::var_os("RVS_BENCH_VERBOSE").is_some() {
+        eprintln!("{s}");
+    }
+    s.split("avg processing cycles per packet: ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
 }
 
 fn configure(h: &Host) {
@@ -558,8 +769,8 @@ fn service_flows(h: &Host, scenario: &str) {
 }
 
 fn ports(h: &Host, scenario: &str) {
-    if scenario == "gre" || scenario == "vxlan" {
-        return tunnel_ports(h, scenario);
+    if let Some(kind) = tunnel_kind(scenario) {
+        return tunnel_ports(h, kind);
     }
     let (t0, t1): (&[&str], &[&str]) = match scenario {
         // Both VM ports access ports of VLAN 10 (testpmd's virtio-user strips
@@ -588,40 +799,46 @@ fn ports(h: &Host, scenario: &str) {
     }
 }
 
+/// testpmd forwarding between two net_vhost ports (io) on the switch's
+/// core: the ceiling. Returns its socket directory (p0, p1) and the
+/// running forwarder.
+fn ceiling_forwarder() -> (std::path::PathBuf, TestPmd) {
+    let dir = std::path::PathBuf::from(format!("/tmp/rvs-bench-ceiling-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut fwd = TestPmd::start_with(
+        "ceil",
+        &[
+            "--lcores",
+            "0@0,1@1",
+            "--no-pci",
+            "--file-prefix",
+            "bench-ceil",
+            "-m",
+            "1024",
+            "--vdev",
+            &format!("net_vhost0,iface={}/p0,queues=1", dir.display()),
+            "--vdev",
+            &format!("net_vhost1,iface={}/p1,queues=1", dir.display()),
+        ],
+        &[
+            "-i",
+            "--nb-cores=1",
+            "--forward-mode=io",
+            "--total-num-mbufs=32768",
+        ],
+    );
+    fwd.cmd("start");
+    (dir, fwd)
+}
+
 fn run_switch(kind: &str, scenario: &str, size: usize, a: &Args) -> Sample {
     match kind {
         "ceiling" => {
-            let dir =
-                std::path::PathBuf::from(format!("/tmp/rvs-bench-ceiling-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(&dir).unwrap();
-            let fwd = TestPmd::start_with(
-                "ceil",
-                &[
-                    "--lcores",
-                    "0@0,1@1",
-                    "--no-pci",
-                    "--file-prefix",
-                    "bench-ceil",
-                    "-m",
-                    "1024",
-                    "--vdev",
-                    &format!("net_vhost0,iface={}/p0,queues=1", dir.display()),
-                    "--vdev",
-                    &format!("net_vhost1,iface={}/p1,queues=1", dir.display()),
-                ],
-                &[
-                    "-i",
-                    "--nb-cores=1",
-                    "--forward-mode=io",
-                    "--total-num-mbufs=32768",
-                ],
-            );
-            let mut fwd = fwd;
-            fwd.cmd("start");
-            let mut tp = generator(&dir, size, scenario);
-            let s = measure(&mut tp, a, None);
-            tp.tp.quit();
+            let (dir, fwd) = ceiling_forwarder();
+            let mut src = source(&dir, size, scenario, &mac_bytes(MAC1));
+            let s = measure(&mut src, a, None);
+            src.quit();
             fwd.quit();
             let _ = std::fs::remove_dir_all(&dir);
             s
@@ -629,15 +846,70 @@ fn run_switch(kind: &str, scenario: &str, size: usize, a: &Args) -> Sample {
         "rvs" | "ovs" => {
             let h = switch_host(kind, "bench");
             ports(&h, scenario);
-            let mut tp = generator(&h.dir, size, scenario);
+            let mut src = source(&h.dir, size, scenario, &bridge_mac(&h, scenario));
             let ctl = |args: &[&str]| h.appctl(args);
-            let s = measure(&mut tp, a, Some(&ctl));
-            tp.tp.quit();
+            let s = measure(&mut src, a, Some(&ctl));
+            src.quit();
             drop(h);
             s
         }
         other => panic!("unknown switch {other:?} (ceiling, ovs, rvs)"),
     }
+}
+
+/// The underlay bridge's MAC, where decapsulation scenarios send.
+fn bridge_mac(h: &Host, scenario: &str) -> Vec<u8> {
+    if tunnel_kind(scenario).is_none() {
+        return mac_bytes(MAC1);
+    }
+    let m = h.ns.exec(&["cat", "/sys/class/net/br-phy/address"]);
+    mac_bytes(m.trim())
+}
+
+/// One-way latency and loss through switch `kind` at each of the loads
+/// (percent of `max_mpps`, its median in the throughput runs).
+fn latency(
+    kind: &str,
+    scenario: &str,
+    size: usize,
+    max_mpps: f64,
+    a: &Args,
+) -> Vec<(f64, LoadResult)> {
+    // The ceiling's latency is the floor: generator, vhost-user and
+    // virtio-user, no switching.
+    let (h, fwd) = if kind == "ceiling" {
+        (None, Some(ceiling_forwarder()))
+    } else {
+        let h = switch_host(kind, "lat");
+        ports(&h, scenario);
+        (Some(h), None)
+    };
+    let ow = match (&h, &fwd) {
+        (Some(h), _) => one_way_stream(&h.dir, size, scenario, &bridge_mac(h, scenario)),
+        (_, Some((dir, _))) => one_way_stream(dir, size, scenario, &mac_bytes(MAC1)),
+        _ => unreachable!("one of the two is set"),
+    };
+    let out = a
+        .latency_loads
+        .iter()
+        .map(|&load| {
+            let r = loadgen(
+                &ow,
+                max_mpps * load / 100.0,
+                1.0,
+                a.latency_window,
+                &mut || {},
+            );
+            eprintln!("latency {scenario} {size}B {kind} at {load}%: {r:?}");
+            (load, r)
+        })
+        .collect();
+    drop(h);
+    if let Some((dir, f)) = fwd {
+        f.quit();
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    out
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -670,6 +942,7 @@ fn main() {
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
     );
     let mut rows: Vec<(String, f64, f64, f64)> = Vec::new();
+    let mut lat = String::new();
     for scenario in &a.scenarios {
         for &size in &a.sizes {
             let mut got: std::collections::BTreeMap<String, Vec<Sample>> = Default::default();
@@ -731,6 +1004,31 @@ fn main() {
                 c(rvc),
                 c(ovc)
             );
+            // One flow from rvs-loadgen: not what replays and -mf measure.
+            let single_flow = replay_flows(scenario).is_none() && !scenario.ends_with("-mf");
+            for (kind, max) in [("ceiling", ce), ("ovs", ov), ("rvs", rv)] {
+                if a.latency_loads.is_empty() || !single_flow || !max.is_finite() || max <= 0.0 {
+                    continue;
+                }
+                for (load, r) in latency(kind, scenario, size, max, &a) {
+                    let us = |ns: u64| format!("{:.1}", ns as f64 / 1e3);
+                    let _ = writeln!(
+                        lat,
+                        "| {scenario} | {size} | {} | {load:.0} % | {:.2} | {:.2} | {} | {} | {} | {} | {} |",
+                        match kind {
+                            "ovs" => "OVS-DPDK",
+                            k => k,
+                        },
+                        r.offered_mpps,
+                        r.rx_mpps,
+                        r.sent,
+                        r.sent.saturating_sub(r.received),
+                        us(r.p50_ns),
+                        us(r.p99_ns),
+                        us(r.p999_ns)
+                    );
+                }
+            }
         }
     }
     let cpu = sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2");
@@ -752,8 +1050,13 @@ fn main() {
         sh("git rev-parse --short HEAD")
     );
     let _ = writeln!(out, "- command: `{}`", cmdline.join(" "));
-    let _ = writeln!(out, "- method: generator testpmd on CPU 0, the switch's single PMD on CPU 1. Loop scenarios: 2 virtio-user ports reflecting what they receive (macswap; 5tswap for nat/pf/lb, so replies come back), loop topology, 512 frames in flight per port. `-<N>k`/`-<N>m` scenarios: a pcap of N distinct flows replayed into p0 (io, chained), counted as they come out of p1. Mpps = frames the generator received per second over {} s after {} s warm-up; median (min-max) of {} runs, switches alternating\n", a.window, a.warmup, a.runs);
+    let _ = writeln!(out, "- method: generator testpmd on CPU 0, the switch's single PMD on CPU 1. Loop scenarios: 2 virtio-user ports reflecting what they receive (macswap; 5tswap for nat/pf/lb, so replies come back), loop topology, 512 frames in flight per port. `-<N>k`/`-<N>m` scenarios: a pcap of N distinct flows replayed into p0 (io, chained), counted as they come out of p1. `-encap`/`-decap` scenarios: rvs-loadgen sends one flow one way as fast as the ring takes it (plain frames p0 -> p1 for encap, encapsulated frames p1 -> p0 for decap). Mpps = frames the generator received per second over {} s after {} s warm-up; median (min-max) of {} runs, switches alternating\n", a.window, a.warmup, a.runs);
     out.push_str(&table);
+    if !lat.is_empty() {
+        let _ = writeln!(out, "\nLatency and loss, one way p0 -> p1 (rvs-loadgen: one flow, each frame stamped with the TSC at send and read back on receive by the same process; -decap: into p1, out of p0), offered at a percentage of each switch's median Mpps above; 1 s warm-up, {} s window\n", a.latency_window);
+        let _ = writeln!(out, "| scenario | size | switch | load | offered Mpps | received Mpps | frames sent | lost | p50 us | p99 us | p99.9 us |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+        out.push_str(&lat);
+    }
     if a.port_ops > 0 {
         let (ra, rd) = port_latency("rvs", a.port_ops);
         let (oa, od) = port_latency("ovs", a.port_ops);

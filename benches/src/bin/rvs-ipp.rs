@@ -1,0 +1,362 @@
+//! rvs-ipp: instructions per operation of the micro-benchmarked fast-path
+//! steps, counted by callgrind (this machine's VM exposes no hardware
+//! counters to perf). The criterion benchmarks give nanoseconds; this gives
+//! the instruction counts beside them, on the same fixtures
+//! (rvs_benches).
+//!
+//! `rvs-ipp` (no arguments) runs every operation under
+//! `valgrind --tool=callgrind`, collecting only inside `ipp_measured`, and
+//! prints a table; `rvs-ipp --op NAME --n N` runs one operation N times
+//! (what the table's runs do). Operations that need a fresh frame per call
+//! build it inside the measured loop; the cost of building it (the `frame`
+//! rows) is subtracted and named in the table.
+use clap::Parser;
+use rvs_benches::*;
+use rvs_dataplane::conntrack::nat::{apply, NatKind, NatSpec};
+use rvs_dataplane::conntrack::{Conntrack, CtRequest};
+use rvs_dataplane::flow::cache::{hash_key, FlowCache};
+use rvs_dataplane::flow::extract::extract_into;
+use rvs_dataplane::flow::key::FlowKey;
+use rvs_dataplane::flow::xlate::translate;
+use rvs_dataplane::packet::{HeapBuf, PacketBuf};
+use rvs_dataplane::stats::PmdStats;
+use rvs_dataplane::tunnel::decap::{classify, Verdict};
+use rvs_dataplane::tunnel::encap::{inner_hash, Header};
+use rvs_dataplane::txbuf::TxBuffers;
+use rvs_dataplane::vlan::{set_egress_tag, VlanConf};
+use rvs_dataplane::{Burst, BURST};
+use std::hint::black_box;
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(
+    name = "rvs-ipp",
+    about = "instructions per fast-path operation (callgrind)"
+)]
+struct Args {
+    /// Run one operation (inside callgrind); without it, run them all.
+    #[arg(long)]
+    op: Option<String>,
+    /// Calls of the operation.
+    #[arg(long, default_value_t = 20_000)]
+    n: u32,
+    /// With --op: print READY after set-up and wait for this file to
+    /// appear before measuring.
+    #[arg(long)]
+    go: Option<std::path::PathBuf>,
+}
+
+/// Each operation: its name, what one call covers (frames), and the
+/// operation whose cost is subtracted (building the frames it consumes).
+const OPS: &[(&str, u32, Option<&str>)] = &[
+    ("empty call", 1, None),
+    ("frame: refill a 64-byte frame", 1, None),
+    ("parse udp", 1, None),
+    ("parse 802.1q udp", 1, None),
+    ("parse vxlan outer", 1, None),
+    (
+        "normal batch (learned unicast, per frame)",
+        BURST as u32,
+        None,
+    ),
+    ("mac lookup hit", 1, None),
+    ("mac learn refresh", 1, None),
+    ("vlan push+pop", 1, None),
+    ("classifier hit, 1 rule", 1, None),
+    ("classifier hit, 1000 rules", 1, None),
+    ("classifier hit, 100000 rules", 1, None),
+    ("classifier hit, 1000000 rules", 1, None),
+    ("classifier miss, 1000000 rules", 1, None),
+    ("emc hit (1000 flows)", 1, None),
+    ("translate (emc miss), 1000 rules", 1, None),
+    ("encap gre key", 1, Some("frame: refill a 64-byte frame")),
+    (
+        "encap vxlan (with flow hash)",
+        1,
+        Some("frame: refill a 64-byte frame"),
+    ),
+    ("decap gre (1000 tunnels)", 1, None),
+    ("decap vxlan (1000 tunnels)", 1, None),
+    ("ct lookup established, 1000 connections", 1, None),
+    ("ct lookup established, 1000000 connections", 1, None),
+    ("nat rewrite", 1, Some("frame: refill a 64-byte frame")),
+];
+
+/// The loop callgrind collects in (its name is the toggle).
+#[inline(never)]
+fn ipp_measured(n: u32, op: &mut dyn FnMut(u32)) {
+    for i in 0..n {
+        op(i);
+    }
+}
+
+/// Sets up operation `name` and returns it.
+fn op(name: &str) -> Box<dyn FnMut(u32)> {
+    let frames = parse_frames();
+    let parse = move |f: Vec<u8>| -> Box<dyn FnMut(u32)> {
+        Box::new(move |_| {
+            let mut k = FlowKey::default();
+            black_box(extract_into(black_box(&f), 1, None, &mut k).is_ok());
+            black_box(&k);
+        })
+    };
+    let classifier = |n: u32| -> Box<dyn FnMut(u32)> {
+        let pipe = tables(n).pipeline();
+        let keys: Vec<FlowKey> = (0..4096u64)
+            .map(|j| key((j * n as u64 / 4096) as u32))
+            .collect();
+        Box::new(move |i| {
+            black_box(pipe.tables[0].lookup(&keys[i as usize & 4095]).map(|r| r.0));
+        })
+    };
+    let ct_lookup = |n: u32| -> Box<dyn FnMut(u32)> {
+        let (ct, probe) = connections(n);
+        Box::new(move |_| {
+            black_box(ct.process(black_box(&probe), &CtRequest::default(), 1));
+        })
+    };
+    let encap = |kind: &str| -> Box<dyn FnMut(u32)> {
+        let h = Header::new(&tunnel_conf(kind, false), &EP);
+        let (f, vx) = (inner(), kind == "vxlan");
+        let mut p = HeapBuf::new(&f);
+        Box::new(move |_| {
+            p.reset(&f);
+            let hash = if vx { inner_hash(p.data()) } else { 0 };
+            black_box(h.push(&mut p, 77, hash));
+        })
+    };
+    let decap = |kind: &str| -> Box<dyn FnMut(u32)> {
+        let rx = thousand_tunnels();
+        let mut p = HeapBuf::new(&inner());
+        Header::new(&tunnel_conf(kind, false), &EP).push(&mut p, 77, 1);
+        let outer = p.data().to_vec();
+        Box::new(move |_| {
+            black_box(match classify(black_box(&outer), &Local) {
+                Verdict::Tunnel(o) => rx.lookup(&o),
+                _ => None,
+            });
+        })
+    };
+    match name {
+        "empty call" => Box::new(|i| {
+            black_box(i);
+        }),
+        "frame: refill a 64-byte frame" => {
+            let f = inner();
+            let mut p = HeapBuf::new(&f);
+            Box::new(move |_| {
+                p.reset(&f);
+                black_box(&p);
+            })
+        }
+        "parse udp" => parse(frames[0].1.clone()),
+        "parse 802.1q udp" => parse(frames[1].1.clone()),
+        "parse vxlan outer" => parse(frames[2].1.clone()),
+        "normal batch (learned unicast, per frame)" => {
+            let snap = snapshot([VlanConf::default(), VlanConf::default()]);
+            let stats = PmdStats::default();
+            let mut tx = TxBuffers::default();
+            let mut b = Burst::new();
+            b.push(frame(1, 2));
+            rvs_dataplane::normal::process_batch(&snap, 1, &mut b, 0, &stats, &mut tx);
+            tx.flush(|_, p, _| p.clear());
+            // Forwarded frames come back from the tx buffers and go round
+            // again: no allocation inside the measurement.
+            let mut spare: Vec<HeapBuf> = (0..BURST).map(|_| frame(2, 1)).collect();
+            Box::new(move |_| {
+                let mut pkts: Burst<HeapBuf> = spare.drain(..).collect();
+                rvs_dataplane::normal::process_batch(&snap, 0, &mut pkts, 0, &stats, &mut tx);
+                tx.flush(|_, p, _| spare.extend(p.drain(..)));
+            })
+        }
+        "mac lookup hit" => {
+            let t = learned_macs();
+            Box::new(move |i| {
+                black_box(t.lookup(0, mac(i as u64), 1));
+            })
+        }
+        "mac learn refresh" => {
+            let t = learned_macs();
+            Box::new(move |i| t.learn(0, mac(i as u64), (i % 16) as u16, 1))
+        }
+        "vlan push+pop" => {
+            let mut p = frame(1, 2);
+            Box::new(move |_| {
+                set_egress_tag(&mut p, false, Some(10));
+                set_egress_tag(&mut p, true, None);
+            })
+        }
+        "classifier hit, 1 rule" => classifier(1),
+        "classifier hit, 1000 rules" => classifier(1_000),
+        "classifier hit, 100000 rules" => classifier(100_000),
+        "classifier hit, 1000000 rules" => classifier(1_000_000),
+        "classifier miss, 1000000 rules" => {
+            let pipe = tables(1_000_000).pipeline();
+            let k = miss_key();
+            Box::new(move |_| {
+                black_box(pipe.tables[0].lookup(&k).is_none());
+            })
+        }
+        "emc hit (1000 flows)" => {
+            let pipe = tables(1_000).pipeline();
+            let ports = Ports::eight();
+            let mut cache = FlowCache::new(8192);
+            let keys: Vec<FlowKey> = (0..1000).map(key).collect();
+            for k in &keys {
+                cache.insert(
+                    k,
+                    hash_key(k),
+                    (1, 1),
+                    Arc::new(translate(&pipe, &ports, 1, k)),
+                );
+            }
+            Box::new(move |i| {
+                let k = &keys[(i % 1000) as usize];
+                black_box(cache.lookup(k, hash_key(k), (1, 1)).is_some());
+            })
+        }
+        "translate (emc miss), 1000 rules" => {
+            let pipe = tables(1_000).pipeline();
+            let ports = Ports::eight();
+            let keys: Vec<FlowKey> = (0..1000).map(key).collect();
+            Box::new(move |i| {
+                black_box(Arc::new(translate(
+                    &pipe,
+                    &ports,
+                    1,
+                    &keys[(i % 1000) as usize],
+                )));
+            })
+        }
+        "encap gre key" => encap("gre"),
+        "encap vxlan (with flow hash)" => encap("vxlan"),
+        "decap gre (1000 tunnels)" => decap("gre"),
+        "decap vxlan (1000 tunnels)" => decap("vxlan"),
+        "ct lookup established, 1000 connections" => ct_lookup(1_000),
+        "ct lookup established, 1000000 connections" => ct_lookup(1_000_000),
+        "nat rewrite" => {
+            let ct = Conntrack::new(1024);
+            let dnat = NatSpec {
+                kind: NatKind::Dst,
+                ip_min: 0x0a01_0005,
+                ip_max: 0x0a01_0005,
+                port_min: 8000,
+                port_max: 8000,
+                persistent: false,
+                hash: false,
+                random: false,
+            };
+            let f = udp(0xc633_6407, 4000, 0xcb00_710a, 80);
+            let req = CtRequest {
+                commit: true,
+                nat: Some(&dnat),
+                ..Default::default()
+            };
+            let rw = ct.process(&f, &req, 0).rewrite.expect("translated");
+            // The frame is rebuilt each call: a rewritten frame would not
+            // be rewritten again.
+            let f64b = {
+                let mut v = f.clone();
+                v.resize(64, 0);
+                v
+            };
+            let mut p = HeapBuf::new(&f64b);
+            Box::new(move |_| {
+                p.reset(&f64b);
+                black_box(apply(&mut p, &rw));
+            })
+        }
+        other => {
+            eprintln!("rvs-ipp: unknown operation {other:?}; known:");
+            for (n, _, _) in OPS {
+                eprintln!("  {n}");
+            }
+            std::process::exit(2);
+        }
+    }
+}
+
+/// Instructions callgrind collected in one run of `name`, `n` calls. The
+/// set-up (a million rules, a million connections) runs uninstrumented:
+/// the child says READY, instrumentation is switched on with
+/// callgrind_control, and a flag file lets the child go on.
+fn collected(name: &str, n: u32) -> u64 {
+    use std::io::{BufRead, Read};
+    let exe = std::env::current_exe().expect("own path");
+    let flag = std::env::temp_dir().join(format!("rvs-ipp-go-{}", std::process::id()));
+    let _ = std::fs::remove_file(&flag);
+    let mut child = std::process::Command::new("valgrind")
+        .args([
+            "--tool=callgrind",
+            "--instr-atstart=no",
+            "--collect-atstart=no",
+            "--toggle-collect=*ipp_measured*",
+            "--callgrind-out-file=/dev/null",
+        ])
+        .arg(&exe)
+        .args(["--op", name, "--n", &n.to_string()])
+        .arg("--go")
+        .arg(&flag)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("valgrind (apt-get install valgrind)");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("piped"))
+        .read_line(&mut line)
+        .expect("child output");
+    assert_eq!(line.trim(), "READY", "{name}: child did not get ready");
+    let on = std::process::Command::new("callgrind_control")
+        .args(["-i", "on", &child.id().to_string()])
+        .output()
+        .expect("callgrind_control");
+    assert!(on.status.success(), "callgrind_control: {on:?}");
+    std::fs::write(&flag, b"").expect("flag file");
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .expect("piped")
+        .read_to_string(&mut err)
+        .expect("child stderr");
+    let st = child.wait().expect("child exit");
+    let _ = std::fs::remove_file(&flag);
+    assert!(st.success(), "{name}: {err}");
+    err.lines()
+        .find_map(|l| l.split("Collected :").nth(1))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name}: no 'Collected' line from callgrind:\n{err}"))
+}
+
+fn main() {
+    let a = Args::parse();
+    if let Some(name) = a.op {
+        let mut f = op(&name);
+        if let Some(go) = a.go {
+            println!("READY");
+            while !go.exists() {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
+        ipp_measured(a.n, &mut *f);
+        return;
+    }
+    let per_call = |name: &str| -> f64 { collected(name, a.n) as f64 / a.n as f64 };
+    let empty = per_call("empty call");
+    let mut cache: std::collections::HashMap<&str, f64> = Default::default();
+    println!("| operation | instructions per frame | subtracted |\n| --- | --- | --- |");
+    for &(name, frames, minus) in OPS.iter().skip(1) {
+        let raw = per_call(name) - empty;
+        cache.insert(name, raw);
+        let base = minus
+            .map(|m| cache.get(m).copied().unwrap_or(0.0))
+            .unwrap_or(0.0);
+        println!(
+            "| {name} | {:.1} | {} |",
+            (raw - base) / frames as f64,
+            minus
+                .map(|m| format!("{m} ({base:.0})"))
+                .unwrap_or_default()
+        );
+    }
+}

@@ -1,0 +1,273 @@
+//! rvs-loadgen: a one-way, rate-controlled DPDK traffic source and sink for
+//! rvs-bench, for what testpmd cannot measure: latency through the switch
+//! at a chosen fraction of its maximum, loss at that rate, and one-way
+//! scenarios whose frames must be built (tunnel decapsulation).
+//!
+//! It opens two virtio-user ports (the switch's vhost-user sockets), sends
+//! copies of one template frame out of `--tx` at `--rate-mpps` (0: as fast
+//! as the ring takes them), each stamped at its tail with a sequence number
+//! and the TSC at send time, and receives on `--rx` (and drains `--tx`).
+//! The stamp is at the tail because encapsulation adds headers in front
+//! and decapsulation removes them, never the end of the inner frame.
+//! Frames stamped inside the window are counted and their latency (TSC at
+//! receive minus TSC at send, one clock, one process) goes into a 10 ns
+//! histogram. Prints `WARM` when the window opens and one `RESULT` line.
+use clap::Parser;
+use rvs_ffi::{eal, ethdev::EthDev, mbuf::Mbuf, mempool::Mempool};
+
+#[derive(Parser)]
+#[command(
+    name = "rvs-loadgen",
+    about = "one-way rate-controlled load with latency"
+)]
+struct Args {
+    /// devargs of the sending port (net_virtio_user...).
+    #[arg(long)]
+    tx: String,
+    /// devargs of the receiving port.
+    #[arg(long)]
+    rx: String,
+    /// The frame to send, hex (its last 16 bytes are overwritten by the stamp).
+    #[arg(long)]
+    frame: String,
+    /// Frames per second offered, in millions; 0 sends as fast as the ring takes them.
+    #[arg(long, default_value_t = 0.0)]
+    rate_mpps: f64,
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    #[arg(long, default_value_t = 3.0)]
+    window: f64,
+    /// CPU to run on (the EAL's main lcore).
+    #[arg(long, default_value_t = 0)]
+    cpu: usize,
+    /// Send this many frames with the template's MACs swapped out of `--rx`
+    /// first, so that a learning switch knows where the receiver is.
+    #[arg(long, default_value_t = 8)]
+    learn: usize,
+}
+
+const MAGIC: u32 = 0x5256_534c; // "RVSL"
+const BURST: usize = 32;
+/// Received mbufs kept for sending again.
+const SPARE: usize = 512;
+/// 10 ns buckets up to 1 ms, then 1 us buckets up to ~101 ms.
+const FINE: usize = 100_000;
+const COARSE: usize = 100_000;
+
+fn bucket(ns: u64) -> usize {
+    if ns < 1_000_000 {
+        (ns / 10) as usize
+    } else {
+        FINE + (((ns - 1_000_000) / 1_000) as usize).min(COARSE - 1)
+    }
+}
+
+fn bucket_ns(i: usize) -> u64 {
+    if i < FINE {
+        i as u64 * 10 + 5
+    } else {
+        1_000_000 + (i - FINE) as u64 * 1_000 + 500
+    }
+}
+
+fn percentile(h: &[u64], total: u64, p: f64) -> u64 {
+    if total == 0 {
+        return 0;
+    }
+    let want = ((total as f64) * p).ceil().max(1.0) as u64;
+    let mut seen = 0;
+    for (i, &n) in h.iter().enumerate() {
+        seen += n;
+        if seen >= want {
+            return bucket_ns(i);
+        }
+    }
+    bucket_ns(h.len() - 1)
+}
+
+fn hex(s: &str) -> Result<Vec<u8>, String> {
+    if !s.len().is_multiple_of(2) {
+        return Err("--frame: odd number of hex digits".into());
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).map_err(|e| format!("--frame: {e}")))
+        .collect()
+}
+
+fn main() {
+    if let Err(e) = run(Args::parse()) {
+        eprintln!("rvs-loadgen: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run(a: Args) -> Result<(), String> {
+    let frame = hex(&a.frame)?;
+    if frame.len() < 60 || frame.len() > 9000 {
+        return Err(format!(
+            "--frame: {} bytes; want 60 to 9000 (the stamp takes the last 16)",
+            frame.len()
+        ));
+    }
+    let prefix = format!("loadgen-{}", std::process::id());
+    eal::init(&[
+        "-l".into(),
+        a.cpu.to_string(),
+        "--no-pci".into(),
+        "--file-prefix".into(),
+        prefix,
+        "--single-file-segments".into(),
+        "-m".into(),
+        "512".into(),
+        "--log-level".into(),
+        "*:error".into(),
+    ])?;
+    let room = (frame.len().max(2048) + 128) as u16;
+    let pool = Mempool::create("loadgen", 16_383, 256, room, -1)?;
+    let tx = EthDev::open(&a.tx, 1, 1, 1024, None, pool)?;
+    let rx = EthDev::open(&a.rx, 1, 1, 1024, None, pool)?;
+    let hz = eal::tsc_hz();
+    let t = eal::rdtsc();
+    while !(tx.link().0 && rx.link().0) {
+        if eal::rdtsc() - t > 10 * hz {
+            return Err("the switch's vhost-user ports did not come up within 10 s".into());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let mut burst: arrayvec::ArrayVec<Mbuf, BURST> = arrayvec::ArrayVec::new();
+    // Received mbufs are sent again (refilled with the template): the
+    // generator's cost per frame stays near testpmd's io forwarding, which
+    // allocates nothing either.
+    let mut spare: Vec<Mbuf> = Vec::with_capacity(SPARE);
+    let fill = |burst: &mut arrayvec::ArrayVec<_, BURST>,
+                spare: &mut Vec<Mbuf>,
+                f: &[u8]|
+     -> Result<(), String> {
+        let mut m = match spare.pop() {
+            Some(m) => m,
+            None => pool.alloc().ok_or("mbuf pool empty")?,
+        };
+        let (have, want) = (m.data().len(), f.len());
+        let fits = if have > want {
+            m.trim((have - want) as u16)
+        } else {
+            m.append((want - have) as u16)
+        };
+        if !fits {
+            return Err("frame larger than an mbuf".into());
+        }
+        m.data_mut().copy_from_slice(f);
+        burst.push(m);
+        Ok(())
+    };
+    if a.learn > 0 {
+        let mut back = frame.clone();
+        back.copy_within(0..6, 12);
+        back.copy_within(6..12, 0);
+        back.copy_within(12..18, 6);
+        for _ in 0..a.learn.min(BURST) {
+            fill(&mut burst, &mut spare, &back)?;
+        }
+        rx.tx_burst(0, &mut burst);
+        burst.clear();
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+
+    let mut hist = vec![0u64; FINE + COARSE];
+    let ns_per_cycle = 1e9 / hz as f64;
+    let start = eal::rdtsc();
+    let warm_end = start + (a.warmup * hz as f64) as u64;
+    let end = warm_end + (a.window * hz as f64) as u64;
+    // What is still in flight when sending stops gets this long to arrive.
+    let drain_end = end + hz / 5;
+    let per_cycle = a.rate_mpps * 1e6 / hz as f64;
+    let (mut sent, mut sent_window, mut refused, mut rx_window, mut rx_other) =
+        (0u64, 0u64, 0u64, 0u64, 0u64);
+    let (mut seq, mut warm_said) = (0u32, false);
+    let len = frame.len();
+    let mut rxb: arrayvec::ArrayVec<Mbuf, BURST> = arrayvec::ArrayVec::new();
+    loop {
+        let now = eal::rdtsc();
+        if now >= drain_end {
+            break;
+        }
+        if !warm_said && now >= warm_end {
+            warm_said = true;
+            println!("WARM");
+        }
+        if now < end {
+            let due = if a.rate_mpps <= 0.0 {
+                BURST as u64
+            } else {
+                (((now - start) as f64 * per_cycle) as u64)
+                    .saturating_sub(sent + refused)
+                    .min(BURST as u64)
+            };
+            for _ in 0..due {
+                fill(&mut burst, &mut spare, &frame)?;
+                let tail = &mut burst.last_mut().expect("pushed").data_mut()[len - 16..];
+                tail[0..4].copy_from_slice(&MAGIC.to_be_bytes());
+                tail[4..8].copy_from_slice(&seq.to_be_bytes());
+                tail[8..16].copy_from_slice(&now.to_ne_bytes());
+                seq = seq.wrapping_add(1);
+            }
+            let n = burst.len() as u64;
+            let took = tx.tx_burst(0, &mut burst) as u64;
+            sent += took;
+            refused += n - took;
+            if now >= warm_end {
+                sent_window += took;
+            }
+            // Refused frames are not offered: a paced source would have
+            // waited, and as fast as possible means as fast as taken.
+            burst.clear();
+        }
+        let got = rx.rx_burst(0, &mut rxb);
+        if got > 0 {
+            let t = eal::rdtsc();
+            for m in rxb.drain(..) {
+                let d = m.data();
+                if d.len() < 16 || d[d.len() - 16..d.len() - 12] != MAGIC.to_be_bytes() {
+                    rx_other += 1;
+                    continue;
+                }
+                let mut stamp = [0u8; 8];
+                stamp.copy_from_slice(&d[d.len() - 8..]);
+                let sent_at = u64::from_ne_bytes(stamp);
+                if sent_at >= warm_end && sent_at < end {
+                    rx_window += 1;
+                    let ns = (t.saturating_sub(sent_at) as f64 * ns_per_cycle) as u64;
+                    hist[bucket(ns)] += 1;
+                }
+                if spare.len() < SPARE && m.pkt_len() == m.data().len() as u32 {
+                    spare.push(m);
+                }
+            }
+        }
+        // The sending port may get frames back (a flood, a reply): drop.
+        tx.rx_burst(0, &mut rxb);
+        rvs_ffi::mbuf::free_burst(&mut rxb);
+    }
+    let w = a.window;
+    println!(
+        "RESULT sent={sent_window} received={rx_window} lost={} refused={refused} other={rx_other} \
+         offered_mpps={:.4} rx_mpps={:.4} p50_ns={} p99_ns={} p999_ns={} max_ns={}",
+        sent_window.saturating_sub(rx_window),
+        sent_window as f64 / w / 1e6,
+        rx_window as f64 / w / 1e6,
+        percentile(&hist, rx_window, 0.50),
+        percentile(&hist, rx_window, 0.99),
+        percentile(&hist, rx_window, 0.999),
+        hist.iter()
+            .rposition(|&n| n > 0)
+            .map(bucket_ns)
+            .unwrap_or(0),
+    );
+    drop(spare);
+    drop(tx);
+    drop(rx);
+    // Gives the hugepage file back (it would outlive the process).
+    eal::cleanup();
+    Ok(())
+}
