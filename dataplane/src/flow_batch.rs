@@ -100,36 +100,54 @@ pub fn process_batch<P: PacketBuf>(
             }
             _ => {
                 let h = hash_key(&key);
-                let xl = match cache.lookup(&key, h, stamp) {
-                    Some(x) => {
-                        hits += 1;
-                        x.clone()
-                    }
-                    None => {
-                        misses += 1;
-                        let (x, fresh) = match cache.mega.lookup(&key, stamp) {
-                            Some(x) => {
-                                mega_hits += 1;
-                                (x, false)
-                            }
-                            None => {
-                                let x = Arc::new(translate(pipe, bridge, in_slot, &key));
-                                cache.mega.insert(&key, stamp, x.clone());
-                                (x, true)
-                            }
-                        };
-                        // Filled even while bypassed, so that a working
-                        // set that fits is found again at the next probe.
-                        if !x.volatile && (fresh || cache.promote()) {
+                let cur = run.as_ref().map(|r| Arc::as_ptr(&r.0));
+                // Only a translation that differs from the current run's is
+                // cloned: with many flows under one megaflow, consecutive
+                // packets differ in key but not in translation, and an Arc
+                // clone and drop plus the rule counters per packet (four
+                // locked instructions) were much of their cost.
+                let next: Option<Arc<Xlate>> = if let Some(x) = cache.lookup(&key, h, stamp) {
+                    hits += 1;
+                    (Some(Arc::as_ptr(x)) != cur).then(|| x.clone())
+                } else {
+                    misses += 1;
+                    let promote = cache.promote();
+                    let (x, fresh) = match cache.mega.lookup(&key, stamp) {
+                        Some(x) => {
+                            mega_hits += 1;
+                            let keep = Some(Arc::as_ptr(x)) != cur || (promote && !x.volatile);
+                            (keep.then(|| x.clone()), false)
+                        }
+                        None => {
+                            let x = Arc::new(translate(pipe, bridge, in_slot, &key));
+                            cache.mega.insert(&key, stamp, x.clone());
+                            (Some(x), true)
+                        }
+                    };
+                    // Filled even while bypassed, so that a working set that
+                    // fits is found again at the next probe.
+                    if let Some(x) = &x {
+                        if !x.volatile && (fresh || promote) {
                             cache.insert(&key, h, stamp, x.clone());
                         }
-                        x
                     }
+                    x.filter(|x| Some(Arc::as_ptr(x)) != cur)
                 };
-                let mut k = [0u64; PACKET_WORDS];
-                k.copy_from_slice(&key.w[..PACKET_WORDS]);
-                if let Some((r, _, n, b)) = run.replace((xl, k, 1, len)) {
-                    credit(&r, n, b, now);
+                match (next, &mut run) {
+                    (Some(xl), _) => {
+                        let mut k = [0u64; PACKET_WORDS];
+                        k.copy_from_slice(&key.w[..PACKET_WORDS]);
+                        if let Some((r, _, n, b)) = run.replace((xl, k, 1, len)) {
+                            credit(&r, n, b, now);
+                        }
+                    }
+                    // The same translation under a new key: the run goes on.
+                    (None, Some((_, k, n, b))) => {
+                        k.copy_from_slice(&key.w[..PACKET_WORDS]);
+                        *n += 1;
+                        *b += len;
+                    }
+                    (None, None) => unreachable!("no current run means every translation is new"),
                 }
             }
         }
@@ -371,7 +389,7 @@ impl<'a, P: PacketBuf> Exec<'a, '_, P> {
             Some(x) => x,
             None => {
                 let (x, fresh) = match self.rcache.mega.lookup(&key, stamp) {
-                    Some(x) => (x, false),
+                    Some(x) => (x.clone(), false),
                     None => {
                         let x =
                             Arc::new(translate_recirc(self.pipe, self.bridge, self.in_slot, &key));

@@ -117,7 +117,7 @@ proptest! {
                         Some(x) => x.clone(),
                         None => {
                             let x = match cache.mega.lookup(&k, stamp) {
-                                Some(x) => x,
+                                Some(x) => x.clone(),
                                 None => {
                                     let x = Arc::new(translate(&pipe, &Ports, 0, &k));
                                     prop_assert!(x.wc.is_some());

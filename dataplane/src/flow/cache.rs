@@ -37,6 +37,7 @@ const WINDOW: u32 = 1024;
 const SKIP: u32 = 16 * 1024;
 
 pub const EMC_INSERT_EVERY: u32 = 8;
+pub const EMC_INSERT_BYPASSED: u32 = 128;
 
 /// Most megaflows a cache keeps before starting afresh.
 pub const MAX_MEGAFLOWS: usize = 1 << 18;
@@ -118,16 +119,16 @@ fn masked<const N: usize>(k: &FlowKey, m: &[u64; N]) -> MegaKey<N> {
 }
 
 impl<const N: usize> Megaflows<N> {
-    pub fn lookup(&mut self, k: &FlowKey, stamp: (u64, u64)) -> Option<Arc<Xlate>> {
+    /// The translation of `k`'s megaflow, by reference: the caller clones
+    /// it only when it needs its own (an Arc clone is a locked instruction).
+    pub fn lookup(&mut self, k: &FlowKey, stamp: (u64, u64)) -> Option<&Arc<Xlate>> {
         if self.stamp != stamp {
             // Another pipeline or port set: every megaflow is stale.
             self.clear();
             self.stamp = stamp;
             return None;
         }
-        self.subs
-            .iter()
-            .find_map(|(m, map)| map.get(&masked(k, m)).cloned())
+        self.subs.iter().find_map(|(m, map)| map.get(&masked(k, m)))
     }
 
     pub fn insert(&mut self, k: &FlowKey, stamp: (u64, u64), x: Arc<Xlate>) {
@@ -259,10 +260,18 @@ impl FlowCache {
     }
 
     /// After a megaflow hit: whether to copy it into the exact-match cache.
+    /// While the cache is bypassed (too many flows for it) only one in
+    /// EMC_INSERT_BYPASSED is: each insert is a cache-line miss that, with
+    /// a million flows, no later packet uses.
     #[inline]
     pub fn promote(&mut self) -> bool {
         self.mega_hits = self.mega_hits.wrapping_add(1);
-        self.mega_hits.is_multiple_of(EMC_INSERT_EVERY)
+        let every = if self.skip > 0 {
+            EMC_INSERT_BYPASSED
+        } else {
+            EMC_INSERT_EVERY
+        };
+        self.mega_hits.is_multiple_of(every)
     }
 }
 
