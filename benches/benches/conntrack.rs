@@ -2,9 +2,9 @@
 //! established connection's lookup with 1 K and 1 M connections in the
 //! table, and the NAT translation step (rewrite with checksum updates).
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use rvs_benches::{connections, udp};
-use rvs_dataplane::conntrack::nat::{apply, NatKind, NatSpec};
-use rvs_dataplane::conntrack::{Conntrack, CtRequest};
+use rvs_benches::{connections, dnat_rewrite};
+use rvs_dataplane::conntrack::nat::apply;
+use rvs_dataplane::conntrack::CtRequest;
 use rvs_dataplane::packet::HeapBuf;
 use std::hint::black_box;
 
@@ -17,28 +17,7 @@ fn bench(c: &mut Criterion) {
             b.iter(|| black_box(ct.process(black_box(&probe), &CtRequest::default(), 1)))
         });
     }
-    let ct = Conntrack::new(1024);
-    let dnat = NatSpec {
-        kind: NatKind::Dst,
-        ip_min: 0x0a01_0005,
-        ip_max: 0x0a01_0005,
-        port_min: 8000,
-        port_max: 8000,
-        persistent: false,
-        hash: false,
-        random: false,
-    };
-    let f = udp(0xc633_6407, 4000, 0xcb00_710a, 80);
-    let o = ct.process(
-        &f,
-        &CtRequest {
-            commit: true,
-            nat: Some(&dnat),
-            ..Default::default()
-        },
-        0,
-    );
-    let rw = o.rewrite.expect("translated");
+    let (rw, f) = dnat_rewrite();
     g.bench_function("nat rewrite (addresses, ports, checksums)", |b| {
         b.iter_batched_ref(
             || HeapBuf::new(&f),

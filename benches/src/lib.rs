@@ -265,6 +265,31 @@ pub fn connections(n: u32) -> (Conntrack, Vec<u8>) {
     (ct, udp(0x0a00_0000, 7, 0xc633_6407, 53))
 }
 
+/// A UDP frame to 203.0.113.10:80 and the rewrite a committed DNAT to
+/// 10.1.0.5:8000 applies to it.
+pub fn dnat_rewrite() -> (rvs_dataplane::conntrack::nat::Rewrite, Vec<u8>) {
+    use rvs_dataplane::conntrack::nat::{NatKind, NatSpec};
+    let ct = Conntrack::new(1024);
+    let dnat = NatSpec {
+        kind: NatKind::Dst,
+        ip_min: 0x0a01_0005,
+        ip_max: 0x0a01_0005,
+        port_min: 8000,
+        port_max: 8000,
+        persistent: false,
+        hash: false,
+        random: false,
+    };
+    let f = udp(0xc633_6407, 4000, 0xcb00_710a, 80);
+    let req = CtRequest {
+        commit: true,
+        nat: Some(&dnat),
+        ..Default::default()
+    };
+    let rw = ct.process(&f, &req, 0).rewrite.expect("translated");
+    (rw, f)
+}
+
 /// Frames whose parsing the `parse` benchmarks time: UDP, the same behind
 /// an 802.1Q tag, and a VXLAN packet's outer headers.
 pub fn parse_frames() -> Vec<(&'static str, Vec<u8>)> {

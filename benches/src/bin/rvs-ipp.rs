@@ -12,8 +12,8 @@
 //! rows) is subtracted and named in the table.
 use clap::Parser;
 use rvs_benches::*;
-use rvs_dataplane::conntrack::nat::{apply, NatKind, NatSpec};
-use rvs_dataplane::conntrack::{Conntrack, CtRequest};
+use rvs_dataplane::conntrack::nat::apply;
+use rvs_dataplane::conntrack::CtRequest;
 use rvs_dataplane::flow::cache::{hash_key, FlowCache};
 use rvs_dataplane::flow::extract::extract_into;
 use rvs_dataplane::flow::key::FlowKey;
@@ -235,24 +235,7 @@ fn op(name: &str) -> Box<dyn FnMut(u32)> {
         "ct lookup established, 1000 connections" => ct_lookup(1_000),
         "ct lookup established, 1000000 connections" => ct_lookup(1_000_000),
         "nat rewrite" => {
-            let ct = Conntrack::new(1024);
-            let dnat = NatSpec {
-                kind: NatKind::Dst,
-                ip_min: 0x0a01_0005,
-                ip_max: 0x0a01_0005,
-                port_min: 8000,
-                port_max: 8000,
-                persistent: false,
-                hash: false,
-                random: false,
-            };
-            let f = udp(0xc633_6407, 4000, 0xcb00_710a, 80);
-            let req = CtRequest {
-                commit: true,
-                nat: Some(&dnat),
-                ..Default::default()
-            };
-            let rw = ct.process(&f, &req, 0).rewrite.expect("translated");
+            let (rw, f) = dnat_rewrite();
             // The frame is rebuilt each call: a rewritten frame would not
             // be rewritten again.
             let f64b = {
