@@ -133,21 +133,23 @@ pub fn process_batch<P: PacketBuf>(
                     }
                     x.filter(|x| Some(Arc::as_ptr(x)) != cur)
                 };
-                match (next, &mut run) {
-                    (Some(xl), _) => {
+                match next {
+                    Some(xl) => {
                         let mut k = [0u64; PACKET_WORDS];
                         k.copy_from_slice(&key.w[..PACKET_WORDS]);
                         if let Some((r, _, n, b)) = run.replace((xl, k, 1, len)) {
                             credit(&r, n, b, now);
                         }
                     }
-                    // The same translation under a new key: the run goes on.
-                    (None, Some((_, k, n, b))) => {
-                        k.copy_from_slice(&key.w[..PACKET_WORDS]);
-                        *n += 1;
-                        *b += len;
+                    // The same translation under a new key (so there is a
+                    // current run): the run goes on.
+                    None => {
+                        if let Some((_, k, n, b)) = &mut run {
+                            k.copy_from_slice(&key.w[..PACKET_WORDS]);
+                            *n += 1;
+                            *b += len;
+                        }
                     }
-                    (None, None) => unreachable!("no current run means every translation is new"),
                 }
             }
         }

@@ -128,6 +128,32 @@ fn port_to_port_with_counts_and_table_miss() {
 }
 
 #[test]
+fn interleaved_translations_of_many_flows_count_exactly() {
+    // Distinct keys under two megaflows, alternating: runs of one
+    // translation grow across keys and break where the other one starts.
+    let mut l = lab(3);
+    l.clear();
+    l.flow(FlowMod::add(0, 10, in_port(1), vec![out(3)]));
+    let mut web = in_port(1);
+    web.exact(Field::DlType, 0x800);
+    web.exact(Field::NwProto, 17);
+    web.exact(Field::TpDst, 80);
+    l.flow(FlowMod::add(0, 20, web, vec![out(2)]));
+    l.send(
+        0,
+        (0..40)
+            .map(|i| udp(i, if i % 3 == 0 { 80 } else { 53 }))
+            .collect(),
+    );
+    assert_eq!(l.counts(), vec![0, 14, 26]);
+    let t = l.flows.tables.lock().unwrap();
+    let mut by_prio: Vec<(u16, (u64, u64))> =
+        t.rules().map(|r| (r.priority, r.stats.get())).collect();
+    by_prio.sort();
+    assert_eq!(by_prio, vec![(10, (26, 26 * 46)), (20, (14, 14 * 46))]);
+}
+
+#[test]
 fn rewrites_vlan_and_multiple_outputs() {
     let mut l = lab(3);
     l.clear();
