@@ -1,6 +1,29 @@
 //! CloudStack's own ovs-vsctl sequences, verbatim, for tests that build
 //! what the agent and its scripts build.
-use crate::Host;
+use crate::{veth, Host, Netns};
+
+/// The physical network between hosts: a kernel bridge `ubr` in its own
+/// namespace `name`.
+pub fn underlay(name: &str) -> Netns {
+    let under = Netns::new(name);
+    under.exec(&["ip", "link", "add", "ubr", "type", "bridge"]);
+    under.exec(&["ip", "link", "set", "ubr", "up"]);
+    under
+}
+
+/// Host `h`'s NIC on the underlay, as a CloudStack host's traffic-label
+/// bridge holds it: veth `phy<h>` (peer `u<h>` on `ubr`) in bridge
+/// cloudbr0, which carries the host's address `cidr`.
+pub fn join_underlay(host: &Host, under: &Netns, h: usize, cidr: &str) {
+    let (port, peer) = (format!("phy{h}"), format!("u{h}"));
+    veth(&peer, under, &port, &host.ns);
+    under.exec(&["ip", "link", "set", &peer, "master", "ubr"]);
+    host.vsctl(&["add-br", "cloudbr0"]);
+    host.vsctl(&["add-port", "cloudbr0", &port]);
+    host.ns.exec(&["ip", "link", "set", "cloudbr0", "up"]);
+    host.ns
+        .exec(&["ip", "address", "add", cidr, "dev", "cloudbr0"]);
+}
 
 /// setup_ovs_bridge as ovstunnel.py runs it (the agent creates the bridge
 /// first with --may-exist add-br).

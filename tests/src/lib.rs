@@ -95,6 +95,17 @@ pub struct Netns {
 }
 
 impl Netns {
+    /// Frames the kernel counted as received on `iface` here.
+    pub fn rx_packets(&self, iface: &str) -> u64 {
+        self.exec(&[
+            "cat",
+            &format!("/sys/class/net/{iface}/statistics/rx_packets"),
+        ])
+        .trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("rx_packets of {iface}: {e}"))
+    }
+
     pub fn new(name: &str) -> Netns {
         let name = unique(name);
         let _ = run("ip", &["netns", "del", &name]);

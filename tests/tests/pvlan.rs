@@ -349,16 +349,6 @@ fn csum(b: &[u8]) -> u16 {
     !(s as u16)
 }
 
-fn rx(ns: &Netns, iface: &str) -> u64 {
-    ns.exec(&[
-        "cat",
-        &format!("/sys/class/net/{iface}/statistics/rx_packets"),
-    ])
-    .trim()
-    .parse()
-    .unwrap()
-}
-
 #[test]
 fn cloudstack_pvlan_flows_keep_promiscuous_community_and_isolated_apart() {
     let mut h = Host::start("pvl");
@@ -455,8 +445,8 @@ fn cloudstack_pvlan_flows_keep_promiscuous_community_and_isolated_apart() {
     );
 
     let counts = |vms: &[Vm], up: &Netns| -> Vec<u64> {
-        let mut v: Vec<u64> = vms.iter().map(|m| rx(&m.ns, &m.ifname())).collect();
-        v.push(rx(up, "up0"));
+        let mut v: Vec<u64> = vms.iter().map(|m| m.ns.rx_packets(&m.ifname())).collect();
+        v.push(up.rx_packets("up0"));
         v
     };
     // Sends `n` copies of a frame from VM `from` (or the trunk: None) and

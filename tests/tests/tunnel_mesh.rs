@@ -10,8 +10,8 @@
 // Hosts and tenants are a grid addressed by (host, tenant) index throughout.
 #![allow(clippy::needless_range_loop)]
 
-use rvs_tests::cloudstack::{create_tunnel, setup_ovs_bridge};
-use rvs_tests::{drop_count, key_counts, ping, reachable, send_raw, tenant, veth, Host, Netns};
+use rvs_tests::cloudstack::{create_tunnel, join_underlay, setup_ovs_bridge, underlay};
+use rvs_tests::{drop_count, key_counts, ping, reachable, send_raw, tenant, Host, Netns};
 
 const HOSTS: usize = 3;
 const KEYS: [u64; 4] = [1001, 1002, 1003, 1004];
@@ -30,16 +30,6 @@ fn host_ip(h: usize) -> String {
 
 fn mac(h: usize) -> String {
     format!("02:00:00:00:0{h}:01")
-}
-
-fn rx_packets(ns: &Netns, iface: &str) -> u64 {
-    ns.exec(&[
-        "cat",
-        &format!("/sys/class/net/{iface}/statistics/rx_packets"),
-    ])
-    .trim()
-    .parse()
-    .unwrap()
 }
 
 fn hex(b: &[u8]) -> String {
@@ -97,9 +87,7 @@ fn vxlan(flags: u8, vni: u32) -> Vec<u8> {
 
 #[test]
 fn cloudstack_mesh_of_three_hosts_isolates_four_tenants() {
-    let under = Netns::new("msu");
-    under.exec(&["ip", "link", "add", "ubr", "type", "bridge"]);
-    under.exec(&["ip", "link", "set", "ubr", "up"]);
+    let under = underlay("msu");
     let mut hosts = Vec::new();
     for h in 0..HOSTS {
         let mut host = Host::without_rvsd(&format!("ms{h}"));
@@ -113,20 +101,7 @@ fn cloudstack_mesh_of_three_hosts_isolates_four_tenants() {
             &format!("other_config:pmd-cpu-mask={mask}"),
         ]);
         host.start_rvsd();
-        let (port, peer) = (format!("phy{h}"), format!("u{h}"));
-        veth(&peer, &under, &port, &host.ns);
-        under.exec(&["ip", "link", "set", &peer, "master", "ubr"]);
-        host.vsctl(&["add-br", "cloudbr0"]);
-        host.vsctl(&["add-port", "cloudbr0", &port]);
-        host.ns.exec(&["ip", "link", "set", "cloudbr0", "up"]);
-        host.ns.exec(&[
-            "ip",
-            "address",
-            "add",
-            &format!("{}/24", host_ip(h)),
-            "dev",
-            "cloudbr0",
-        ]);
+        join_underlay(&host, &under, h, &format!("{}/24", host_ip(h)));
         hosts.push(host);
     }
     // Tenants: on each host, one namespace per tenant network, all with
@@ -186,7 +161,7 @@ fn cloudstack_mesh_of_three_hosts_isolates_four_tenants() {
         (0..HOSTS)
             .map(|h| {
                 (0..KEYS.len())
-                    .map(|t| rx_packets(&tenants[h][t], &ifc(t, h)))
+                    .map(|t| tenants[h][t].rx_packets(&ifc(t, h)))
                     .collect::<Vec<_>>()
             })
             .collect::<Vec<_>>()

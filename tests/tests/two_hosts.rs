@@ -4,9 +4,9 @@
 //! Debian's kernel) on DPDK NICs on each host talk across it, and a guest
 //! migrates live from one host to the other while a client keeps talking to
 //! it and it keeps downloading.
-use rvs_tests::cloudstack::{create_tunnel, setup_ovs_bridge};
+use rvs_tests::cloudstack::{create_tunnel, join_underlay, setup_ovs_bridge, underlay};
 use rvs_tests::guest::{agent_port, nic, received, Guest, Mode};
-use rvs_tests::{http_server, key_counts, ping, reachable, tenant, veth, Host, Netns};
+use rvs_tests::{http_server, key_counts, ping, reachable, tenant, Host, Netns};
 use std::time::{Duration, Instant};
 
 const KEY: u64 = 1001;
@@ -20,22 +20,12 @@ fn host_ip(h: usize) -> String {
 /// its address on cloudbr0 and the tunnel network's bridge meshed to the
 /// other with GRE.
 fn two_hosts(tag: &str) -> (Netns, Vec<Host>) {
-    let under = Netns::new(&format!("{tag}u"));
-    under.exec(&["ip", "link", "add", "ubr", "type", "bridge"]);
-    under.exec(&["ip", "link", "set", "ubr", "up"]);
+    let under = underlay(&format!("{tag}u"));
     let mut hosts = Vec::new();
     for h in 0..2 {
         // Both PMDs on core 1: core 0 is the guests'.
         let host = Host::start(&format!("{tag}{h}"));
-        let (port, peer) = (format!("phy{h}"), format!("u{h}"));
-        veth(&peer, &under, &port, &host.ns);
-        under.exec(&["ip", "link", "set", &peer, "master", "ubr"]);
-        host.vsctl(&["add-br", "cloudbr0"]);
-        host.vsctl(&["add-port", "cloudbr0", &port]);
-        host.ns.exec(&["ip", "link", "set", "cloudbr0", "up"]);
-        let cidr = format!("{}/24", host_ip(h));
-        host.ns
-            .exec(&["ip", "address", "add", &cidr, "dev", "cloudbr0"]);
+        join_underlay(&host, &under, h, &format!("{}/24", host_ip(h)));
         setup_ovs_bridge(&host, BR, KEY, h + 1);
         hosts.push(host);
     }
