@@ -83,9 +83,14 @@ pub fn process_batch<P: PacketBuf>(
     // The current run of packets with one key: a burst is mostly runs of
     // one flow, and a run costs one cache probe and one counter update.
     let mut run: Option<(Arc<Xlate>, [u64; PACKET_WORDS], u64, u64)> = None;
+    // The run's packets not yet sent on, all with the tunnel fields `held`:
+    // a run's actions are carried out over all of them at once (OVS's
+    // per-flow packet batches), so an output costs a copy of pointers.
+    let mut held: Burst<P> = Burst::new();
+    let mut held_tun = TunnelMeta::default();
     let (mut hits, mut misses, mut mega_hits) = (0u64, 0u64, 0u64);
+    let mut key = FlowKey::default();
     for (i, pkt) in pkts.drain(..).enumerate() {
-        let mut key = FlowKey::default();
         let meta = tun.and_then(|t| t.get(i));
         if extract_into(pkt.data(), port.ofport, meta, &mut key).is_err() {
             stats.drop(DropReason::Malformed, Some(in_slot), 1);
@@ -138,6 +143,7 @@ pub fn process_batch<P: PacketBuf>(
                         let mut k = [0u64; PACKET_WORDS];
                         k.copy_from_slice(&key.w[..PACKET_WORDS]);
                         if let Some((r, _, n, b)) = run.replace((xl, k, 1, len)) {
+                            ex.run_held(&r, &mut held, held_tun);
                             credit(&r, n, b, now);
                         }
                     }
@@ -153,7 +159,9 @@ pub fn process_batch<P: PacketBuf>(
                 }
             }
         }
-        let xl = &run.as_ref().expect("set above").0;
+        let Some((xl, ..)) = &run else {
+            continue;
+        };
         if let Some(reason) = xl.drop {
             // A table miss goes to the controllers when there are any
             // (OpenFlow 1.0's table-miss behaviour).
@@ -164,10 +172,17 @@ pub fn process_batch<P: PacketBuf>(
             }
             continue;
         }
-        ex.tun = meta.copied().unwrap_or_default();
-        ex.run(&xl.ops, xl.last_consumer, pkt);
+        // A run extended under a megaflow may mix tunnel fields, which
+        // outputs to tunnels read: what is held goes first.
+        let m = meta.copied().unwrap_or_default();
+        if m != held_tun || held.is_full() {
+            ex.run_held(xl, &mut held, held_tun);
+            held_tun = m;
+        }
+        held.push(pkt);
     }
     if let Some((r, _, n, b)) = run {
+        ex.run_held(&r, &mut held, held_tun);
         credit(&r, n, b, now);
     }
     stats.emc_hits.add(hits);
@@ -247,6 +262,74 @@ fn credit(x: &Xlate, n: u64, bytes: u64, now: u32) {
 }
 
 impl<'a, P: PacketBuf> Exec<'a, '_, P> {
+    /// Carries out `xl` on every held packet (which all came with tunnel
+    /// fields `tun`) and leaves `held` empty. Outputs, rewrites, tunnel
+    /// fields and NORMAL go op by op over the whole set; anything else
+    /// (ct, learn, groups, controller) packet by packet. Either way each
+    /// packet sees the ops in order, and each port gets the packets in
+    /// arrival order.
+    fn run_held(&mut self, xl: &Xlate, held: &mut Burst<P>, tun: TunnelMeta) {
+        let Some(last) = xl.last_consumer else {
+            for pkt in held.drain(..) {
+                self.tun = tun;
+                self.run(&xl.ops, None, pkt);
+            }
+            return;
+        };
+        if held.len() == 1 || !xl.ops.iter().all(DpOp::runs_batched) {
+            for pkt in held.drain(..) {
+                self.tun = tun;
+                self.run(&xl.ops, Some(last), pkt);
+            }
+            return;
+        }
+        self.tun = tun;
+        let (stats, in_slot) = (self.stats, self.in_slot);
+        for (i, op) in xl.ops.iter().enumerate() {
+            let consume = i == last;
+            match op {
+                DpOp::Output(_) | DpOp::Normal => {
+                    if consume {
+                        self.hand_on_all(op, held);
+                        return;
+                    }
+                    for pkt in held.iter() {
+                        match pkt.deep_copy() {
+                            Some(c) => self.hand_on(op, c),
+                            None => stats.drop(DropReason::PoolEmpty, None, 1),
+                        }
+                    }
+                }
+                DpOp::SetTunnel(t) => self.tun = *t,
+                _ => held.retain(|pkt| {
+                    let kept = rewrite::apply(pkt, op);
+                    if !kept {
+                        stats.drop(DropReason::PoolEmpty, Some(in_slot), 1);
+                    }
+                    kept
+                }),
+            }
+        }
+    }
+
+    /// `hand_on` for every held packet: an output to a plain port moves
+    /// them into its tx burst in one go.
+    fn hand_on_all(&mut self, op: &DpOp, held: &mut Burst<P>) {
+        if let DpOp::Output(slot) = *op {
+            if self.snap.port(slot).is_some_and(|p| !p.tunnel) {
+                let refused = self.tx.push_all(slot, held);
+                if refused > 0 {
+                    self.stats.drop(DropReason::TxFull, None, refused);
+                    self.stats.ports[slot as usize].tx_dropped.add(refused);
+                }
+                return;
+            }
+        }
+        for pkt in held.drain(..) {
+            self.hand_on(op, pkt);
+        }
+    }
+
     fn run(&mut self, ops: &[DpOp], last: Option<usize>, mut pkt: P) {
         let Some(last) = last else {
             // Nothing sends the packet, but what it teaches still counts

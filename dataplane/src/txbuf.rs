@@ -34,6 +34,21 @@ impl<P: PacketBuf> TxBuffers<P> {
         b.try_push(pkt).map_err(|e| e.element())
     }
 
+    /// Moves all of `pkts` into `slot`'s burst, in order; what does not fit
+    /// is freed. Returns how many did not fit.
+    #[inline]
+    pub fn push_all(&mut self, slot: u16, pkts: &mut Burst<P>) -> u64 {
+        let b = &mut self.bufs[slot as usize];
+        if b.is_empty() && !pkts.is_empty() {
+            self.dirty.push(slot);
+        }
+        let room = b.remaining_capacity();
+        let refused = pkts.len().saturating_sub(room);
+        pkts.truncate(pkts.len() - refused);
+        b.extend(pkts.drain(..));
+        refused as u64
+    }
+
     /// Queues `pkt` for tunnel port `slot` with the flow's tunnel fields.
     /// Every packet for a tunnel port must come this way.
     #[inline]

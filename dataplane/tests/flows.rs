@@ -196,6 +196,49 @@ fn rewrites_vlan_and_multiple_outputs() {
 }
 
 #[test]
+fn a_run_of_one_flow_is_rewritten_and_sent_whole_in_order() {
+    // A burst of one flow takes its actions op by op over all its packets:
+    // the first output still sees every packet unchanged, the second every
+    // packet rewritten, and both ports get them in arrival order.
+    let mut l = lab(3);
+    l.clear();
+    l.flow(FlowMod::add(
+        0,
+        10,
+        in_port(1),
+        vec![
+            out(2),
+            Action::SetNwDst(0x0a00_0001),
+            Action::SetTpDst(5353),
+            out(3),
+        ],
+    ));
+    let burst: Vec<HeapBuf> = (0..24u8)
+        .map(|i| {
+            let mut p = udp(7, 53);
+            let last = p.data().len() - 1;
+            p.data_mut()[last] = i;
+            p
+        })
+        .collect();
+    l.send(0, burst);
+    let (p1, p2) = (l.take(1), l.take(2));
+    assert_eq!((p1.len(), p2.len()), (24, 24));
+    for (i, (a, b)) in p1.iter().zip(&p2).enumerate() {
+        let (a, b) = (a.data(), b.data());
+        assert_eq!(a[a.len() - 1], i as u8, "port 2 in arrival order");
+        assert_eq!(b[b.len() - 1], i as u8, "port 3 in arrival order");
+        assert_eq!(&a[30..34], &[10, 0, 0, 99], "first output unchanged");
+        assert_eq!(u16::from_be_bytes([a[36], a[37]]), 53);
+        assert_eq!(&b[30..34], &[10, 0, 0, 1]);
+        assert_eq!(u16::from_be_bytes([b[36], b[37]]), 5353);
+        assert_eq!(rvs_dataplane::wire::checksum::checksum(&b[14..34]), 0);
+    }
+    let t = l.flows.tables.lock().unwrap();
+    assert_eq!(t.rules().next().unwrap().stats.get(), (24, 24 * 46));
+}
+
+#[test]
 fn resubmit_registers_and_goto() {
     let mut l = lab(4);
     l.clear();

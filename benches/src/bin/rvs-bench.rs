@@ -39,7 +39,8 @@ struct Args {
     /// Frame sizes in bytes.
     #[arg(long, value_delimiter = ',', default_value = "64")]
     sizes: Vec<usize>,
-    /// Switches: ceiling, ovs, rvs.
+    /// Switches: ceiling, ovs, rvs; rvs-b is a second rvsd build (RVSD_B)
+    /// for A/B runs, reported per run only.
     #[arg(long, value_delimiter = ',', default_value = "ceiling,ovs,rvs")]
     switches: Vec<String>,
     #[arg(long, default_value_t = 3)]
@@ -65,8 +66,8 @@ struct Args {
     #[arg(long, default_value_t = 20_000)]
     flow_mods: usize,
     /// Loads (percent of each switch's median Mpps in that scenario) at
-    /// which rvs-loadgen measures one-way latency and loss (empty: skip).
-    #[arg(long, value_delimiter = ',', default_value = "10,50,90")]
+    /// which rvs-loadgen measures one-way latency and loss (the flag alone: skip).
+    #[arg(long, value_delimiter = ',', num_args = 0.., default_value = "10,50,90")]
     latency_loads: Vec<f64>,
     /// Seconds measured per latency load (after 1 s of warm-up).
     #[arg(long, default_value_t = 3.0)]
@@ -620,6 +621,11 @@ fn switch_host(kind: &str, tag: &str) -> Host {
     configure(&h);
     if kind == "rvs" {
         h.start_rvsd();
+    } else if kind == "rvs-b" {
+        // A second rvsd build for A/B runs inside one bench run (per-run
+        // lines only; the table compares ceiling, OVS-DPDK and rvs).
+        let b = std::env::var("RVSD_B").expect("rvs-b needs RVSD_B=<rvsd binary>");
+        h.start_rvsd_from(std::path::Path::new(&b), &[]);
     } else {
         h.start_ovs_vswitchd();
     }
@@ -843,7 +849,7 @@ fn run_switch(kind: &str, scenario: &str, size: usize, a: &Args) -> Sample {
             let _ = std::fs::remove_dir_all(&dir);
             s
         }
-        "rvs" | "ovs" => {
+        "rvs" | "rvs-b" | "ovs" => {
             let h = switch_host(kind, "bench");
             ports(&h, scenario);
             let mut src = source(&h.dir, size, scenario, &bridge_mac(&h, scenario));
@@ -853,7 +859,7 @@ fn run_switch(kind: &str, scenario: &str, size: usize, a: &Args) -> Sample {
             drop(h);
             s
         }
-        other => panic!("unknown switch {other:?} (ceiling, ovs, rvs)"),
+        other => panic!("unknown switch {other:?} (ceiling, ovs, rvs, rvs-b)"),
     }
 }
 

@@ -14,10 +14,14 @@ use clap::Parser;
 use rvs_benches::*;
 use rvs_dataplane::conntrack::nat::apply;
 use rvs_dataplane::conntrack::CtRequest;
-use rvs_dataplane::flow::cache::{hash_key, FlowCache};
+use rvs_dataplane::flow::action::Action;
+use rvs_dataplane::flow::cache::{hash_key, FlowCache, RecircCache};
 use rvs_dataplane::flow::extract::extract_into;
 use rvs_dataplane::flow::key::FlowKey;
+use rvs_dataplane::flow::key::{Field, Match};
+use rvs_dataplane::flow::table::FlowMod;
 use rvs_dataplane::flow::xlate::translate;
+use rvs_dataplane::flow_batch::process_batch;
 use rvs_dataplane::packet::{HeapBuf, PacketBuf};
 use rvs_dataplane::stats::PmdStats;
 use rvs_dataplane::tunnel::decap::{classify, Verdict};
@@ -40,6 +44,9 @@ struct Args {
     /// Calls of the operation.
     #[arg(long, default_value_t = 20_000)]
     n: u32,
+    /// Without --op: only the operations whose names contain this.
+    #[arg(long)]
+    only: Option<String>,
     /// With --op: print READY after set-up and wait for this file to
     /// appear before measuring.
     #[arg(long)]
@@ -56,6 +63,16 @@ const OPS: &[(&str, u32, Option<&str>)] = &[
     ("parse vxlan outer", 1, None),
     (
         "normal batch (learned unicast, per frame)",
+        BURST as u32,
+        None,
+    ),
+    (
+        "openflow batch (in_port output rule, one flow, per frame)",
+        BURST as u32,
+        None,
+    ),
+    (
+        "openflow batch (in_port output rule, 32 flows, per frame)",
         BURST as u32,
         None,
     ),
@@ -169,6 +186,8 @@ fn op(name: &str) -> Box<dyn FnMut(u32)> {
                 tx.flush(|_, p, _| spare.extend(p.drain(..)));
             })
         }
+        "openflow batch (in_port output rule, one flow, per frame)" => openflow_batch(1),
+        "openflow batch (in_port output rule, 32 flows, per frame)" => openflow_batch(BURST as u16),
         "mac lookup hit" => {
             let t = learned_macs();
             Box::new(move |i| {
@@ -259,6 +278,52 @@ fn op(name: &str) -> Box<dyn FnMut(u32)> {
     }
 }
 
+/// The l2 bench scenario's pipeline (in_port=1 actions=output:2) on a
+/// burst of UDP frames from `flows` distinct source ports; the frames come
+/// back from the tx buffers and go round again.
+fn openflow_batch(flows: u16) -> Box<dyn FnMut(u32)> {
+    let snap = snapshot([VlanConf::default(), VlanConf::default()]);
+    let flows_of = snap.bridges[0].flows.clone();
+    {
+        let mut t = flows_of.tables.lock().expect("tables");
+        let mut m = Match::any();
+        m.exact(Field::InPort, 1);
+        let out = vec![Action::Output {
+            port: 2,
+            max_len: 0,
+        }];
+        t.flow_mod(&FlowMod::add(0, 1, m, out), 0).expect("flow");
+        flows_of.publish(&mut t, || {});
+    }
+    let pipe = flows_of.published.load_full();
+    let stats = PmdStats::default();
+    let mut tx = TxBuffers::default();
+    let mut cache = FlowCache::new(8192);
+    let mut rcache = RecircCache::default();
+    let mut spare: Vec<HeapBuf> = (0..BURST as u16)
+        .map(|i| HeapBuf::new(&udp(0x0a00_0001, 1000 + i % flows, 0x0a00_0002, 80)))
+        .collect();
+    let mut go = move |spare: &mut Vec<HeapBuf>| {
+        let mut pkts: Burst<HeapBuf> = spare.drain(..).collect();
+        process_batch(
+            &snap,
+            &pipe,
+            0,
+            &mut pkts,
+            None,
+            0,
+            &stats,
+            &mut tx,
+            &mut cache,
+            &mut rcache,
+        );
+        tx.flush(|_, p, _| spare.extend(p.drain(..)));
+    };
+    // The first burst fills the caches.
+    go(&mut spare);
+    Box::new(move |_| go(&mut spare))
+}
+
 /// Instructions callgrind collected in one run of `name`, `n` calls. The
 /// set-up (a million rules, a million connections) runs uninstrumented:
 /// the child says READY, instrumentation is switched on with
@@ -329,6 +394,12 @@ fn main() {
     let mut cache: std::collections::HashMap<&str, f64> = Default::default();
     println!("| operation | instructions per frame | subtracted |\n| --- | --- | --- |");
     for &(name, frames, minus) in OPS.iter().skip(1) {
+        let wanted = |n: &str| a.only.as_deref().is_none_or(|o| n.contains(o));
+        if !wanted(name)
+            && !minus.is_some_and(|m| OPS.iter().any(|o| o.2 == Some(m) && wanted(o.0)))
+        {
+            continue;
+        }
         let raw = per_call(name) - empty;
         cache.insert(name, raw);
         let base = minus

@@ -2,7 +2,7 @@
 //! that are absent or truncated stay zero (the packet still matches rules
 //! that do not look at them); only a frame without a whole Ethernet header
 //! is refused.
-use super::key::{Field, FlowKey};
+use super::key::{Field, FlowKey, PACKET_WORDS};
 use crate::wire::ethernet::{ETHERTYPE_VLAN, HEADER_LEN, VLAN_TAG_LEN};
 use crate::wire::ipv4::{Ipv4Packet, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
 use crate::wire::{be16, WireError};
@@ -37,8 +37,9 @@ pub fn extract(
     Ok((k, off))
 }
 
-/// As `extract`, into a key the caller reuses (a returned key is 144
-/// bytes to copy per packet). `k` must be all zeros on entry.
+/// As `extract`, into a key the caller reuses (a returned key is 176
+/// bytes to copy per packet). The packet words are overwritten; the rest
+/// (metadata, registers) must be zero on entry.
 #[inline]
 pub fn extract_into(
     frame: &[u8],
@@ -46,25 +47,51 @@ pub fn extract_into(
     tun: Option<&TunnelMeta>,
     k: &mut FlowKey,
 ) -> Result<Offsets, WireError> {
+    // The packet words are assembled in registers and stored once: a
+    // masked read-modify-write of the key per field was a third of the
+    // cost of parsing a UDP frame (rvs-ipp).
+    let mut w = [0u64; PACKET_WORDS];
+    let off = parse(frame, in_port, tun, &mut w)?;
+    k.w[..PACKET_WORDS].copy_from_slice(&w);
+    Ok(off)
+}
+
+/// ORs field `f` (whose value fits its width) into the packet words.
+#[inline(always)]
+fn put(w: &mut [u64; PACKET_WORDS], f: Field, v: u64) {
+    let (i, s, _) = f.place();
+    w[i] |= v << s;
+}
+
+#[inline(always)]
+fn parse(
+    frame: &[u8],
+    in_port: u32,
+    tun: Option<&TunnelMeta>,
+    w: &mut [u64; PACKET_WORDS],
+) -> Result<Offsets, WireError> {
     let mut off = Offsets::default();
-    if frame.len() < HEADER_LEN {
+    let Some(eth) = frame.first_chunk::<HEADER_LEN>() else {
         return Err(WireError::Truncated);
-    }
-    k.set(Field::InPort, in_port as u64);
+    };
+    put(w, Field::InPort, in_port as u64);
     if let Some(t) = tun {
-        k.set(Field::TunId, t.id);
-        k.set(Field::TunSrc, t.src as u64);
-        k.set(Field::TunDst, t.dst as u64);
+        put(w, Field::TunId, t.id);
+        put(w, Field::TunSrc, t.src as u64);
+        put(w, Field::TunDst, t.dst as u64);
     }
-    k.set(Field::DlDst, mac48(&frame[0..6]));
-    k.set(Field::DlSrc, mac48(&frame[6..12]));
-    let mut ethertype = be16(frame, 12);
+    // Both addresses from two 8-byte loads of the 14-byte header.
+    let head = u64::from_be_bytes(*eth.first_chunk::<8>().expect("14 >= 8"));
+    let tail = u64::from_be_bytes(*eth[6..].first_chunk::<8>().expect("8 of 8"));
+    put(w, Field::DlDst, head >> 16);
+    put(w, Field::DlSrc, tail >> 16);
+    let mut ethertype = tail as u16;
     let mut l3 = HEADER_LEN;
     if ethertype == ETHERTYPE_VLAN {
         if frame.len() < HEADER_LEN + VLAN_TAG_LEN {
             return Err(WireError::Truncated);
         }
-        k.set(Field::VlanTci, (be16(frame, 14) | VLAN_CFI) as u64);
+        put(w, Field::VlanTci, (be16(frame, 14) | VLAN_CFI) as u64);
         ethertype = be16(frame, 16);
         l3 += VLAN_TAG_LEN;
         // Two tags are parsed (OVS with vlan-limit=2, which CloudStack's
@@ -73,49 +100,62 @@ pub fn extract_into(
             if frame.len() < HEADER_LEN + 2 * VLAN_TAG_LEN {
                 return Err(WireError::Truncated);
             }
-            k.set(Field::VlanTci2, (be16(frame, 18) | VLAN_CFI) as u64);
+            put(w, Field::VlanTci2, (be16(frame, 18) | VLAN_CFI) as u64);
             ethertype = be16(frame, 20);
             l3 += VLAN_TAG_LEN;
         }
     }
-    k.set(Field::DlType, ethertype as u64);
+    put(w, Field::DlType, ethertype as u64);
     let rest = &frame[l3..];
     match ethertype {
         ETH_TYPE_IP => {
-            let Ok(ip) = Ipv4Packet::new_checked(rest) else {
+            if Ipv4Packet::new_checked(rest).is_err() {
                 return Ok(off);
-            };
+            }
+            // new_checked saw at least 20 bytes, a header length of 20 or
+            // more and a total length within `rest`.
+            let ip = rest.first_chunk::<20>().expect("checked");
             off.l3 = l3 as u16;
-            k.set(Field::NwSrc, u32::from_be_bytes(ip.src()) as u64);
-            k.set(Field::NwDst, u32::from_be_bytes(ip.dst()) as u64);
-            let proto = ip.protocol();
-            k.set(Field::NwProto, proto as u64);
-            k.set(Field::NwTos, (ip.dscp_ecn() & 0xfc) as u64);
-            k.set(Field::NwEcn, (ip.dscp_ecn() & 3) as u64);
-            k.set(Field::NwTtl, ip.ttl() as u64);
-            if ip.is_fragment() {
-                let later = ip.frag_offset() != 0;
-                k.set(Field::NwFrag, if later { 3 } else { 1 });
+            put(
+                w,
+                Field::NwSrc,
+                u32::from_be_bytes([ip[12], ip[13], ip[14], ip[15]]) as u64,
+            );
+            put(
+                w,
+                Field::NwDst,
+                u32::from_be_bytes([ip[16], ip[17], ip[18], ip[19]]) as u64,
+            );
+            let proto = ip[9];
+            put(w, Field::NwProto, proto as u64);
+            put(w, Field::NwTos, (ip[1] & 0xfc) as u64);
+            put(w, Field::NwEcn, (ip[1] & 3) as u64);
+            put(w, Field::NwTtl, ip[8] as u64);
+            let frag = u16::from_be_bytes([ip[6], ip[7]]);
+            if frag & 0x3fff != 0 {
+                let later = frag & 0x1fff != 0;
+                put(w, Field::NwFrag, if later { 3 } else { 1 });
                 if later {
                     return Ok(off);
                 }
             }
-            let hl = ip.header_len();
-            let l4 = &rest[hl..ip.total_len() as usize];
+            let hl = ((ip[0] & 0x0f) as usize) * 4;
+            let total = u16::from_be_bytes([ip[2], ip[3]]) as usize;
+            let l4 = rest.get(hl..total).unwrap_or_default();
             off.l4 = (l3 + hl) as u16;
             match proto {
                 PROTO_TCP if l4.len() >= 20 => {
-                    k.set(Field::TpSrc, be16(l4, 0) as u64);
-                    k.set(Field::TpDst, be16(l4, 2) as u64);
-                    k.set(Field::TcpFlags, (be16(l4, 12) & 0x0fff) as u64);
+                    put(w, Field::TpSrc, be16(l4, 0) as u64);
+                    put(w, Field::TpDst, be16(l4, 2) as u64);
+                    put(w, Field::TcpFlags, (be16(l4, 12) & 0x0fff) as u64);
                 }
                 PROTO_UDP if l4.len() >= 8 => {
-                    k.set(Field::TpSrc, be16(l4, 0) as u64);
-                    k.set(Field::TpDst, be16(l4, 2) as u64);
+                    put(w, Field::TpSrc, be16(l4, 0) as u64);
+                    put(w, Field::TpDst, be16(l4, 2) as u64);
                 }
                 PROTO_ICMP if l4.len() >= 4 => {
-                    k.set(Field::TpSrc, l4[0] as u64);
-                    k.set(Field::TpDst, l4[1] as u64);
+                    put(w, Field::TpSrc, l4[0] as u64);
+                    put(w, Field::TpDst, l4[1] as u64);
                 }
                 _ => off.l4 = 0,
             }
@@ -131,15 +171,17 @@ pub fn extract_into(
             off.l3 = l3 as u16;
             let op = be16(rest, 6);
             if op <= 0xff {
-                k.set(Field::NwProto, op as u64);
+                put(w, Field::NwProto, op as u64);
             }
-            k.set(Field::ArpSha, mac48(&rest[8..14]));
-            k.set(
+            put(w, Field::ArpSha, mac48(&rest[8..14]));
+            put(
+                w,
                 Field::NwSrc,
                 u32::from_be_bytes([rest[14], rest[15], rest[16], rest[17]]) as u64,
             );
-            k.set(Field::ArpTha, mac48(&rest[18..24]));
-            k.set(
+            put(w, Field::ArpTha, mac48(&rest[18..24]));
+            put(
+                w,
                 Field::NwDst,
                 u32::from_be_bytes([rest[24], rest[25], rest[26], rest[27]]) as u64,
             );

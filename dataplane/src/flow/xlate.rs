@@ -93,6 +93,20 @@ impl Eq for Counter {}
 
 impl DpOp {
     /// True when the op hands the packet (or a copy) somewhere.
+    /// Whether a run of packets can take this op all at once (outputs,
+    /// header rewrites, tunnel fields, NORMAL): what it does to one packet
+    /// does not depend on what it did to the one before.
+    pub fn runs_batched(&self) -> bool {
+        !matches!(
+            self,
+            DpOp::Clone(_)
+                | DpOp::FastFailover(_)
+                | DpOp::Learn(_)
+                | DpOp::Controller(_)
+                | DpOp::Ct(_)
+        )
+    }
+
     pub fn consumes(&self) -> bool {
         matches!(
             self,
