@@ -75,6 +75,93 @@ pub fn snapshot(vlans: [VlanConf; 2]) -> Snapshot<HeapBuf> {
     s
 }
 
+/// rvs-bench's `nat` scenario flows on `snapshot`'s bridge (ports 1 and
+/// 2): table 0 sends IP from either port through ct(zone=1,nat) to table 1
+/// (from port 1) or 2 (from port 2); a new UDP connection from port 1 is
+/// committed with destination NAT to 10.0.0.2 and sent to port 2;
+/// established packets go straight across.
+pub fn nat_flows(snap: &Snapshot<HeapBuf>) {
+    use rvs_dataplane::conntrack::nat::{NatKind, NatSpec};
+    use rvs_dataplane::conntrack::state::{EST, NEW, TRK};
+    use rvs_dataplane::flow::action::{CtAction, CtZone};
+    let ct = |commit: bool, table: Option<u8>, nat: NatSpec| {
+        Action::Ct(Box::new(CtAction {
+            commit,
+            force: false,
+            zone: CtZone::Imm(1),
+            table,
+            alg: 0,
+            nat: Some(nat),
+            exec: Vec::new(),
+        }))
+    };
+    let dnat = NatSpec {
+        kind: NatKind::Dst,
+        ip_min: 0x0a00_0002,
+        ip_max: 0x0a00_0002,
+        port_min: 0,
+        port_max: 0,
+        persistent: false,
+        hash: false,
+        random: false,
+    };
+    let reverse = NatSpec {
+        kind: NatKind::Reverse,
+        ..dnat
+    };
+    let out = |p| Action::Output {
+        port: p,
+        max_len: 0,
+    };
+    let m = |fields: &[(Field, u64)]| {
+        let mut m = Match::any();
+        for &(f, v) in fields {
+            m.exact(f, v);
+        }
+        m
+    };
+    let ip = (Field::DlType, 0x800);
+    let state = |bits: u8| {
+        let mut m = m(&[ip]);
+        m.set(Field::CtState, bits as u64, bits as u64);
+        m
+    };
+    let mut new_udp = state(TRK | NEW);
+    new_udp.exact(Field::NwProto, 17);
+    let flows = &snap.bridges[0].flows;
+    let mut t = flows.tables.lock().expect("tables");
+    for fm in [
+        FlowMod::add(
+            0,
+            10,
+            m(&[(Field::InPort, 1), ip]),
+            vec![ct(false, Some(1), reverse)],
+        ),
+        FlowMod::add(
+            0,
+            10,
+            m(&[(Field::InPort, 2), ip]),
+            vec![ct(false, Some(2), reverse)],
+        ),
+        FlowMod::add(1, 10, new_udp, vec![ct(true, None, dnat), out(2)]),
+        FlowMod::add(1, 10, state(TRK | EST), vec![out(2)]),
+        FlowMod::add(2, 10, state(TRK | EST), vec![out(1)]),
+    ] {
+        t.flow_mod(&fm, 0).expect("nat flow");
+    }
+    flows.publish(&mut t, || {});
+}
+
+/// Swaps a UDP/IPv4 frame's addresses and ports (testpmd's 5tswap): the
+/// reply to what it was.
+pub fn five_tuple_swap(f: &mut [u8]) {
+    for (a, b, n) in [(26, 30, 4), (34, 36, 2)] {
+        for i in 0..n {
+            f.swap(a + i, b + i);
+        }
+    }
+}
+
 /// A MAC table that learned 4096 addresses over 16 ports.
 pub fn learned_macs() -> MacTable {
     let t = MacTable::new(8192, 300);

@@ -2,7 +2,7 @@
 //! find its translation in the PMD's exact-match cache (or translate through
 //! the classifier and cache it), count the hit rules once per run of
 //! packets, and carry out the datapath ops.
-use crate::conntrack::{nat, CtRequest, Outcome};
+use crate::conntrack::{nat, state, CtMemo, CtRequest, Outcome};
 use crate::flow::cache::{hash_key, FlowCache, RecircCache};
 use crate::flow::extract::{extract_into, TunnelMeta};
 use crate::flow::key::{packet_words_eq, Field, FlowKey, PACKET_WORDS};
@@ -37,6 +37,11 @@ struct Exec<'a, 'b, P: PacketBuf> {
     depth: u32,
     /// What the last `ct` said.
     last_ct: Outcome,
+    /// The last packet's connection, for the next packet of the batch.
+    ct_memo: CtMemo,
+    /// ct_state and ct_zone of the packet (or held set) being run, as
+    /// its last ct left them.
+    prior: (u8, u16),
 }
 
 /// Recirculations (ct(table=...)) one packet may go through.
@@ -79,6 +84,8 @@ pub fn process_batch<P: PacketBuf>(
         rcache,
         depth: 0,
         last_ct: Outcome::default(),
+        ct_memo: CtMemo::default(),
+        prior: (0, 0),
     };
     // The current run of packets with one key: a burst is mostly runs of
     // one flow, and a run costs one cache probe and one counter update.
@@ -88,10 +95,14 @@ pub fn process_batch<P: PacketBuf>(
     // per-flow packet batches), so an output costs a copy of pointers.
     let mut held: Burst<P> = Burst::new();
     let mut held_tun = TunnelMeta::default();
+    // Whether every held packet has the same packet words (no run
+    // extension across keys since the set began).
+    let mut held_uniform = true;
     let (mut hits, mut misses, mut mega_hits) = (0u64, 0u64, 0u64);
     let mut key = FlowKey::default();
     for (i, pkt) in pkts.drain(..).enumerate() {
         let meta = tun.and_then(|t| t.get(i));
+        let same_key;
         if extract_into(pkt.data(), port.ofport, meta, &mut key).is_err() {
             stats.drop(DropReason::Malformed, Some(in_slot), 1);
             continue;
@@ -102,6 +113,7 @@ pub fn process_batch<P: PacketBuf>(
                 hits += 1;
                 *n += 1;
                 *b += len;
+                same_key = true;
             }
             _ => {
                 let h = hash_key(&key);
@@ -143,9 +155,10 @@ pub fn process_batch<P: PacketBuf>(
                         let mut k = [0u64; PACKET_WORDS];
                         k.copy_from_slice(&key.w[..PACKET_WORDS]);
                         if let Some((r, _, n, b)) = run.replace((xl, k, 1, len)) {
-                            ex.run_held(&r, &mut held, held_tun);
+                            ex.run_held(&r, &mut held, held_tun, held_uniform);
                             credit(&r, n, b, now);
                         }
+                        same_key = true;
                     }
                     // The same translation under a new key (so there is a
                     // current run): the run goes on.
@@ -155,6 +168,7 @@ pub fn process_batch<P: PacketBuf>(
                             *n += 1;
                             *b += len;
                         }
+                        same_key = false;
                     }
                 }
             }
@@ -176,13 +190,14 @@ pub fn process_batch<P: PacketBuf>(
         // outputs to tunnels read: what is held goes first.
         let m = meta.copied().unwrap_or_default();
         if m != held_tun || held.is_full() {
-            ex.run_held(xl, &mut held, held_tun);
+            ex.run_held(xl, &mut held, held_tun, held_uniform);
             held_tun = m;
         }
+        held_uniform = held.is_empty() || (held_uniform && same_key);
         held.push(pkt);
     }
     if let Some((r, _, n, b)) = run {
-        ex.run_held(&r, &mut held, held_tun);
+        ex.run_held(&r, &mut held, held_tun, held_uniform);
         credit(&r, n, b, now);
     }
     stats.emc_hits.add(hits);
@@ -243,6 +258,8 @@ pub fn inject<P: PacketBuf>(
         rcache,
         depth: 0,
         last_ct: Outcome::default(),
+        ct_memo: CtMemo::default(),
+        prior: (0, 0),
     };
     if let Some(reason) = xl.drop {
         stats.drop(reason, None, 1);
@@ -263,24 +280,37 @@ fn credit(x: &Xlate, n: u64, bytes: u64, now: u32) {
 
 impl<'a, P: PacketBuf> Exec<'a, '_, P> {
     /// Carries out `xl` on every held packet (which all came with tunnel
-    /// fields `tun`) and leaves `held` empty. Outputs, rewrites, tunnel
-    /// fields and NORMAL go op by op over the whole set; anything else
-    /// (ct, learn, groups, controller) packet by packet. Either way each
-    /// packet sees the ops in order, and each port gets the packets in
-    /// arrival order.
-    fn run_held(&mut self, xl: &Xlate, held: &mut Burst<P>, tun: TunnelMeta) {
+    /// fields `tun`, and all have the same packet words when `uniform`)
+    /// and leaves `held` empty. Outputs, rewrites, tunnel fields, NORMAL
+    /// and ct go op by op over the whole set, and a closing
+    /// ct(table=...) recirculates it in groups (`ct_held`); learn,
+    /// groups and controller go packet by packet. Either way each packet
+    /// sees the ops in order, and each port gets the packets in arrival
+    /// order.
+    fn run_held(&mut self, xl: &Xlate, held: &mut Burst<P>, tun: TunnelMeta, uniform: bool) {
         let Some(last) = xl.last_consumer else {
+            let prior = self.prior;
             for pkt in held.drain(..) {
-                self.tun = tun;
+                (self.tun, self.prior) = (tun, prior);
                 self.run(&xl.ops, None, pkt);
             }
+            self.prior = prior;
             return;
         };
-        if held.len() == 1 || !xl.ops.iter().all(DpOp::runs_batched) {
+        let batched = |(i, op): (usize, &DpOp)| match op {
+            // A copy that recirculates while the packet goes on.
+            DpOp::Ct(c) => c.recirc.is_none() || i == last,
+            _ => op.runs_batched(),
+        };
+        // Each packet's ct state after a ct is its own: one ct per set.
+        let cts = xl.ops.iter().filter(|o| matches!(o, DpOp::Ct(_))).count();
+        let prior = self.prior;
+        if held.len() == 1 || cts > 1 || !xl.ops.iter().enumerate().all(batched) {
             for pkt in held.drain(..) {
-                self.tun = tun;
+                (self.tun, self.prior) = (tun, prior);
                 self.run(&xl.ops, Some(last), pkt);
             }
+            self.prior = prior;
             return;
         }
         self.tun = tun;
@@ -301,6 +331,23 @@ impl<'a, P: PacketBuf> Exec<'a, '_, P> {
                     }
                 }
                 DpOp::SetTunnel(t) => self.tun = *t,
+                DpOp::Ct(ct) => match &ct.recirc {
+                    Some((_, carry)) => {
+                        self.ct_held(ct, carry, held, uniform);
+                        return;
+                    }
+                    None => {
+                        let mut kept = Burst::new();
+                        for pkt in held.drain(..) {
+                            self.prior = prior;
+                            if let Some(p) = self.conntrack(ct, pkt) {
+                                kept.push(p);
+                            }
+                        }
+                        self.prior = prior;
+                        *held = kept;
+                    }
+                },
                 _ => held.retain(|pkt| {
                     let kept = rewrite::apply(pkt, op);
                     if !kept {
@@ -310,6 +357,73 @@ impl<'a, P: PacketBuf> Exec<'a, '_, P> {
                 }),
             }
         }
+    }
+
+    /// ct(table=...) closing a held set: each packet through the tracker,
+    /// then back through the tables in groups of consecutive packets that
+    /// come back with one key. A group costs one recirculation lookup, and
+    /// when the set was uniform a packet whose ct outcome equals the one
+    /// before is not parsed again (its key is that packet's).
+    fn ct_held(&mut self, ct: &CtOp, carry: &FlowKey, held: &mut Burst<P>, uniform: bool) {
+        if self.depth >= MAX_RECIRC {
+            self.stats.drop(
+                DropReason::RecursionLimit,
+                Some(self.in_slot),
+                held.len() as u64,
+            );
+            held.clear();
+            return;
+        }
+        let mut group: Burst<P> = Burst::new();
+        let mut key = FlowKey::default();
+        let mut cur: Option<(Outcome, FlowKey, Arc<Xlate>)> = None;
+        let prior = self.prior;
+        for pkt in held.drain(..) {
+            self.prior = prior;
+            let Some(pkt) = self.conntrack(ct, pkt) else {
+                continue;
+            };
+            let out = self.last_ct;
+            let same_out = cur.as_ref().is_some_and(|(o, ..)| *o == out);
+            if !(uniform && same_out) {
+                if !self.recirc_key(carry, &out, &pkt, &mut key) {
+                    continue;
+                }
+                if !(same_out && cur.as_ref().is_some_and(|(_, k, _)| *k == key)) {
+                    if let Some((o, _, x)) = &cur {
+                        self.run_group(x, o, &mut group, prior);
+                    }
+                    let x = self.recirc_xlate(&key);
+                    cur = Some((out, key, x));
+                }
+            }
+            group.push(pkt);
+        }
+        if let Some((o, _, x)) = &cur {
+            self.run_group(x, o, &mut group, prior);
+        }
+    }
+
+    /// Recirculated packets that came back with one key, through its
+    /// translation.
+    fn run_group(&mut self, xl: &Xlate, out: &Outcome, group: &mut Burst<P>, prior: (u8, u16)) {
+        if group.is_empty() {
+            return;
+        }
+        let n = group.len() as u64;
+        let bytes = group.iter().map(|p| p.wire_len() as u64).sum();
+        credit(xl, n, bytes, self.now);
+        if let Some(r) = xl.drop {
+            self.stats.drop(r, Some(self.in_slot), n);
+            group.clear();
+            return;
+        }
+        self.depth += 1;
+        let saved = self.tun;
+        self.prior = (out.state, out.zone);
+        self.run_held(xl, group, saved, true);
+        (self.tun, self.prior) = (saved, prior);
+        self.depth -= 1;
     }
 
     /// `hand_on` for every held packet: an output to a plain port moves
@@ -368,6 +482,7 @@ impl<'a, P: PacketBuf> Exec<'a, '_, P> {
                         return;
                     };
                     pkt = p;
+                    self.prior = (self.last_ct.state, self.last_ct.zone);
                     if let Some((_, carry)) = &ct.recirc {
                         let (outcome, carry) = (self.last_ct, *carry);
                         if consume {
@@ -411,11 +526,14 @@ impl<'a, P: PacketBuf> Exec<'a, '_, P> {
             set_mark: ct.set_mark,
             set_label: ct.set_label,
             counter: ct.counter.as_ref().map(|c| &c.0),
+            natted: self.prior.0 & (state::SNAT | state::DNAT) != 0 && self.prior.1 == ct.zone,
         };
-        let out = self
-            .snap
-            .ct
-            .process(pkt.data(), &req, self.now as u64 * 1_000_000_000);
+        let out = self.snap.ct.process_with(
+            pkt.data(),
+            &req,
+            self.now as u64 * 1_000_000_000,
+            &mut self.ct_memo,
+        );
         if let Some(rw) = &out.rewrite {
             if !nat::apply(&mut pkt, rw) {
                 self.stats
@@ -435,27 +553,49 @@ impl<'a, P: PacketBuf> Exec<'a, '_, P> {
                 .drop(DropReason::RecursionLimit, Some(self.in_slot), 1);
             return;
         }
+        let mut key = FlowKey::default();
+        if !self.recirc_key(carry, out, &pkt, &mut key) {
+            return;
+        }
+        let xl = self.recirc_xlate(&key);
+        credit(&xl, 1, pkt.wire_len() as u64, self.now);
+        if let Some(r) = xl.drop {
+            self.stats.drop(r, Some(self.in_slot), 1);
+            return;
+        }
+        self.depth += 1;
+        let saved = (self.tun, self.prior);
+        self.prior = (out.state, out.zone);
+        self.run(&xl.ops, xl.last_consumer, pkt);
+        (self.tun, self.prior) = saved;
+        self.depth -= 1;
+    }
+
+    /// The key of a packet recirculated after ct: parsed again (NAT may
+    /// have changed it), with the pipeline state `carry` holds (in_port,
+    /// tunnel, metadata, registers, the table) and what ct said. False
+    /// (and counted) when the packet no longer parses.
+    fn recirc_key(&self, carry: &FlowKey, out: &Outcome, pkt: &P, key: &mut FlowKey) -> bool {
         let tun = TunnelMeta {
             id: carry.get(Field::TunId),
             src: carry.get(Field::TunSrc) as u32,
             dst: carry.get(Field::TunDst) as u32,
         };
         let tun = (tun != TunnelMeta::default()).then_some(tun);
-        let mut key = FlowKey::default();
         if extract_into(
             pkt.data(),
             carry.get(Field::InPort) as u32,
             tun.as_ref(),
-            &mut key,
+            key,
         )
         .is_err()
         {
             self.stats
                 .drop(DropReason::Malformed, Some(self.in_slot), 1);
-            return;
+            return false;
         }
-        // Pipeline state carries over: metadata, registers, the table.
         let (meta_word, _, _) = Field::Metadata.place();
+        key.w[PACKET_WORDS..meta_word].fill(0);
         key.w[meta_word..].copy_from_slice(&carry.w[meta_word..]);
         key.set(Field::RecircTable, carry.get(Field::RecircTable));
         key.set(Field::CtState, out.state as u64);
@@ -469,35 +609,28 @@ impl<'a, P: PacketBuf> Exec<'a, '_, P> {
             key.set(Field::CtTpSrc, o.sport as u64);
             key.set(Field::CtTpDst, o.dport as u64);
         }
+        true
+    }
+
+    /// The translation of a recirculated key, from the recirculation
+    /// caches or the tables.
+    fn recirc_xlate(&mut self, key: &FlowKey) -> Arc<Xlate> {
         let stamp = (self.pipe.generation, self.snap.version);
-        let xl = match self.rcache.get(&key, stamp) {
-            Some(x) => x,
+        if let Some(x) = self.rcache.get(key, stamp) {
+            return x;
+        }
+        let (x, fresh) = match self.rcache.mega.lookup(key, stamp) {
+            Some(x) => (x.clone(), false),
             None => {
-                let (x, fresh) = match self.rcache.mega.lookup(&key, stamp) {
-                    Some(x) => (x.clone(), false),
-                    None => {
-                        let x =
-                            Arc::new(translate_recirc(self.pipe, self.bridge, self.in_slot, &key));
-                        self.rcache.mega.insert(&key, stamp, x.clone());
-                        (x, true)
-                    }
-                };
-                if !x.volatile && (fresh || self.rcache.promote()) {
-                    self.rcache.insert(key, stamp, x.clone());
-                }
-                x
+                let x = Arc::new(translate_recirc(self.pipe, self.bridge, self.in_slot, key));
+                self.rcache.mega.insert(key, stamp, x.clone());
+                (x, true)
             }
         };
-        credit(&xl, 1, pkt.wire_len() as u64, self.now);
-        if let Some(r) = xl.drop {
-            self.stats.drop(r, Some(self.in_slot), 1);
-            return;
+        if !x.volatile && (fresh || self.rcache.promote()) {
+            self.rcache.insert(*key, stamp, x.clone());
         }
-        self.depth += 1;
-        let saved = self.tun;
-        self.run(&xl.ops, xl.last_consumer, pkt);
-        self.tun = saved;
-        self.depth -= 1;
+        x
     }
 
     fn hand_on(&mut self, op: &DpOp, pkt: P) {

@@ -239,6 +239,139 @@ fn a_run_of_one_flow_is_rewritten_and_sent_whole_in_order() {
 }
 
 #[test]
+fn bursts_through_ct_and_nat_both_ways_count_exactly() {
+    // rvs-bench's nat flows: two connections interleaved in one burst go
+    // through the tracker, NAT and a recirculation as a held set; every
+    // packet is rewritten, and each rule counts exactly its packets.
+    use rvs_dataplane::conntrack::nat::{NatKind, NatSpec};
+    use rvs_dataplane::conntrack::state::{EST, NEW, TRK};
+    use rvs_dataplane::flow::action::{CtAction, CtZone};
+    let mut l = lab(2);
+    l.clear();
+    let nat = |kind| NatSpec {
+        kind,
+        ip_min: 0x0a00_0002,
+        ip_max: 0x0a00_0002,
+        port_min: 0,
+        port_max: 0,
+        persistent: false,
+        hash: false,
+        random: false,
+    };
+    let ct = |commit, table, kind| {
+        Action::Ct(Box::new(CtAction {
+            commit,
+            force: false,
+            zone: CtZone::Imm(1),
+            table,
+            alg: 0,
+            nat: Some(nat(kind)),
+            exec: Vec::new(),
+        }))
+    };
+    let state = |bits: u8| {
+        let mut m = Match::any();
+        m.exact(Field::DlType, 0x800);
+        m.set(Field::CtState, bits as u64, bits as u64);
+        m
+    };
+    let ip_from = |p: u32, table| {
+        let mut m = in_port(p);
+        m.exact(Field::DlType, 0x800);
+        l.flow(FlowMod::add(
+            0,
+            10,
+            m,
+            vec![ct(false, Some(table), NatKind::Reverse)],
+        ));
+    };
+    ip_from(1, 1);
+    ip_from(2, 2);
+    l.flow(FlowMod::add(
+        1,
+        10,
+        state(TRK | NEW),
+        vec![ct(true, None, NatKind::Dst), out(2)],
+    ));
+    l.flow(FlowMod::add(1, 20, state(TRK | EST), vec![out(2)]));
+    l.flow(FlowMod::add(2, 20, state(TRK | EST), vec![out(1)]));
+    let sports = [
+        1000u16, 1000, 1000, 2000, 2000, 1000, 1000, 2000, 1000, 1000, 1000, 1000,
+    ];
+    let burst = || -> Vec<HeapBuf> {
+        sports
+            .iter()
+            .map(|&sp| {
+                let mut p = udp(1, 80);
+                p.data_mut()[34..36].copy_from_slice(&sp.to_be_bytes());
+                p
+            })
+            .collect()
+    };
+    let sport = |d: &[u8]| u16::from_be_bytes([d[34], d[35]]);
+    let check_ip = |d: &[u8]| assert_eq!(rvs_dataplane::wire::checksum::checksum(&d[14..34]), 0);
+    // New connections: committed with DNAT to 10.0.0.2, out of port 2.
+    l.send(0, burst());
+    let fwd = l.take(1);
+    assert_eq!(fwd.len(), 12);
+    for (p, &sp) in fwd.iter().zip(&sports) {
+        assert_eq!(
+            (&p.data()[30..34], sport(p.data())),
+            (&[10u8, 0, 0, 2][..], sp)
+        );
+        check_ip(p.data());
+    }
+    // Replies (addresses and ports swapped) come back un-NATed.
+    let replies: Vec<HeapBuf> = fwd
+        .into_iter()
+        .map(|mut p| {
+            let d = p.data_mut();
+            for (a, b, n) in [(26, 30, 4), (34, 36, 2)] {
+                for i in 0..n {
+                    d.swap(a + i, b + i);
+                }
+            }
+            p
+        })
+        .collect();
+    l.send(1, replies);
+    let back = l.take(0);
+    assert_eq!(back.len(), 12);
+    for (p, &sp) in back.iter().zip(&sports) {
+        let d = p.data();
+        assert_eq!(
+            (&d[26..30], &d[30..34]),
+            (&[10u8, 0, 0, 99][..], &[10u8, 0, 0, 1][..])
+        );
+        assert_eq!(u16::from_be_bytes([d[36], d[37]]), sp);
+        check_ip(d);
+    }
+    // Established now: the same burst takes table 1's +est rule.
+    l.send(0, burst());
+    assert_eq!(l.take(1).len(), 12);
+    let t = l.flows.tables.lock().unwrap();
+    let mut hits: Vec<(u8, u16, u64)> = t
+        .rules()
+        .map(|r| (r.table, r.priority, r.stats.get().0))
+        .collect();
+    hits.sort();
+    assert_eq!(
+        hits,
+        vec![
+            (0, 10, 24),
+            (0, 10, 12),
+            (1, 10, 12),
+            (1, 20, 12),
+            (2, 20, 12)
+        ]
+        .into_iter()
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect::<Vec<_>>()
+    );
+}
+
+#[test]
 fn resubmit_registers_and_goto() {
     let mut l = lab(4);
     l.clear();

@@ -157,6 +157,13 @@ pub struct Outcome {
     pub rewrite: Option<nat::Rewrite>,
 }
 
+/// The connection the last packet of a batch belonged to: the next packet
+/// with the same key skips the shard's lock and hash probe (a burst is
+/// mostly runs of one connection). Held for one batch only, so a
+/// connection removed meanwhile is at most a batch late to notice.
+#[derive(Debug, Default)]
+pub struct CtMemo(Option<(ConnKey, Arc<Conn>, u8)>);
+
 /// What a `ct` action asks for.
 #[derive(Debug, Clone, Default)]
 pub struct CtRequest<'a> {
@@ -171,6 +178,10 @@ pub struct CtRequest<'a> {
     pub set_label: Option<(u128, u128)>,
     /// Counted up while a connection committed here lives.
     pub counter: Option<&'a Arc<std::sync::atomic::AtomicI64>>,
+    /// The packet was NATed by an earlier ct in this zone (its ct_state
+    /// has snat or dnat): its connection is found by the reverse of its
+    /// key, and it is not translated again (as OVS's conntrack).
+    pub natted: bool,
 }
 
 impl Default for Conntrack {
@@ -235,6 +246,18 @@ impl Conntrack {
 
     /// Runs a packet through the tracker (the `ct` action).
     pub fn process(&self, frame: &[u8], req: &CtRequest, now: u64) -> Outcome {
+        self.process_with(frame, req, now, &mut CtMemo::default())
+    }
+
+    /// `process`, remembering the packet's connection in `memo` for the
+    /// next packet.
+    pub fn process_with(
+        &self,
+        frame: &[u8],
+        req: &CtRequest,
+        now: u64,
+        memo: &mut CtMemo,
+    ) -> Outcome {
         let mut out = Outcome {
             zone: req.zone,
             ..Default::default()
@@ -247,8 +270,20 @@ impl Conntrack {
                 return out;
             }
         };
-        if let Some((c, dir)) = self.find(&p.key, now) {
-            return self.existing(c, dir, &p, frame.len(), req, now, out);
+        let key = if req.natted { p.key.reverse() } else { p.key };
+        let found = match memo.0.take() {
+            Some((k, c, d)) if k == key => Some((c, d)),
+            _ => self.shard(&key).get(&key).cloned(),
+        };
+        if let Some((c, dir)) = found {
+            // A NATed packet's reverse key is the other direction's.
+            let d = if req.natted { dir ^ 1 } else { dir };
+            if let Some((o, live)) = self.existing(&c, d, &p, frame.len(), req, now, out) {
+                if live {
+                    memo.0 = Some((key, c, dir));
+                }
+                return o;
+            }
         }
         if let Some((quoted, q)) = p.related {
             if let Some((c, dir)) = self.find(&quoted.reverse(), now) {
@@ -349,20 +384,26 @@ impl Conntrack {
         out
     }
 
+    /// A packet of connection `c` (direction `dir`): None when `c` has
+    /// expired, else what ct says and whether `c` is still the packet's
+    /// connection (not when the packet reopened it).
     #[allow(clippy::too_many_arguments)]
     fn existing(
         &self,
-        c: Arc<Conn>,
+        c: &Arc<Conn>,
         dir: u8,
         p: &Parsed,
         len: usize,
         req: &CtRequest,
         now: u64,
         mut out: Outcome,
-    ) -> Outcome {
+    ) -> Option<(Outcome, bool)> {
         let d = dir as usize;
         {
             let mut st = c.lock();
+            if st.expires_ns <= now {
+                return None;
+            }
             if let (Some(tt), Some(ti)) = (st.tcp.as_mut(), p.tcp.as_ref()) {
                 match tt.update(d, ti) {
                     Verdict::Ok => {
@@ -379,12 +420,12 @@ impl Conntrack {
                     Verdict::Invalid => {
                         self.stats.invalid.fetch_add(1, Ordering::Relaxed);
                         out.state = state::TRK | state::INV;
-                        return out;
+                        return Some((out, true));
                     }
                     Verdict::Reopen => {
                         drop(st);
-                        self.remove(&c);
-                        return self.create(p, len, req, now, out);
+                        self.remove(c);
+                        return Some((self.create(p, len, req, now, out), false));
                     }
                 }
             }
@@ -405,10 +446,12 @@ impl Conntrack {
         }
         out.orig = Some(c.orig);
         if req.nat.is_some() && c.nat != NatDone::default() {
-            out.rewrite = Some(nat::forward(&c, dir, p));
+            if !req.natted {
+                out.rewrite = Some(nat::forward(c, dir, p));
+            }
             out.state |= nat_bits(&c.nat);
         }
-        out
+        Some((out, true))
     }
 
     /// Room for one more connection: true when there is, after evicting
