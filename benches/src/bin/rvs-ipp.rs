@@ -446,9 +446,9 @@ fn main() {
     println!("| operation | instructions per frame | subtracted |\n| --- | --- | --- |");
     for &(name, frames, minus) in OPS.iter().skip(1) {
         let wanted = |n: &str| a.only.as_deref().is_none_or(|o| n.contains(o));
-        if !wanted(name)
-            && !minus.is_some_and(|m| OPS.iter().any(|o| o.2 == Some(m) && wanted(o.0)))
-        {
+        // Run when asked for, or when an operation asked for subtracts it.
+        let subtracted = OPS.iter().any(|o| o.2 == Some(name) && wanted(o.0));
+        if !wanted(name) && !subtracted {
             continue;
         }
         let raw = per_call(name) - empty;
