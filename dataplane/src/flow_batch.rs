@@ -16,6 +16,7 @@ use crate::packet::PacketBuf;
 use crate::snapshot::{BridgeEntry, Inject, PacketIn, Snapshot};
 use crate::stats::{DropReason, PmdStats};
 use crate::txbuf::TxBuffers;
+use crate::wire::ipv4::{PROTO_ICMP, PROTO_UDP};
 use crate::Burst;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -378,13 +379,29 @@ impl<'a, P: PacketBuf> Exec<'a, '_, P> {
         let mut key = FlowKey::default();
         let mut cur: Option<(Outcome, FlowKey, Arc<Xlate>)> = None;
         let prior = self.prior;
-        for pkt in held.drain(..) {
+        let mut it = std::mem::take(held).into_iter();
+        while let Some(pkt) = it.next() {
             self.prior = prior;
             let Some(pkt) = self.conntrack(ct, pkt) else {
                 continue;
             };
             let out = self.last_ct;
             let same_out = cur.as_ref().is_some_and(|(o, ..)| *o == out);
+            if uniform && same_out && self.ct_repeat(ct, &out, it.as_slice()) {
+                // The rest of the run is this packet again: counted on its
+                // connection at once, rewritten alike, recirculated with it.
+                group.push(pkt);
+                for mut p in it.by_ref() {
+                    match &out.rewrite {
+                        Some(rw) if !nat::apply(&mut p, rw) => {
+                            self.stats
+                                .drop(DropReason::Malformed, Some(self.in_slot), 1);
+                        }
+                        _ => group.push(p),
+                    }
+                }
+                break;
+            }
             if !(uniform && same_out) {
                 if !self.recirc_key(carry, &out, &pkt, &mut key) {
                     continue;
@@ -402,6 +419,28 @@ impl<'a, P: PacketBuf> Exec<'a, '_, P> {
         if let Some((o, _, x)) = &cur {
             self.run_group(x, o, &mut group, prior);
         }
+    }
+
+    /// Counts `rest` (the rest of a uniform run whose last two packets
+    /// got the same outcome `out` from ct) on their connection at once,
+    /// when ct would say the same for each: UDP and ICMP only.
+    fn ct_repeat(&mut self, ct: &CtOp, out: &Outcome, rest: &[P]) -> bool {
+        if rest.is_empty()
+            || !out
+                .orig
+                .is_some_and(|o| matches!(o.proto, PROTO_UDP | PROTO_ICMP))
+        {
+            return false;
+        }
+        let bytes = rest.iter().map(|p| p.wire_len() as u64).sum();
+        let req = self.ct_request(ct);
+        self.snap.ct.repeat(
+            &self.ct_memo,
+            &req,
+            rest.len() as u64,
+            bytes,
+            self.now as u64 * 1_000_000_000,
+        )
     }
 
     /// Recirculated packets that came back with one key, through its
@@ -515,10 +554,9 @@ impl<'a, P: PacketBuf> Exec<'a, '_, P> {
         }
     }
 
-    /// Runs the packet through the tracker and applies its NAT; None when
-    /// the packet was dropped.
-    fn conntrack(&mut self, ct: &CtOp, mut pkt: P) -> Option<P> {
-        let req = CtRequest {
+    /// What `ct` asks of the tracker for the packet being run.
+    fn ct_request<'c>(&self, ct: &'c CtOp) -> CtRequest<'c> {
+        CtRequest {
             zone: ct.zone,
             commit: ct.commit,
             force: ct.force,
@@ -527,7 +565,13 @@ impl<'a, P: PacketBuf> Exec<'a, '_, P> {
             set_label: ct.set_label,
             counter: ct.counter.as_ref().map(|c| &c.0),
             natted: self.prior.0 & (state::SNAT | state::DNAT) != 0 && self.prior.1 == ct.zone,
-        };
+        }
+    }
+
+    /// Runs the packet through the tracker and applies its NAT; None when
+    /// the packet was dropped.
+    fn conntrack(&mut self, ct: &CtOp, mut pkt: P) -> Option<P> {
+        let req = self.ct_request(ct);
         let out = self.snap.ct.process_with(
             pkt.data(),
             &req,

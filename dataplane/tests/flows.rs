@@ -346,9 +346,58 @@ fn bursts_through_ct_and_nat_both_ways_count_exactly() {
         assert_eq!(u16::from_be_bytes([d[36], d[37]]), sp);
         check_ip(d);
     }
-    // Established now: the same burst takes table 1's +est rule.
+    // Established now: the same burst takes table 1's +est rule, each
+    // packet counted once on its connection.
+    let conns = |l: &Lab| -> Vec<(u16, [u64; 2], [u64; 2])> {
+        l.sw.ct
+            .dump(Some(1))
+            .iter()
+            .map(|c| {
+                let st = c.st.lock().unwrap();
+                (c.orig.sport, st.packets, st.bytes)
+            })
+            .collect()
+    };
+    let before = conns(&l);
+    assert_eq!(before.len(), 2);
     l.send(0, burst());
     assert_eq!(l.take(1).len(), 12);
+    let after = conns(&l);
+    let fwd_delta = |i: usize| {
+        (
+            after[i].1[0] - before[i].1[0],
+            after[i].2[0] - before[i].2[0],
+        )
+    };
+    assert_eq!((fwd_delta(0), fwd_delta(1)), ((9, 9 * 46), (3, 3 * 46)));
+    // A burst of one connection alone: counted on it at once after its
+    // first two packets, every packet rewritten.
+    let one: Vec<HeapBuf> = (0..20u8)
+        .map(|i| {
+            let mut p = udp(1, 80);
+            p.data_mut()[34..36].copy_from_slice(&2000u16.to_be_bytes());
+            let last = p.data().len() - 1;
+            p.data_mut()[last] = i;
+            p
+        })
+        .collect();
+    l.send(0, one);
+    let out2 = l.take(1);
+    assert_eq!(out2.len(), 20);
+    for (i, p) in out2.iter().enumerate() {
+        let d = p.data();
+        assert_eq!(
+            (&d[30..34], sport(d), d[d.len() - 1]),
+            (&[10u8, 0, 0, 2][..], 2000, i as u8)
+        );
+        check_ip(d);
+    }
+    let last = conns(&l);
+    assert_eq!(
+        (last[1].1[0] - after[1].1[0], last[1].2[0] - after[1].2[0]),
+        (20, 20 * 46)
+    );
+    assert_eq!(last[0].1, after[0].1, "the other connection untouched");
     let t = l.flows.tables.lock().unwrap();
     let mut hits: Vec<(u8, u16, u64)> = t
         .rules()
@@ -358,10 +407,10 @@ fn bursts_through_ct_and_nat_both_ways_count_exactly() {
     assert_eq!(
         hits,
         vec![
-            (0, 10, 24),
+            (0, 10, 44),
             (0, 10, 12),
             (1, 10, 12),
-            (1, 20, 12),
+            (1, 20, 32),
             (2, 20, 12)
         ]
         .into_iter()

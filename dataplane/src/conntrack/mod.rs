@@ -302,6 +302,30 @@ impl Conntrack {
         self.create(&p, frame.len(), req, now, out)
     }
 
+    /// `n` more packets (`bytes` in all) of the connection the last
+    /// packet through `memo` belonged to, going its way, for a request like
+    /// that packet's: counted and its expiry pushed back, as `process`
+    /// would for each, when they cannot change its state (UDP or ICMP:
+    /// no TCP window to follow). False, with nothing done, when that is
+    /// not so or the connection has expired; they then go one by one.
+    pub fn repeat(&self, memo: &CtMemo, req: &CtRequest, n: u64, bytes: u64, now: u64) -> bool {
+        let Some((_, c, dir)) = &memo.0 else {
+            return false;
+        };
+        let d = (if req.natted { dir ^ 1 } else { *dir }) as usize;
+        let mut st = c.lock();
+        if st.tcp.is_some() || st.expires_ns <= now || (d == 1 && !st.replied) {
+            return false;
+        }
+        st.packets[d] += n;
+        st.bytes[d] += bytes;
+        if req.commit {
+            apply_marks(&mut st, req);
+        }
+        st.expires_ns = now + self.timeout(&st, c.orig.proto);
+        true
+    }
+
     /// A packet that belongs to no connection: +new, and a connection
     /// (with its NAT) when the action commits.
     fn create(
