@@ -387,18 +387,25 @@ impl<'a, P: PacketBuf> Exec<'a, '_, P> {
             };
             let out = self.last_ct;
             let same_out = cur.as_ref().is_some_and(|(o, ..)| *o == out);
-            if uniform && same_out && self.ct_repeat(ct, &out, it.as_slice()) {
+            let prep = match (uniform && same_out, &out.rewrite) {
+                (false, _) => None,
+                (true, None) => Some(None),
+                (true, Some(rw)) => it
+                    .as_slice()
+                    .first()
+                    .and_then(|p| nat::Prepared::new(rw, p.data()))
+                    .filter(|pr| it.as_slice().iter().all(|p| pr.fits(p.data())))
+                    .map(Some),
+            };
+            if let Some(prep) = prep.filter(|_| self.ct_repeat(ct, &out, it.as_slice())) {
                 // The rest of the run is this packet again: counted on its
                 // connection at once, rewritten alike, recirculated with it.
                 group.push(pkt);
                 for mut p in it.by_ref() {
-                    match &out.rewrite {
-                        Some(rw) if !nat::apply(&mut p, rw) => {
-                            self.stats
-                                .drop(DropReason::Malformed, Some(self.in_slot), 1);
-                        }
-                        _ => group.push(p),
+                    if let Some(pr) = &prep {
+                        pr.apply(p.data_mut());
                     }
+                    group.push(p);
                 }
                 break;
             }

@@ -359,3 +359,56 @@ fn destination_nat_clash_moves_the_source_port() {
     let (_, f) = run(&ct, &tcp(VM, 8000, C, 4000, 0x12, 9), &back, S);
     assert_eq!(&f[26..30], &PUB[..]);
 }
+
+#[test]
+fn a_prepared_rewrite_writes_what_apply_writes() {
+    // SNAT and DNAT with port changes on UDP (checksum on) and TCP frames
+    // whose IP identification and payload differ from the sample's: the
+    // prepared rewrite gives the same bytes as applying it whole.
+    use rvs_dataplane::conntrack::nat::{Prepared, Rewrite};
+    for (proto, l4c) in [(17u8, 40usize), (6, 50)] {
+        let make = |id: u16, tail: u8| {
+            let mut f = if proto == 17 {
+                udp(C, 4000, PUB, 80)
+            } else {
+                tcp(C, 4000, PUB, 80, 0x10, 77)
+            };
+            f[18..20].copy_from_slice(&id.to_be_bytes());
+            let n = f.len();
+            f[n - 1] = tail;
+            // Checksums made right again for the changed bytes.
+            f[24..26].copy_from_slice(&[0, 0]);
+            let c = checksum(&f[14..34]);
+            f[24..26].copy_from_slice(&c.to_be_bytes());
+            f[l4c..l4c + 2].copy_from_slice(&[0, 0]);
+            let c = finish(sum(&f[34..], pseudo_header(C, PUB, proto, (n - 34) as u16)));
+            f[l4c..l4c + 2].copy_from_slice(&c.to_be_bytes());
+            assert!(sound(&f));
+            f
+        };
+        let rw = Rewrite {
+            l3: 14,
+            l4: 34,
+            proto,
+            src: Some((ip(VM), 5555)),
+            dst: Some((ip([10, 9, 9, 9]), 8080)),
+            quoted: None,
+        };
+        let sample = make(1, 0);
+        let pr = Prepared::new(&rw, &sample).expect("prepared");
+        for (id, tail) in [(1u16, 0u8), (2, 9), (0xfffe, 0xff), (300, 17)] {
+            let f = make(id, tail);
+            assert!(pr.fits(&f));
+            let mut whole = HeapBuf::new(&f);
+            assert!(apply(&mut whole, &rw));
+            let mut fast = f.clone();
+            pr.apply(&mut fast);
+            assert_eq!(fast, whole.data(), "proto {proto} id {id}");
+            assert!(sound(&fast));
+        }
+        // Another header length does not fit.
+        let mut longer = sample.clone();
+        longer[14] = 0x46;
+        assert!(!pr.fits(&longer));
+    }
+}

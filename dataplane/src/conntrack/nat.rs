@@ -6,7 +6,7 @@
 use super::key::{ConnKey, Parsed};
 use super::{Conn, NatDone};
 use crate::packet::PacketBuf;
-use crate::wire::checksum::{checksum, update16, update32};
+use crate::wire::checksum::{checksum, finish, update16, update32};
 use crate::wire::ipv4::{PROTO_ICMP, PROTO_TCP, PROTO_UDP};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -269,6 +269,98 @@ fn fix_l4(d: &mut [u8], l4_csum: Option<(usize, bool)>, f: impl Fn(u16) -> u16) 
         }
         let n = f(c);
         wr16(d, at, if udp && n == 0 { 0xffff } else { n });
+    }
+}
+
+/// A rewrite prepared for a run of packets that all carry what `sample`
+/// carries in the fields it changes (one connection, one direction, same
+/// header lengths): the new values and each checksum's RFC 1624 delta
+/// (~m + m' summed over the changed words) are worked out once, so a
+/// packet costs its stores and two folds.
+#[derive(Debug, Clone, Copy)]
+pub struct Prepared {
+    rw: Rewrite,
+    /// The IPv4 version/IHL byte every packet must have (offsets hold).
+    first: u8,
+    need: usize,
+    l4c: Option<(usize, bool)>,
+    ip_delta: u32,
+    l4_delta: u32,
+}
+
+#[inline]
+fn delta16(old: u16, new: u16) -> u32 {
+    (!old) as u32 + new as u32
+}
+
+impl Prepared {
+    /// None for ICMP error rewrites (their quoted header changes the
+    /// ICMP checksum over the whole message) and frames too short.
+    pub fn new(rw: &Rewrite, sample: &[u8]) -> Option<Prepared> {
+        if rw.quoted.is_some() {
+            return None;
+        }
+        let need = match rw.proto {
+            PROTO_TCP => rw.l4 + 20,
+            PROTO_UDP | PROTO_ICMP => rw.l4 + 8,
+            _ => rw.l4,
+        };
+        if sample.len() < need || sample.len() < rw.l3 + 20 {
+            return None;
+        }
+        let l4c = match rw.proto {
+            PROTO_TCP => Some((rw.l4 + 16, false)),
+            PROTO_UDP => Some((rw.l4 + 6, true)),
+            _ => None,
+        };
+        let ports = matches!(rw.proto, PROTO_TCP | PROTO_UDP);
+        let (mut ip_delta, mut port_delta) = (0u32, 0u32);
+        for (end, at, pat) in [(rw.src, 12, rw.l4), (rw.dst, 16, rw.l4 + 2)] {
+            if let Some((ip, port)) = end {
+                let old = rd32(sample, rw.l3 + at);
+                ip_delta += delta16((old >> 16) as u16, (ip >> 16) as u16);
+                ip_delta += delta16(old as u16, ip as u16);
+                if ports {
+                    port_delta += delta16(rd16(sample, pat), port);
+                }
+            }
+        }
+        Some(Prepared {
+            rw: *rw,
+            first: sample[rw.l3],
+            need,
+            l4c,
+            ip_delta,
+            l4_delta: ip_delta + port_delta,
+        })
+    }
+
+    /// Whether `frame` has the sample's lengths, so that `apply` fits it.
+    pub fn fits(&self, frame: &[u8]) -> bool {
+        frame.len() >= self.need && frame.get(self.rw.l3) == Some(&self.first)
+    }
+
+    /// Rewrites a packet that `fits`, as `apply` would.
+    pub fn apply(&self, d: &mut [u8]) {
+        let rw = &self.rw;
+        let ports = self.l4c.is_some();
+        for (end, at, pat) in [(rw.src, 12, rw.l4), (rw.dst, 16, rw.l4 + 2)] {
+            if let Some((ip, port)) = end {
+                d[rw.l3 + at..rw.l3 + at + 4].copy_from_slice(&ip.to_be_bytes());
+                if ports {
+                    wr16(d, pat, port);
+                }
+            }
+        }
+        let c = rd16(d, rw.l3 + 10);
+        wr16(d, rw.l3 + 10, finish(!c as u32 + self.ip_delta));
+        if let Some((at, udp)) = self.l4c {
+            let c = rd16(d, at);
+            if !(udp && c == 0) {
+                let n = finish(!c as u32 + self.l4_delta);
+                wr16(d, at, if udp && n == 0 { 0xffff } else { n });
+            }
+        }
     }
 }
 
