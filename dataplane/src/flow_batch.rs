@@ -333,6 +333,19 @@ impl<'a, P: PacketBuf> Exec<'a, '_, P> {
                 }
                 DpOp::SetTunnel(t) => self.tun = *t,
                 DpOp::Ct(ct) => match &ct.recirc {
+                    // A set of many flows (a run extended across keys)
+                    // rarely comes back from ct in groups: packet by
+                    // packet costs less then (rvs-ipp's 32-connection
+                    // nat loop).
+                    Some(_) if !uniform => {
+                        let now_tun = self.tun;
+                        for pkt in held.drain(..) {
+                            (self.tun, self.prior) = (now_tun, prior);
+                            self.run(&xl.ops[i..=i], Some(0), pkt);
+                        }
+                        self.prior = prior;
+                        return;
+                    }
                     Some((_, carry)) => {
                         self.ct_held(ct, carry, held, uniform);
                         return;
@@ -376,8 +389,12 @@ impl<'a, P: PacketBuf> Exec<'a, '_, P> {
             return;
         }
         let mut group: Burst<P> = Burst::new();
-        let mut key = FlowKey::default();
-        let mut cur: Option<(Outcome, FlowKey, Arc<Xlate>)> = None;
+        // Two slots of (outcome, key): the current group's (`g`) and the
+        // packet's; a new group flips `g`, so neither is copied per packet.
+        let mut outs = [Outcome::default(); 2];
+        let mut keys = [FlowKey::default(), FlowKey::default()];
+        let mut g = 0;
+        let mut gx: Option<Arc<Xlate>> = None;
         let prior = self.prior;
         let mut it = std::mem::take(held).into_iter();
         while let Some(pkt) = it.next() {
@@ -385,47 +402,62 @@ impl<'a, P: PacketBuf> Exec<'a, '_, P> {
             let Some(pkt) = self.conntrack(ct, pkt) else {
                 continue;
             };
-            let out = self.last_ct;
-            let same_out = cur.as_ref().is_some_and(|(o, ..)| *o == out);
-            let prep = match (uniform && same_out, &out.rewrite) {
-                (false, _) => None,
-                (true, None) => Some(None),
-                (true, Some(rw)) => it
-                    .as_slice()
-                    .first()
-                    .and_then(|p| nat::Prepared::new(rw, p.data()))
-                    .filter(|pr| it.as_slice().iter().all(|p| pr.fits(p.data())))
-                    .map(Some),
-            };
-            if let Some(prep) = prep.filter(|_| self.ct_repeat(ct, &out, it.as_slice())) {
-                // The rest of the run is this packet again: counted on its
-                // connection at once, rewritten alike, recirculated with it.
+            let s = 1 - g;
+            outs[s] = self.last_ct;
+            let same_out = gx.is_some() && outs[s] == outs[g];
+            if uniform && same_out {
+                // The packet before again: same key after ct, same group;
+                // and the rest of the run may go with it at once.
                 group.push(pkt);
-                for mut p in it.by_ref() {
-                    if let Some(pr) = &prep {
-                        pr.apply(p.data_mut());
-                    }
-                    group.push(p);
-                }
-                break;
+                self.ct_bulk(ct, &outs[s], &mut it, &mut group);
+                continue;
             }
-            if !(uniform && same_out) {
-                if !self.recirc_key(carry, &out, &pkt, &mut key) {
-                    continue;
+            if !self.recirc_key(carry, &outs[s], &pkt, &mut keys[s]) {
+                continue;
+            }
+            if !(same_out && keys[s] == keys[g]) {
+                if let Some(x) = gx.take() {
+                    self.run_group(&x, &outs[g], &mut group, prior);
                 }
-                if !(same_out && cur.as_ref().is_some_and(|(_, k, _)| *k == key)) {
-                    if let Some((o, _, x)) = &cur {
-                        self.run_group(x, o, &mut group, prior);
-                    }
-                    let x = self.recirc_xlate(&key);
-                    cur = Some((out, key, x));
-                }
+                gx = Some(self.recirc_xlate(&keys[s]));
+                g = s;
             }
             group.push(pkt);
         }
-        if let Some((o, _, x)) = &cur {
-            self.run_group(x, o, &mut group, prior);
+        if let Some(x) = gx {
+            self.run_group(&x, &outs[g], &mut group, prior);
         }
+    }
+
+    /// Moves the rest of a uniform run into `group` when ct would say
+    /// `out` (what its last two packets got) for each of them: counted on
+    /// the connection at once and rewritten by a prepared rewrite. False,
+    /// with `it` untouched, when they must go one by one.
+    fn ct_bulk(
+        &mut self,
+        ct: &CtOp,
+        out: &Outcome,
+        it: &mut arrayvec::IntoIter<P, { crate::BURST }>,
+        group: &mut Burst<P>,
+    ) -> bool {
+        let rest = it.as_slice();
+        let prep = match &out.rewrite {
+            None => None,
+            Some(rw) => match rest.first().and_then(|p| nat::Prepared::new(rw, p.data())) {
+                Some(pr) if rest.iter().all(|p| pr.fits(p.data())) => Some(pr),
+                _ => return false,
+            },
+        };
+        if !self.ct_repeat(ct, out, rest) {
+            return false;
+        }
+        for mut p in it.by_ref() {
+            if let Some(pr) = &prep {
+                pr.apply(p.data_mut());
+            }
+            group.push(p);
+        }
+        true
     }
 
     /// Counts `rest` (the rest of a uniform run whose last two packets

@@ -81,6 +81,11 @@ const OPS: &[(&str, u32, Option<&str>)] = &[
         2 * BURST as u32,
         None,
     ),
+    (
+        "nat loop (ct+dnat+recirc both ways, 32 connections, per frame)",
+        2 * BURST as u32,
+        None,
+    ),
     ("mac lookup hit", 1, None),
     ("mac learn refresh", 1, None),
     ("vlan push+pop", 1, None),
@@ -193,7 +198,8 @@ fn op(name: &str) -> Box<dyn FnMut(u32)> {
         }
         "openflow batch (in_port output rule, one flow, per frame)" => openflow_batch(1),
         "openflow batch (in_port output rule, 32 flows, per frame)" => openflow_batch(BURST as u16),
-        "nat loop (ct+dnat+recirc both ways, one connection, per frame)" => nat_loop(),
+        "nat loop (ct+dnat+recirc both ways, one connection, per frame)" => nat_loop(1),
+        "nat loop (ct+dnat+recirc both ways, 32 connections, per frame)" => nat_loop(BURST as u16),
         "mac lookup hit" => {
             let t = learned_macs();
             Box::new(move |i| {
@@ -330,11 +336,11 @@ fn openflow_batch(flows: u16) -> Box<dyn FnMut(u32)> {
     Box::new(move |_| go(&mut spare))
 }
 
-/// rvs-bench's `nat` scenario: a burst of one UDP connection into port 1,
+/// rvs-bench's `nat` scenario: a burst of `conns` UDP connections into port 1,
 /// what comes out of port 2 reflected (5tswap) back into port 2, and what
 /// comes out of port 1 reflected into port 1 again: every frame goes
 /// through ct, NAT and a recirculation.
-fn nat_loop() -> Box<dyn FnMut(u32)> {
+fn nat_loop(conns: u16) -> Box<dyn FnMut(u32)> {
     let snap = snapshot([VlanConf::default(), VlanConf::default()]);
     nat_flows(&snap);
     let pipe = snap.bridges[0].flows.published.load_full();
@@ -342,8 +348,8 @@ fn nat_loop() -> Box<dyn FnMut(u32)> {
     let mut tx = TxBuffers::default();
     let mut cache = FlowCache::new(8192);
     let mut rcache = RecircCache::default();
-    let mut frames: Vec<HeapBuf> = (0..BURST)
-        .map(|_| HeapBuf::new(&udp(0x0a00_0001, 1000, 0x0a00_0064, 80)))
+    let mut frames: Vec<HeapBuf> = (0..BURST as u16)
+        .map(|i| HeapBuf::new(&udp(0x0a00_0001, 1000 + i % conns, 0x0a00_0064, 80)))
         .collect();
     let mut go = move |frames: &mut Vec<HeapBuf>| {
         for slot in [0u16, 1] {
