@@ -46,6 +46,20 @@ pub struct Rewrite {
     pub quoted: Option<(usize, Endpoint, Endpoint)>,
 }
 
+impl Rewrite {
+    /// The frame length the rewrite needs, and where the transport
+    /// checksum covering the addresses is (with whether it is UDP's, where
+    /// zero means none).
+    fn layout(&self) -> (usize, Option<(usize, bool)>) {
+        match self.proto {
+            PROTO_TCP => (self.l4 + 20, Some((self.l4 + 16, false))),
+            PROTO_UDP => (self.l4 + 8, Some((self.l4 + 6, true))),
+            PROTO_ICMP => (self.l4 + 8, None),
+            _ => (self.l4, None),
+        }
+    }
+}
+
 fn mix(k: &ConnKey, with_sport: bool) -> u64 {
     let mut h = (k.src as u64) << 32 | k.dst as u64;
     h ^= (k.dport as u64) << 16
@@ -300,19 +314,10 @@ impl Prepared {
         if rw.quoted.is_some() {
             return None;
         }
-        let need = match rw.proto {
-            PROTO_TCP => rw.l4 + 20,
-            PROTO_UDP | PROTO_ICMP => rw.l4 + 8,
-            _ => rw.l4,
-        };
+        let (need, l4c) = rw.layout();
         if sample.len() < need || sample.len() < rw.l3 + 20 {
             return None;
         }
-        let l4c = match rw.proto {
-            PROTO_TCP => Some((rw.l4 + 16, false)),
-            PROTO_UDP => Some((rw.l4 + 6, true)),
-            _ => None,
-        };
         let ports = matches!(rw.proto, PROTO_TCP | PROTO_UDP);
         let (mut ip_delta, mut port_delta) = (0u32, 0u32);
         for (end, at, pat) in [(rw.src, 12, rw.l4), (rw.dst, 16, rw.l4 + 2)] {
@@ -368,19 +373,10 @@ impl Prepared {
 /// rewrite expects (nothing is changed then).
 pub fn apply<P: PacketBuf>(pkt: &mut P, rw: &Rewrite) -> bool {
     let d = pkt.data_mut();
-    let need = match rw.proto {
-        PROTO_TCP => rw.l4 + 20,
-        PROTO_UDP | PROTO_ICMP => rw.l4 + 8,
-        _ => rw.l4,
-    };
+    let (need, l4c) = rw.layout();
     if d.len() < need {
         return false;
     }
-    let l4c = match rw.proto {
-        PROTO_TCP => Some((rw.l4 + 16, false)),
-        PROTO_UDP => Some((rw.l4 + 6, true)),
-        _ => None,
-    };
     let ports = matches!(rw.proto, PROTO_TCP | PROTO_UDP);
     if let Some((ip, port)) = rw.src {
         set_addr(d, rw.l3, rw.l3 + 12, ip, l4c);
