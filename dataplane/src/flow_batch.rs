@@ -289,31 +289,27 @@ impl<'a, P: PacketBuf> Exec<'a, '_, P> {
     /// sees the ops in order, and each port gets the packets in arrival
     /// order.
     fn run_held(&mut self, xl: &Xlate, held: &mut Burst<P>, tun: TunnelMeta, uniform: bool) {
-        let Some(last) = xl.last_consumer else {
-            let prior = self.prior;
-            for pkt in held.drain(..) {
-                (self.tun, self.prior) = (tun, prior);
-                self.run(&xl.ops, None, pkt);
-            }
-            self.prior = prior;
-            return;
-        };
         let batched = |(i, op): (usize, &DpOp)| match op {
             // A copy that recirculates while the packet goes on.
-            DpOp::Ct(c) => c.recirc.is_none() || i == last,
+            DpOp::Ct(c) => c.recirc.is_none() || Some(i) == xl.last_consumer,
             _ => op.runs_batched(),
         };
         // Each packet's ct state after a ct is its own: one ct per set.
         let cts = xl.ops.iter().filter(|o| matches!(o, DpOp::Ct(_))).count();
         let prior = self.prior;
-        if held.len() == 1 || cts > 1 || !xl.ops.iter().enumerate().all(batched) {
+        // Nothing sends the packets on (what they teach still counts), a
+        // single packet, or ops that need packet-by-packet order.
+        let Some(last) = xl
+            .last_consumer
+            .filter(|_| held.len() > 1 && cts <= 1 && xl.ops.iter().enumerate().all(batched))
+        else {
             for pkt in held.drain(..) {
                 (self.tun, self.prior) = (tun, prior);
-                self.run(&xl.ops, Some(last), pkt);
+                self.run(&xl.ops, xl.last_consumer, pkt);
             }
             self.prior = prior;
             return;
-        }
+        };
         self.tun = tun;
         let (stats, in_slot) = (self.stats, self.in_slot);
         for (i, op) in xl.ops.iter().enumerate() {
