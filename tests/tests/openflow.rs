@@ -478,6 +478,13 @@ fn pvlan_vocabulary_groups_and_timeouts() {
     tp.quit();
 }
 
+/// ovs-testcontroller's control socket defaults to /var/run/openvswitch,
+/// which exists only once an OVS service has run: without the directory it
+/// exits right after it starts listening (rvsd sees one connection close).
+fn unixctl_in(dir: &std::path::Path) -> String {
+    format!("--unixctl={}", dir.join("testcontroller.ctl").display())
+}
+
 #[test]
 fn a_real_controller_drives_rvs_over_tcp_and_unix() {
     let (h, mut tp) = three_vms("ofctlr");
@@ -498,6 +505,7 @@ fn a_real_controller_drives_rvs_over_tcp_and_unix() {
     };
     let mut ctl = h.ns.spawn(&[
         "ovs-testcontroller",
+        &unixctl_in(&h.dir),
         "-n",
         "--with-flows",
         flows.to_str().unwrap(),
@@ -524,6 +532,7 @@ fn a_real_controller_drives_rvs_over_tcp_and_unix() {
     std::fs::write(&flows, "priority=100,in_port=1,actions=output:2\n").unwrap();
     let mut ctl = h.ns.spawn(&[
         "ovs-testcontroller",
+        &unixctl_in(&h.dir),
         "-n",
         "--with-flows",
         flows.to_str().unwrap(),
@@ -557,6 +566,7 @@ fn a_reactive_controller_learns_through_packet_in_and_out() {
     let log = h.dir.join("testcontroller.log");
     let mut ctl = h.ns.spawn(&[
         "ovs-testcontroller",
+        &unixctl_in(&h.dir),
         "-vfile:dbg",
         &format!("--log-file={}", log.display()),
         "ptcp:16654:127.0.0.1",
