@@ -4,7 +4,7 @@
 //! miss path), and exact-match-cache hits. Throughput is per packet.
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use rvs_benches::{key, miss_key, tables, Ports};
-use rvs_dataplane::flow::cache::{hash_key, FlowCache};
+use rvs_dataplane::flow::cache::FlowCache;
 use rvs_dataplane::flow::xlate::translate;
 use std::hint::black_box;
 use std::sync::Arc;
@@ -42,7 +42,7 @@ fn lookups(c: &mut Criterion) {
             b.iter(|| {
                 i = (i + 1) % n;
                 let k = key(i);
-                let h = hash_key(&k);
+                let h = cache.hash.key(&k);
                 if cache.lookup(&k, h, (1, 1)).is_none() {
                     let x = Arc::new(translate(&pipe, &ports, 1, &k));
                     black_box(cache.insert(&k, h, (1, 1), x));
@@ -56,7 +56,7 @@ fn lookups(c: &mut Criterion) {
                 let k = key(j);
                 cache.insert(
                     &k,
-                    hash_key(&k),
+                    cache.hash.key(&k),
                     (1, 1),
                     Arc::new(translate(&pipe, &ports, 1, &k)),
                 );
@@ -65,7 +65,7 @@ fn lookups(c: &mut Criterion) {
                 b.iter(|| {
                     i = (i + 1) % n;
                     let k = key(i);
-                    black_box(cache.lookup(&k, hash_key(&k), (1, 1)).is_some())
+                    black_box(cache.lookup(&k, cache.hash.key(&k), (1, 1)).is_some())
                 })
             });
         }

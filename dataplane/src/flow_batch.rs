@@ -3,8 +3,8 @@
 //! the classifier and cache it), count the hit rules once per run of
 //! packets, and carry out the datapath ops.
 use crate::conntrack::{nat, state, CtMemo, CtRequest, Outcome};
-use crate::flow::cache::{hash_key, FlowCache, RecircCache};
-use crate::flow::extract::{extract_into, TunnelMeta};
+use crate::flow::cache::{FlowCache, RecircCache};
+use crate::flow::extract::{extract_into, SameHeader, TunnelMeta};
 use crate::flow::key::{packet_words_eq, Field, FlowKey, PACKET_WORDS};
 use crate::flow::rewrite;
 use crate::flow::rule::Pipeline;
@@ -16,7 +16,7 @@ use crate::packet::PacketBuf;
 use crate::snapshot::{BridgeEntry, Inject, PacketIn, Snapshot};
 use crate::stats::{DropReason, PmdStats};
 use crate::txbuf::TxBuffers;
-use crate::wire::ipv4::{PROTO_ICMP, PROTO_UDP};
+use crate::wire::ipv4::PROTO_UDP;
 use crate::Burst;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -101,12 +101,18 @@ pub fn process_batch<P: PacketBuf>(
     let mut held_uniform = true;
     let (mut hits, mut misses, mut mega_hits) = (0u64, 0u64, 0u64);
     let mut key = FlowKey::default();
+    let mut same = SameHeader::default();
     for (i, pkt) in pkts.drain(..).enumerate() {
         let meta = tun.and_then(|t| t.get(i));
         let same_key;
-        if extract_into(pkt.data(), port.ofport, meta, &mut key).is_err() {
-            stats.drop(DropReason::Malformed, Some(in_slot), 1);
-            continue;
+        // A frame with the header bytes of the run's frames has their key.
+        let parsed = !same.matches(pkt.data(), meta);
+        if parsed {
+            same.clear();
+            if extract_into(pkt.data(), port.ofport, meta, &mut key).is_err() {
+                stats.drop(DropReason::Malformed, Some(in_slot), 1);
+                continue;
+            }
         }
         let len = pkt.wire_len() as u64;
         match &mut run {
@@ -115,9 +121,15 @@ pub fn process_batch<P: PacketBuf>(
                 *n += 1;
                 *b += len;
                 same_key = true;
+                // Two frames of one flow in a row: a run, whose next
+                // frames are recognised by their bytes. (Remembered only
+                // then: a burst of many flows pays nothing for it.)
+                if parsed {
+                    same.remember(pkt.data(), meta);
+                }
             }
             _ => {
-                let h = hash_key(&key);
+                let h = cache.hash.key(&key);
                 let cur = run.as_ref().map(|r| Arc::as_ptr(&r.0));
                 // Only a translation that differs from the current run's is
                 // cloned: with many flows under one megaflow, consecutive
@@ -458,13 +470,11 @@ impl<'a, P: PacketBuf> Exec<'a, '_, P> {
 
     /// Counts `rest` (the rest of a uniform run whose last two packets
     /// got the same outcome `out` from ct) on their connection at once,
-    /// when ct would say the same for each: UDP and ICMP only.
+    /// when ct would say the same for each: UDP only, whose connection
+    /// the flow key names (ICMP echoes of one key may carry other IDs,
+    /// TCP is tracked segment by segment).
     fn ct_repeat(&mut self, ct: &CtOp, out: &Outcome, rest: &[P]) -> bool {
-        if rest.is_empty()
-            || !out
-                .orig
-                .is_some_and(|o| matches!(o.proto, PROTO_UDP | PROTO_ICMP))
-        {
+        if rest.is_empty() || out.orig.is_none_or(|o| o.proto != PROTO_UDP) {
             return false;
         }
         let bytes = rest.iter().map(|p| p.wire_len() as u64).sum();
@@ -503,18 +513,39 @@ impl<'a, P: PacketBuf> Exec<'a, '_, P> {
     /// `hand_on` for every held packet: an output to a plain port moves
     /// them into its tx burst in one go.
     fn hand_on_all(&mut self, op: &DpOp, held: &mut Burst<P>) {
-        if let DpOp::Output(slot) = *op {
-            if self.snap.port(slot).is_some_and(|p| !p.tunnel) {
-                let refused = self.tx.push_all(slot, held);
+        match *op {
+            DpOp::Output(slot) => {
+                let refused = match self.snap.port(slot) {
+                    None => {
+                        self.stats.drop(DropReason::NoPort, None, held.len() as u64);
+                        held.clear();
+                        return;
+                    }
+                    Some(p) if p.tunnel => self.tx.push_tunnel_all(slot, held, self.tun),
+                    Some(_) => self.tx.push_all(slot, held),
+                };
                 if refused > 0 {
                     self.stats.drop(DropReason::TxFull, None, refused);
                     self.stats.ports[slot as usize].tx_dropped.add(refused);
                 }
-                return;
             }
-        }
-        for pkt in held.drain(..) {
-            self.hand_on(op, pkt);
+            DpOp::Normal => {
+                if self.normal.is_none() {
+                    self.normal = Normal::new(self.snap, self.in_slot, self.now);
+                }
+                match self.normal.as_mut() {
+                    Some(n) => n.forward_all(held, self.stats, self.tx),
+                    None => {
+                        self.stats.drop(DropReason::NoPort, None, held.len() as u64);
+                        held.clear();
+                    }
+                }
+            }
+            _ => {
+                for pkt in held.drain(..) {
+                    self.hand_on(op, pkt);
+                }
+            }
         }
     }
 

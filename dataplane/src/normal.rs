@@ -46,11 +46,44 @@ impl<'a, P: PacketBuf> Normal<'a, P> {
     /// Switches one packet.
     #[inline]
     pub fn forward(&mut self, pkt: P, stats: &PmdStats, tx: &mut TxBuffers<P>) {
+        let mut one = Burst::new();
+        one.push(pkt);
+        self.forward_run(&mut one, stats, tx);
+    }
+
+    /// Switches a batch (which it empties). Consecutive frames with the
+    /// same addresses and tag (a conversation's run, or a tunnel's outer
+    /// frames) get the same verdict: learned, looked up and sent as one.
+    pub fn forward_all(&mut self, pkts: &mut Burst<P>, stats: &PmdStats, tx: &mut TxBuffers<P>) {
+        let Some(first) = pkts.first() else {
+            return;
+        };
+        if pkts[1..].iter().all(|p| same_l2(first.data(), p.data())) {
+            return self.forward_run(pkts, stats, tx);
+        }
+        let mut run = Burst::<P>::new();
+        for pkt in pkts.drain(..) {
+            if run.first().is_some_and(|h| !same_l2(h.data(), pkt.data())) {
+                self.forward_run(&mut run, stats, tx);
+            }
+            run.push(pkt);
+        }
+        self.forward_run(&mut run, stats, tx);
+    }
+
+    /// Switches `run` (which it empties), frames whose Ethernet header and
+    /// tag are the first one's (`same_l2`).
+    fn forward_run(&mut self, run: &mut Burst<P>, stats: &PmdStats, tx: &mut TxBuffers<P>) {
         let in_slot = self.in_slot;
-        let (dst, src, vid) = match EthernetFrame::new_checked(pkt.data()) {
+        let n = run.len() as u64;
+        let Some(head) = run.first() else {
+            return;
+        };
+        let (dst, src, vid) = match EthernetFrame::new_checked(head.data()) {
             Ok(f) => (f.dst(), f.src(), f.vlan_tci().map(|t| t & 0xfff)),
             Err(_) => {
-                stats.drop(DropReason::Malformed, Some(in_slot), 1);
+                stats.drop(DropReason::Malformed, Some(in_slot), n);
+                run.clear();
                 return;
             }
         };
@@ -58,7 +91,8 @@ impl<'a, P: PacketBuf> Normal<'a, P> {
         let vlan = match self.port.vlan.ingress(vid) {
             Some(v) => v,
             None => {
-                stats.drop(DropReason::VlanDenied, Some(in_slot), 1);
+                stats.drop(DropReason::VlanDenied, Some(in_slot), n);
+                run.clear();
                 return;
             }
         };
@@ -84,19 +118,21 @@ impl<'a, P: PacketBuf> Normal<'a, P> {
         };
         match known {
             Some(out) if out == in_slot => {
-                self.hits += 1;
-                stats.drop(DropReason::SamePort, Some(in_slot), 1);
+                self.hits += n;
+                stats.drop(DropReason::SamePort, Some(in_slot), n);
+                run.clear();
             }
             Some(out) if self.port.tunnel && self.snap.port(out).is_some_and(|p| p.tunnel) => {
-                self.hits += 1;
-                stats.drop(DropReason::SplitHorizon, Some(in_slot), 1);
+                self.hits += n;
+                stats.drop(DropReason::SplitHorizon, Some(in_slot), n);
+                run.clear();
             }
             Some(out) => {
-                self.hits += 1;
-                output(self.snap, stats, tx, out, vlan, tagged, pkt);
+                self.hits += n;
+                output_all(self.snap, stats, tx, out, vlan, tagged, run);
             }
             _ => {
-                self.misses += 1;
+                self.misses += n;
                 flood(
                     self.snap,
                     self.bridge,
@@ -105,7 +141,7 @@ impl<'a, P: PacketBuf> Normal<'a, P> {
                     in_slot,
                     vlan,
                     tagged,
-                    pkt,
+                    run,
                 );
             }
         }
@@ -153,9 +189,7 @@ pub fn forward_batch<P: PacketBuf>(
         pkts.clear();
         return;
     };
-    for pkt in pkts.drain(..) {
-        normal.forward(pkt, stats, tx);
-    }
+    normal.forward_all(pkts, stats, tx);
     normal.finish(stats);
 }
 
@@ -185,6 +219,18 @@ fn egress_ok<P: PacketBuf>(snap: &Snapshot<P>, bridge_idx: u16, out: u16, vlan: 
     matches!(snap.port(out), Some(p) if p.bridge == bridge_idx && p.vlan.member(vlan))
 }
 
+/// Whether frame `b` gets frame `a`'s NORMAL verdict: the same
+/// addresses and EtherType, and for a tagged frame the same tag (both long
+/// enough to hold it).
+#[inline]
+fn same_l2(a: &[u8], b: &[u8]) -> bool {
+    const ETH: usize = 14;
+    if a.len() < ETH || b.len() < ETH || a[..ETH] != b[..ETH] {
+        return false;
+    }
+    a[12..14] != [0x81, 0] || (a.len() >= ETH + 4 && b.len() >= ETH + 4 && a[14..16] == b[14..16])
+}
+
 #[allow(clippy::too_many_arguments)]
 #[inline]
 fn flood<P: PacketBuf>(
@@ -195,9 +241,10 @@ fn flood<P: PacketBuf>(
     in_slot: u16,
     vlan: u16,
     tagged: bool,
-    pkt: P,
+    run: &mut Burst<P>,
 ) {
-    stats.flood_packets.add(1);
+    let n = run.len() as u64;
+    stats.flood_packets.add(n);
     // Split horizon: what came out of a tunnel never floods into another.
     let from_tunnel = snap.port(in_slot).is_some_and(|p| p.tunnel);
     let mut pending: Option<u16> = None;
@@ -209,48 +256,64 @@ fn flood<P: PacketBuf>(
             Some(p) if p.vlan.member(vlan) && !(from_tunnel && p.tunnel) => {}
             _ => continue,
         }
-        // Send a copy to the previous member and keep the original for the
-        // last one: n members cost n-1 copies.
+        // Send copies to the previous member and keep the originals for
+        // the last one: n members cost n-1 copies.
         if let Some(prev) = pending.replace(s) {
-            match pkt.deep_copy() {
-                Some(c) => output(snap, stats, tx, prev, vlan, tagged, c),
-                None => stats.drop(DropReason::PoolEmpty, None, 1),
+            let mut copies = Burst::new();
+            for pkt in run.iter() {
+                match pkt.deep_copy() {
+                    Some(c) => copies.push(c),
+                    None => stats.drop(DropReason::PoolEmpty, None, 1),
+                }
             }
+            output_all(snap, stats, tx, prev, vlan, tagged, &mut copies);
         }
     }
     match pending {
-        Some(last) => output(snap, stats, tx, last, vlan, tagged, pkt),
-        None => stats.drop(DropReason::NoOutput, Some(in_slot), 1),
+        Some(last) => output_all(snap, stats, tx, last, vlan, tagged, run),
+        None => {
+            stats.drop(DropReason::NoOutput, Some(in_slot), n);
+            run.clear();
+        }
     }
 }
 
+/// Queues `pkts` (which it empties) for port `out`, each tagged as `out`
+/// wants `vlan` sent.
 #[allow(clippy::too_many_arguments)]
 #[inline]
-pub(crate) fn output<P: PacketBuf>(
+pub(crate) fn output_all<P: PacketBuf>(
     snap: &Snapshot<P>,
     stats: &PmdStats,
     tx: &mut TxBuffers<P>,
     out: u16,
     vlan: u16,
     tagged: bool,
-    mut pkt: P,
+    pkts: &mut Burst<P>,
 ) {
     let Some(port) = snap.port(out) else {
-        stats.drop(DropReason::NoPort, None, 1);
+        stats.drop(DropReason::NoPort, None, pkts.len() as u64);
+        pkts.clear();
         return;
     };
-    if !set_egress_tag(&mut pkt, tagged, port.vlan.egress_vid(vlan)) {
-        stats.drop(DropReason::PoolEmpty, None, 1);
-        stats.ports[out as usize].tx_dropped.add(1);
-        return;
+    let want = port.vlan.egress_vid(vlan);
+    if tagged || want.is_some() {
+        pkts.retain(|pkt| {
+            let ok = set_egress_tag(pkt, tagged, want);
+            if !ok {
+                stats.drop(DropReason::PoolEmpty, None, 1);
+                stats.ports[out as usize].tx_dropped.add(1);
+            }
+            ok
+        });
     }
-    let queued = if port.tunnel {
-        tx.push_tunnel(out, pkt, Default::default())
+    let refused = if port.tunnel {
+        tx.push_tunnel_all(out, pkts, Default::default())
     } else {
-        tx.push(out, pkt)
+        tx.push_all(out, pkts)
     };
-    if queued.is_err() {
-        stats.drop(DropReason::TxFull, None, 1);
-        stats.ports[out as usize].tx_dropped.add(1);
+    if refused > 0 {
+        stats.drop(DropReason::TxFull, None, refused);
+        stats.ports[out as usize].tx_dropped.add(refused);
     }
 }

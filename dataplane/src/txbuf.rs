@@ -65,6 +65,25 @@ impl<P: PacketBuf> TxBuffers<P> {
         Ok(())
     }
 
+    /// Moves all of `pkts` into tunnel port `slot`'s burst, each with the
+    /// tunnel fields `meta`; what does not fit is freed. Returns how many
+    /// did not fit.
+    #[inline]
+    pub fn push_tunnel_all(&mut self, slot: u16, pkts: &mut Burst<P>, meta: TunnelMeta) -> u64 {
+        let before = self.bufs[slot as usize].len();
+        let refused = self.push_all(slot, pkts);
+        let added = self.bufs[slot as usize].len() - before;
+        let metas = match self.tun.iter().position(|(s, _)| *s == slot) {
+            Some(i) => &mut self.tun[i].1,
+            None => {
+                self.tun.push((slot, ArrayVec::new()));
+                &mut self.tun.last_mut().expect("pushed").1
+            }
+        };
+        metas.extend(std::iter::repeat_n(meta, added));
+        refused
+    }
+
     /// Hands every non-empty burst to `f` with its tunnel fields (empty
     /// unless the port is a tunnel); what `f` leaves in it is freed.
     #[inline]

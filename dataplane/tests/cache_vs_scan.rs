@@ -4,7 +4,7 @@
 //! linear scan of the rules gives.
 use proptest::prelude::*;
 use rvs_dataplane::flow::action::Action;
-use rvs_dataplane::flow::cache::{hash_key, FlowCache};
+use rvs_dataplane::flow::cache::FlowCache;
 use rvs_dataplane::flow::key::{Field, FlowKey, Match};
 use rvs_dataplane::flow::table::{Command, FlowMod, FlowTables};
 use rvs_dataplane::flow::xlate::{translate, DpOp, PortView, Xlate};
@@ -112,7 +112,7 @@ proptest! {
                 Op::Packet(k) => {
                     let pipe = t.pipeline();
                     let stamp = (pipe.generation, 1);
-                    let h = hash_key(&k);
+                    let h = cache.hash.key(&k);
                     let x = match cache.lookup(&k, h, stamp) {
                         Some(x) => x.clone(),
                         None => {

@@ -713,3 +713,58 @@ fn qinq_push_twice_resubmit_as_trunk_and_strip_twice() {
     l.send(2, vec![HeapBuf::new(&qq)]);
     assert_eq!(l.counts(), vec![0, 0, 0, 0]);
 }
+
+#[test]
+fn pings_of_two_echo_ids_in_one_burst_are_two_connections() {
+    // Echo requests of two IDs have the same flow key (ICMP type and
+    // code); the tracker tells them apart by ID, so a burst of both is
+    // counted on two connections, however it is batched.
+    use rvs_dataplane::flow::action::{CtAction, CtZone};
+    let mut l = lab(2);
+    l.clear();
+    let mut m = in_port(1);
+    m.exact(Field::DlType, 0x800);
+    let ct = Action::Ct(Box::new(CtAction {
+        commit: true,
+        force: false,
+        zone: CtZone::Imm(1),
+        table: Some(1),
+        alg: 0,
+        nat: None,
+        exec: Vec::new(),
+    }));
+    l.flow(FlowMod::add(0, 10, m, vec![ct]));
+    l.flow(FlowMod::add(1, 10, Match::any(), vec![out(2)]));
+    let ping = |id: u16, seq: u16| {
+        let mut p = udp(1, 0);
+        let d = p.data_mut();
+        d[23] = 1;
+        d[34..42].copy_from_slice(&[8, 0, 0, 0, 0, 0, 0, 0]);
+        d[38..40].copy_from_slice(&id.to_be_bytes());
+        d[40..42].copy_from_slice(&seq.to_be_bytes());
+        let c = rvs_dataplane::wire::checksum::checksum(&d[34..]);
+        d[36..38].copy_from_slice(&c.to_be_bytes());
+        p
+    };
+    let ids = [7u16, 7, 7, 7, 9, 9, 9, 9, 7, 7];
+    let burst: Vec<HeapBuf> = ids
+        .iter()
+        .enumerate()
+        .map(|(s, &id)| ping(id, s as u16))
+        .collect();
+    l.send(0, burst);
+    assert_eq!(l.take(1).len(), 10);
+    let mut counts: Vec<(u16, u64)> =
+        l.sw.ct
+            .dump(Some(1))
+            .iter()
+            .map(|c| {
+                (
+                    c.orig.sport.max(c.orig.dport),
+                    c.st.lock().unwrap().packets[0],
+                )
+            })
+            .collect();
+    counts.sort();
+    assert_eq!(counts, vec![(7, 6), (9, 4)]);
+}

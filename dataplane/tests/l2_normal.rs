@@ -283,3 +283,68 @@ fn a_destination_learned_mid_batch_is_not_served_from_a_stale_verdict() {
     assert_eq!(l.counts(), vec![0, 1]);
     assert_eq!(l.drops(DropReason::SamePort), 2);
 }
+
+#[test]
+fn a_batch_is_decided_per_run_of_one_header_in_order() {
+    let mut l = lab(
+        1,
+        &[
+            (0, VlanConf::default()),
+            (0, VlanConf::access(10)),
+            (0, VlanConf::access(20)),
+            (0, VlanConf::default()),
+        ],
+    );
+    // Same addresses throughout; runs split by the tag (10, 20, none) and
+    // by a frame too short to hold the tag it announces.
+    let mut short = frame(2, 1, Some(10));
+    short.trim(short.data().len() as u16 - 16);
+    let batch = vec![
+        frame(2, 1, Some(10)),
+        frame(2, 1, Some(10)),
+        frame(2, 1, Some(10)),
+        frame(2, 1, Some(20)),
+        frame(2, 1, Some(20)),
+        frame(2, 1, None),
+        short,
+        frame(2, 1, Some(10)),
+        frame(2, 1, Some(10)),
+    ];
+    l.send(0, batch);
+    let out: Vec<_> = (0..4).map(|i| l.take(i)).collect();
+    assert_eq!(
+        out.iter().map(|v| v.len()).collect::<Vec<_>>(),
+        vec![0, 5, 2, 8]
+    );
+    assert!(out[1]
+        .iter()
+        .all(|p| p.data().len() == 56 && p.data()[12..14] == [8, 0]));
+    assert!(out[2].iter().all(|p| p.data().len() == 56));
+    let tags: Vec<&[u8]> = out[3].iter().map(|p| &p.data()[12..16]).collect();
+    assert_eq!(
+        tags,
+        vec![
+            &[0x81, 0, 0, 10][..],
+            &[0x81, 0, 0, 10],
+            &[0x81, 0, 0, 10],
+            &[0x81, 0, 0, 20],
+            &[0x81, 0, 0, 20],
+            &[8, 0, 0, 0],
+            &[0x81, 0, 0, 10],
+            &[0x81, 0, 0, 10],
+        ],
+        "the trunk gets every run in the order received"
+    );
+    let pmd = l.sw.pmds[0].clone();
+    let st = &pmd.stats;
+    assert_eq!(l.drops(DropReason::Malformed), 1);
+    assert_eq!(st.flood_packets.get(), 8);
+    assert_eq!(st.mac_misses.get(), 8);
+    // Station 1 was learned in VLANs 10, 20 and 0, on port 0.
+    l.send(1, (0..4).map(|_| frame(1, 2, None)).collect());
+    let back = l.take(0);
+    assert_eq!(back.len(), 4);
+    assert!(back.iter().all(|p| p.data()[12..16] == [0x81, 0, 0, 10]));
+    assert_eq!(st.mac_hits.get(), 4);
+    assert_eq!(l.counts(), vec![0, 0, 0, 0]);
+}

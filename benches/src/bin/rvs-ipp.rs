@@ -15,7 +15,7 @@ use rvs_benches::*;
 use rvs_dataplane::conntrack::nat::apply;
 use rvs_dataplane::conntrack::CtRequest;
 use rvs_dataplane::flow::action::Action;
-use rvs_dataplane::flow::cache::{hash_key, FlowCache, RecircCache};
+use rvs_dataplane::flow::cache::{FlowCache, RecircCache};
 use rvs_dataplane::flow::extract::extract_into;
 use rvs_dataplane::flow::key::FlowKey;
 use rvs_dataplane::flow::key::{Field, Match};
@@ -77,6 +77,11 @@ const OPS: &[(&str, u32, Option<&str>)] = &[
         None,
     ),
     (
+        "openflow batch (in_port output rule, 1M flows in turn, per frame)",
+        BURST as u32,
+        None,
+    ),
+    (
         "nat loop (ct+dnat+recirc both ways, one connection, per frame)",
         2 * BURST as u32,
         None,
@@ -85,6 +90,31 @@ const OPS: &[(&str, u32, Option<&str>)] = &[
         "nat loop (ct+dnat+recirc both ways, 32 connections, per frame)",
         2 * BURST as u32,
         None,
+    ),
+    (
+        "switch l2 (poll_once: rx, in_port output rule, tx, per frame)",
+        BURST as u32,
+        Some("frame: refill a 64-byte frame"),
+    ),
+    (
+        "switch gre encap (poll_once: rule to tunnel, encap, NORMAL underlay, per frame)",
+        BURST as u32,
+        Some("frame: refill a 64-byte frame"),
+    ),
+    (
+        "switch vxlan encap (poll_once: rule to tunnel, encap, NORMAL underlay, per frame)",
+        BURST as u32,
+        Some("frame: refill a 64-byte frame"),
+    ),
+    (
+        "switch gre decap (poll_once: NORMAL underlay, decap, rule to VM port, per frame)",
+        BURST as u32,
+        Some("frame: refill a 64-byte frame"),
+    ),
+    (
+        "switch vxlan decap (poll_once: NORMAL underlay, decap, rule to VM port, per frame)",
+        BURST as u32,
+        Some("frame: refill a 64-byte frame"),
     ),
     ("mac lookup hit", 1, None),
     ("mac learn refresh", 1, None),
@@ -198,8 +228,22 @@ fn op(name: &str) -> Box<dyn FnMut(u32)> {
         }
         "openflow batch (in_port output rule, one flow, per frame)" => openflow_batch(1),
         "openflow batch (in_port output rule, 32 flows, per frame)" => openflow_batch(BURST as u16),
+        "openflow batch (in_port output rule, 1M flows in turn, per frame)" => openflow_batch(0),
         "nat loop (ct+dnat+recirc both ways, one connection, per frame)" => nat_loop(1),
         "nat loop (ct+dnat+recirc both ways, 32 connections, per frame)" => nat_loop(BURST as u16),
+        "switch l2 (poll_once: rx, in_port output rule, tx, per frame)" => whole_switch(None),
+        "switch gre encap (poll_once: rule to tunnel, encap, NORMAL underlay, per frame)" => {
+            whole_switch(Some(("gre", true)))
+        }
+        "switch vxlan encap (poll_once: rule to tunnel, encap, NORMAL underlay, per frame)" => {
+            whole_switch(Some(("vxlan", true)))
+        }
+        "switch gre decap (poll_once: NORMAL underlay, decap, rule to VM port, per frame)" => {
+            whole_switch(Some(("gre", false)))
+        }
+        "switch vxlan decap (poll_once: NORMAL underlay, decap, rule to VM port, per frame)" => {
+            whole_switch(Some(("vxlan", false)))
+        }
         "mac lookup hit" => {
             let t = learned_macs();
             Box::new(move |i| {
@@ -236,14 +280,14 @@ fn op(name: &str) -> Box<dyn FnMut(u32)> {
             for k in &keys {
                 cache.insert(
                     k,
-                    hash_key(k),
+                    cache.hash.key(k),
                     (1, 1),
                     Arc::new(translate(&pipe, &ports, 1, k)),
                 );
             }
             Box::new(move |i| {
                 let k = &keys[(i % 1000) as usize];
-                black_box(cache.lookup(k, hash_key(k), (1, 1)).is_some());
+                black_box(cache.lookup(k, cache.hash.key(k), (1, 1)).is_some());
             })
         }
         "translate (emc miss), 1000 rules" => {
@@ -343,7 +387,9 @@ fn udp_burst(flows: u16, dst: u32) -> Vec<HeapBuf> {
 
 /// The l2 bench scenario's pipeline (in_port=1 actions=output:2) on a
 /// burst of UDP frames from `flows` distinct source ports; the frames come
-/// back from the tx buffers and go round again.
+/// back from the tx buffers and go round again. `flows` 0: every frame
+/// of every burst is another flow (source address and port from a
+/// counter over a million), as rvs-bench's flows-1m replays them.
 fn openflow_batch(flows: u16) -> Box<dyn FnMut(u32)> {
     let snap = snapshot([VlanConf::default(), VlanConf::default()]);
     {
@@ -359,11 +405,20 @@ fn openflow_batch(flows: u16) -> Box<dyn FnMut(u32)> {
         f.publish(&mut t, || {});
     }
     let mut rig = Rig::new(snap);
-    let mut frames = udp_burst(flows, 0x0a00_0002);
+    let mut frames = udp_burst(flows.max(1), 0x0a00_0002);
     // Frames come back into `back`, which then takes the drained vector's
     // place: nothing is allocated inside the measured loop.
     let mut back = Vec::with_capacity(BURST);
+    let mut next = 0u32;
     let mut go = move |frames: &mut Vec<HeapBuf>| {
+        if flows == 0 {
+            for f in frames.iter_mut() {
+                next = (next + 1) % 1_000_000;
+                let d = f.data_mut();
+                d[28..30].copy_from_slice(&((next >> 8) as u16).to_be_bytes());
+                d[34] = next as u8;
+            }
+        }
         rig.run(0, frames, |p| back.push(p));
         std::mem::swap(frames, &mut back);
     };
@@ -396,6 +451,143 @@ fn nat_loop(conns: u16) -> Box<dyn FnMut(u32)> {
     go(&mut frames);
     go(&mut frames);
     Box::new(move |_| go(&mut frames))
+}
+
+/// The whole PMD turn (`poll_once`) of rvs-bench's one-way scenarios on
+/// in-memory ports: a burst of one UDP flow into VM port p0 (slot 0) of
+/// bridge br-t, whose rule sends it to p1 (slot 1) for `l2`. With a tunnel
+/// (kind, encap): slot 1 is tunnel port tA (local 10.99.0.1, remote
+/// 10.99.0.2, key 7) and the underlay bridge br-phy (NIC port slot 2,
+/// internal port slot 3 holding 10.99.0.1) switches by NORMAL; encap sends
+/// p0's frames into tA and out of the NIC, decap sends the peer's outer
+/// frames into the NIC, through the internal port into tA and, by a rule,
+/// out of p0. What comes out is refilled and sent again.
+fn whole_switch(tunnel: Option<(&str, bool)>) -> Box<dyn FnMut(u32)> {
+    use rvs_dataplane::mac_table::MacTable;
+    use rvs_dataplane::netdev::MemDev;
+    use rvs_dataplane::pmd::{assign_rxqs, poll_once, Clock, PmdLocal};
+    use rvs_dataplane::snapshot::{BridgeEntry, BridgeFlows, PortEntry, Snapshot, Switch};
+    use rvs_dataplane::tunnel::conf::TunnelConf;
+    use rvs_dataplane::tunnel::encap::{Endpoints, Header};
+    use rvs_dataplane::tunnel::state::{Endpoint, Route, TnlState};
+    let sw = Switch::<HeapBuf>::new(&[(0, 0)]);
+    let n = if tunnel.is_some() { 4 } else { 2 };
+    let devs: Vec<Arc<MemDev<HeapBuf>>> = (0..n).map(|_| Arc::new(MemDev::default())).collect();
+    let mut snap = Snapshot::empty(1);
+    let bridge = |name: &str| {
+        BridgeEntry::new(
+            name,
+            Arc::new(MacTable::new(8192, 300)),
+            BridgeFlows::new(0),
+        )
+    };
+    snap.bridges.push(bridge("br-t"));
+    if tunnel.is_some() {
+        snap.bridges.push(bridge("br-phy"));
+    }
+    for (slot, d) in devs.iter().enumerate() {
+        let br = if slot < 2 { 0 } else { 1 };
+        let ofport = slot as u32 % 2 + 1;
+        snap.ports.push(Some(PortEntry {
+            name: format!("p{slot}").into(),
+            ofport,
+            bridge: br,
+            vlan: VlanConf::default(),
+            dev: d.clone(),
+            baseline: Default::default(),
+            tunnel: tunnel.is_some() && slot == 1,
+            qos: Default::default(),
+        }));
+        snap.bridges[br as usize].add_port(slot as u16, ofport);
+    }
+    let decap = matches!(tunnel, Some((_, false)));
+    let (from, to) = if decap { (2, 1) } else { (1, 2) };
+    {
+        let f = &snap.bridges[0].flows;
+        let mut t = f.tables.lock().expect("tables");
+        let mut m = Match::any();
+        m.exact(Field::InPort, from);
+        let out = vec![Action::Output {
+            port: to,
+            max_len: 0,
+        }];
+        t.flow_mod(&FlowMod::add(0, 1, m, out), 0).expect("flow");
+        f.publish(&mut t, || {});
+    }
+    let mut f = udp(0x0a00_0001, 1000, 0x0a00_0002, 80);
+    if let Some((kind, _)) = tunnel {
+        let opts: std::collections::BTreeMap<String, String> = [
+            ("local_ip", "10.99.0.1"),
+            ("remote_ip", "10.99.0.2"),
+            ("key", "7"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let conf = TunnelConf::from_options(kind, &opts).expect("tunnel options");
+        if decap {
+            // The peer's frame: from 10.99.0.2 to the internal port.
+            let peer = Endpoints {
+                src_mac: [2, 0, 0, 0, 0, 0x42],
+                dst_mac: [2, 0, 0, 0, 0, 0x99],
+                src_ip: 0x0a63_0002,
+                dst_ip: 0x0a63_0001,
+            };
+            let mut p = HeapBuf::new(&f);
+            assert!(Header::new(&conf, &peer).push(&mut p, 7, 1));
+            f = p.data().to_vec();
+        }
+        let ep = Endpoint {
+            name: "br-phy".into(),
+            bridge: "br-phy".into(),
+            ips: vec![0x0a63_0001],
+            mac: [2, 0, 0, 0, 0, 0x99],
+            mtu: 1600,
+        };
+        let route = Route {
+            prefix: 0x0a63_0000,
+            plen: 24,
+            out_slot: 3,
+            gw: 0,
+            src: 0x0a63_0001,
+        };
+        let st = TnlState::build(
+            &[(1, conf)],
+            [(3, ep)].into_iter().collect(),
+            vec![route],
+            [(0x0a63_0002, [2, 0, 0, 0, 0, 0x42])].into_iter().collect(),
+        );
+        snap.tnl.store(Arc::new(st));
+    }
+    let q: Vec<(u16, u16, i32)> = (0..n).map(|i| (i as u16, 0, 0)).collect();
+    snap.rxqs = assign_rxqs(&[(0, 0)], &q);
+    sw.publish(snap);
+    let me = sw.pmds[0].clone();
+    let mut local = PmdLocal::new(8192);
+    let clock = Clock::monotonic();
+    let (rx, out) = match tunnel {
+        None => (devs[0].clone(), devs[1].clone()),
+        Some((_, true)) => (devs[0].clone(), devs[2].clone()),
+        Some((_, false)) => (devs[2].clone(), devs[0].clone()),
+    };
+    rx.rxq
+        .lock()
+        .expect("rxq")
+        .extend((0..BURST).map(|_| HeapBuf::new(&f)));
+    let mut go = move || {
+        poll_once(&sw, &me, &mut local, &clock, 1);
+        let mut sent = out.sent.lock().expect("sent");
+        assert_eq!(sent.len(), BURST, "the whole burst came out");
+        let mut q = rx.rxq.lock().expect("rxq");
+        for mut p in sent.drain(..) {
+            p.reset(&f);
+            q.push_back(p);
+        }
+    };
+    // The first burst fills the caches and learns the MACs.
+    go();
+    go();
+    Box::new(move |_| go())
 }
 
 /// Instructions callgrind collected in one run of `name`, `n` calls. The

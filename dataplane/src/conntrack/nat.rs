@@ -6,7 +6,7 @@
 use super::key::{ConnKey, Parsed};
 use super::{Conn, NatDone};
 use crate::packet::PacketBuf;
-use crate::wire::checksum::{checksum, finish, update16, update32};
+use crate::wire::checksum::{checksum, update16, update32};
 use crate::wire::ipv4::{PROTO_ICMP, PROTO_TCP, PROTO_UDP};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -293,11 +293,19 @@ fn fix_l4(d: &mut [u8], l4_csum: Option<(usize, bool)>, f: impl Fn(u16) -> u16) 
 /// packet costs its stores and two folds.
 #[derive(Debug, Clone, Copy)]
 pub struct Prepared {
-    rw: Rewrite,
+    l3: usize,
     /// The IPv4 version/IHL byte every packet must have (offsets hold).
     first: u8,
     need: usize,
+    /// New addresses and ports with where they go (the first `n_addrs`
+    /// and `n_ports` are used).
+    addrs: [(usize, [u8; 4]); 2],
+    ports: [(usize, [u8; 2]); 2],
+    n_addrs: usize,
+    n_ports: usize,
     l4c: Option<(usize, bool)>,
+    /// Checksum deltas, folded to 16 bits: adding one to an inverted
+    /// checksum needs a single fold.
     ip_delta: u32,
     l4_delta: u32,
 }
@@ -305,6 +313,22 @@ pub struct Prepared {
 #[inline]
 fn delta16(old: u16, new: u16) -> u32 {
     (!old) as u32 + new as u32
+}
+
+#[inline]
+fn fold(mut acc: u32) -> u32 {
+    while acc > 0xffff {
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    acc
+}
+
+/// `!c` plus a folded delta, folded once (at most 0x1fffe before) and
+/// inverted: the updated checksum.
+#[inline]
+fn update(c: u16, delta: u32) -> u16 {
+    let acc = (!c) as u32 + delta;
+    !(((acc & 0xffff) + (acc >> 16)) as u16)
 }
 
 impl Prepared {
@@ -319,50 +343,59 @@ impl Prepared {
             return None;
         }
         let ports = matches!(rw.proto, PROTO_TCP | PROTO_UDP);
-        let (mut ip_delta, mut port_delta) = (0u32, 0u32);
+        let mut p = Prepared {
+            l3: rw.l3,
+            first: sample[rw.l3],
+            need,
+            addrs: [(0, [0; 4]); 2],
+            ports: [(0, [0; 2]); 2],
+            n_addrs: 0,
+            n_ports: 0,
+            l4c,
+            ip_delta: 0,
+            l4_delta: 0,
+        };
+        let mut port_delta = 0u32;
         for (end, at, pat) in [(rw.src, 12, rw.l4), (rw.dst, 16, rw.l4 + 2)] {
             if let Some((ip, port)) = end {
-                let old = rd32(sample, rw.l3 + at);
-                ip_delta += delta16((old >> 16) as u16, (ip >> 16) as u16);
-                ip_delta += delta16(old as u16, ip as u16);
+                let at = rw.l3 + at;
+                let old = rd32(sample, at);
+                p.ip_delta += delta16((old >> 16) as u16, (ip >> 16) as u16);
+                p.ip_delta += delta16(old as u16, ip as u16);
+                p.addrs[p.n_addrs] = (at, ip.to_be_bytes());
+                p.n_addrs += 1;
                 if ports {
                     port_delta += delta16(rd16(sample, pat), port);
+                    p.ports[p.n_ports] = (pat, port.to_be_bytes());
+                    p.n_ports += 1;
                 }
             }
         }
-        Some(Prepared {
-            rw: *rw,
-            first: sample[rw.l3],
-            need,
-            l4c,
-            ip_delta,
-            l4_delta: ip_delta + port_delta,
-        })
+        p.l4_delta = fold(p.ip_delta + port_delta);
+        p.ip_delta = fold(p.ip_delta);
+        Some(p)
     }
 
     /// Whether `frame` has the sample's lengths, so that `apply` fits it.
     pub fn fits(&self, frame: &[u8]) -> bool {
-        frame.len() >= self.need && frame.get(self.rw.l3) == Some(&self.first)
+        frame.len() >= self.need && frame.get(self.l3) == Some(&self.first)
     }
 
     /// Rewrites a packet that `fits`, as `apply` would.
+    #[inline]
     pub fn apply(&self, d: &mut [u8]) {
-        let rw = &self.rw;
-        let ports = self.l4c.is_some();
-        for (end, at, pat) in [(rw.src, 12, rw.l4), (rw.dst, 16, rw.l4 + 2)] {
-            if let Some((ip, port)) = end {
-                d[rw.l3 + at..rw.l3 + at + 4].copy_from_slice(&ip.to_be_bytes());
-                if ports {
-                    wr16(d, pat, port);
-                }
-            }
+        for &(at, v) in &self.addrs[..self.n_addrs] {
+            d[at..at + 4].copy_from_slice(&v);
         }
-        let c = rd16(d, rw.l3 + 10);
-        wr16(d, rw.l3 + 10, finish(!c as u32 + self.ip_delta));
+        for &(at, v) in &self.ports[..self.n_ports] {
+            d[at..at + 2].copy_from_slice(&v);
+        }
+        let at = self.l3 + 10;
+        wr16(d, at, update(rd16(d, at), self.ip_delta));
         if let Some((at, udp)) = self.l4c {
             let c = rd16(d, at);
             if !(udp && c == 0) {
-                let n = finish(!c as u32 + self.l4_delta);
+                let n = update(c, self.l4_delta);
                 wr16(d, at, if udp && n == 0 { 0xffff } else { n });
             }
         }

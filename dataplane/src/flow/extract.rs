@@ -191,6 +191,130 @@ fn parse(
     Ok(off)
 }
 
+/// Bytes of a frame `SameHeader` compares.
+const SAME: usize = 64;
+
+/// The previous frame's header, for recognising a frame of the same flow
+/// without parsing it: the bytes its key was extracted from (and the IPv4
+/// total and header lengths that bounded what was read), minus those that
+/// change from packet to packet of one flow (IPv4 identification and
+/// checksum, L4 checksums, TCP sequence numbers and window). A frame equal
+/// to it under that mask, of the same length and with the same tunnel
+/// fields, has the previous frame's key. Only frames whose parsing read
+/// nothing beyond their 64th byte are remembered.
+#[derive(Default)]
+pub struct SameHeader {
+    words: [u64; SAME / 8],
+    mask: [u64; SAME / 8],
+    len: usize,
+    tun: Option<TunnelMeta>,
+    valid: bool,
+}
+
+impl SameHeader {
+    /// Whether `frame` has the remembered frame's key.
+    #[inline]
+    pub fn matches(&self, frame: &[u8], tun: Option<&TunnelMeta>) -> bool {
+        if !self.valid || frame.len() != self.len || tun.copied() != self.tun {
+            return false;
+        }
+        let pad;
+        let b = match frame.first_chunk::<SAME>() {
+            Some(b) => b,
+            None => {
+                pad = padded(frame);
+                &pad
+            }
+        };
+        let mut diff = 0;
+        for (i, c) in b.chunks_exact(8).enumerate() {
+            let w = u64::from_ne_bytes(c.try_into().expect("8 bytes"));
+            diff |= (w ^ self.words[i]) & self.mask[i];
+        }
+        diff == 0
+    }
+
+    /// Forgets the remembered frame.
+    #[inline]
+    pub fn clear(&mut self) {
+        self.valid = false;
+    }
+
+    /// Remembers `frame`, whose key was just extracted.
+    pub fn remember(&mut self, frame: &[u8], tun: Option<&TunnelMeta>) {
+        self.valid = false;
+        let b = padded(frame);
+        let Some(mask) = key_bytes(&b) else {
+            return;
+        };
+        for (i, (c, m)) in b.chunks_exact(8).zip(mask.chunks_exact(8)).enumerate() {
+            self.words[i] = u64::from_ne_bytes(c.try_into().expect("8 bytes"));
+            self.mask[i] = u64::from_ne_bytes(m.try_into().expect("8 bytes"));
+        }
+        self.len = frame.len();
+        self.tun = tun.copied();
+        self.valid = true;
+    }
+}
+
+/// The first `SAME` bytes of `frame`, zero-filled past its end (frames
+/// compared are of one length, so both are filled alike).
+#[inline]
+fn padded(frame: &[u8]) -> [u8; SAME] {
+    let mut b = [0u8; SAME];
+    let n = frame.len().min(SAME);
+    b[..n].copy_from_slice(&frame[..n]);
+    b
+}
+
+/// 0xff over the bytes of `b` that `parse` derives the key from, or None
+/// when it may read beyond them (IPv4 options, a third tag).
+fn key_bytes(b: &[u8; SAME]) -> Option<[u8; SAME]> {
+    let mut m = [0u8; SAME];
+    let mut l3 = HEADER_LEN;
+    let mut ethertype = be16(b, 12);
+    for _ in 0..2 {
+        if ethertype != ETHERTYPE_VLAN {
+            break;
+        }
+        ethertype = be16(b, l3 + 2);
+        l3 += VLAN_TAG_LEN;
+    }
+    if ethertype == ETHERTYPE_VLAN {
+        return None;
+    }
+    m[..l3].fill(0xff);
+    match ethertype {
+        ETH_TYPE_IP => {
+            let hl = ((b[l3] & 0x0f) as usize) * 4;
+            if hl != 20 || l3 + 40 > SAME {
+                return None;
+            }
+            m[l3..l3 + 20].fill(0xff);
+            // Identification and checksum.
+            m[l3 + 4..l3 + 6].fill(0);
+            m[l3 + 10..l3 + 12].fill(0);
+            let l4 = l3 + 20;
+            let later_fragment = be16(b, l3 + 6) & 0x1fff != 0;
+            match b[l3 + 9] {
+                _ if later_fragment => {}
+                // Ports, and TCP's data offset and flags.
+                PROTO_TCP => {
+                    m[l4..l4 + 4].fill(0xff);
+                    m[l4 + 12..l4 + 14].fill(0xff);
+                }
+                PROTO_UDP => m[l4..l4 + 4].fill(0xff),
+                PROTO_ICMP => m[l4..l4 + 2].fill(0xff),
+                _ => {}
+            }
+        }
+        ETH_TYPE_ARP if l3 + 28 <= SAME => m[l3..l3 + 28].fill(0xff),
+        ETH_TYPE_ARP => return None,
+        _ => {}
+    }
+    Some(m)
+}
+
 #[inline]
 pub fn mac48(b: &[u8]) -> u64 {
     ((b[0] as u64) << 40)
@@ -289,6 +413,97 @@ pub(crate) mod tests {
         assert_eq!(k.get(Field::TcpFlags), 2);
         assert_eq!(k.get(Field::DlSrc), 0x0200_0000_0001);
         assert_eq!(off, Offsets { l3: 18, l4: 38 });
+    }
+
+    /// Frames SameHeader must judge: UDP, TCP under one and two tags,
+    /// ICMP, a later fragment, ARP, and a 64-byte UDP frame.
+    fn same_header_frames() -> Vec<Vec<u8>> {
+        let udp = ip_frame(None, PROTO_UDP, [10, 0, 0, 1], [10, 0, 0, 2], 5000, 53);
+        let tcp = ip_frame(Some(10), PROTO_TCP, [10, 0, 0, 1], [10, 0, 0, 2], 1234, 80);
+        let mut qinq = ip_frame(Some(20), PROTO_TCP, [10, 0, 0, 1], [10, 0, 0, 2], 1, 2);
+        qinq.splice(12..12, [0x81, 0, 0, 30]);
+        let mut icmp = udp.clone();
+        icmp[23] = PROTO_ICMP;
+        icmp[34..36].copy_from_slice(&[8, 0]);
+        let mut frag = udp.clone();
+        frag[20..22].copy_from_slice(&0x0010u16.to_be_bytes());
+        let mut arp = vec![0xff; 6];
+        arp.extend_from_slice(&[2, 0, 0, 0, 0, 1, 0x08, 0x06, 0, 1, 8, 0, 6, 4, 0, 1]);
+        arp.extend_from_slice(&[2, 0, 0, 0, 0, 1, 10, 0, 0, 1, 0, 0, 0, 0, 0, 0, 10, 0, 0, 2]);
+        arp.resize(60, 0);
+        let mut udp64 = udp.clone();
+        udp64.resize(64, 0xaa);
+        vec![udp, tcp, qinq, icmp, frag, arp, udp64]
+    }
+
+    #[test]
+    fn same_header_never_vouches_for_another_key() {
+        for base in same_header_frames() {
+            let (k0, _) = extract(&base, 1, None).unwrap();
+            let mut same = SameHeader::default();
+            same.remember(&base, None);
+            assert!(same.matches(&base, None), "{base:02x?}");
+            for at in 0..base.len() {
+                for v in [0, 0xff, base[at] ^ 1, base[at] ^ 0x80, base[at] ^ 0x10] {
+                    let mut f = base.clone();
+                    f[at] = v;
+                    if same.matches(&f, None) {
+                        let k = extract(&f, 1, None).map(|r| r.0).ok();
+                        assert_eq!(k, Some(k0), "byte {at} set to {v:#x} in {base:02x?}");
+                    }
+                }
+            }
+            let mut longer = base.clone();
+            longer.push(0);
+            assert!(!same.matches(&longer, None), "another length");
+            let t = TunnelMeta {
+                id: 1,
+                src: 2,
+                dst: 3,
+            };
+            assert!(!same.matches(&base, Some(&t)), "other tunnel fields");
+        }
+    }
+
+    #[test]
+    fn same_header_passes_over_what_changes_within_a_flow() {
+        let frames = same_header_frames();
+        // UDP: IP identification and checksum, UDP checksum, payload.
+        let mut same = SameHeader::default();
+        same.remember(&frames[0], None);
+        let mut f = frames[0].clone();
+        for at in [18, 19, 24, 25, 40, 41, 42, 45] {
+            f[at] ^= 0x5a;
+        }
+        assert!(same.matches(&f, None));
+        // TCP under a tag: sequence and acknowledgement numbers, window,
+        // checksum, urgent pointer.
+        same.remember(&frames[1], None);
+        let mut f = frames[1].clone();
+        for at in (42..50).chain(52..58) {
+            f[at] ^= 0x5a;
+        }
+        assert!(same.matches(&f, None));
+        // Flags are the key's.
+        f[51] ^= 0x10;
+        assert!(!same.matches(&f, None));
+    }
+
+    #[test]
+    fn same_header_forgets_what_it_cannot_vouch_for() {
+        let mut same = SameHeader::default();
+        let mut opts = same_header_frames()[0].clone();
+        opts[14] = 0x46;
+        opts.splice(34..34, [1, 1, 1, 1]);
+        same.remember(&opts, None);
+        assert!(!same.matches(&opts, None), "IPv4 options: parsed each time");
+        let mut three = same_header_frames()[2].clone();
+        three.splice(12..12, [0x81, 0, 0, 40]);
+        same.remember(&three, None);
+        assert!(!same.matches(&three, None), "a third tag");
+        same.remember(&same_header_frames()[0], None);
+        same.clear();
+        assert!(!same.matches(&same_header_frames()[0], None));
     }
 
     #[test]

@@ -144,6 +144,116 @@ pub fn classify(frame: &[u8], t: &impl Terminates) -> Verdict {
     Verdict::Tunnel(v)
 }
 
+/// Bytes of an outer header `SameOuter` compares.
+const SAME: usize = 64;
+
+/// The last tunnel frame's outer header, so that the next frames of the
+/// same tunnel in a burst are recognised by comparing bytes instead of
+/// classified again. Compared: everything `classify` decided on (addresses,
+/// tag, protocol, fragment bits, header lengths, GRE flags and key, UDP
+/// destination port, VXLAN flags and VNI). Not compared, and checked per
+/// frame instead: the IPv4 identification, total length and checksum
+/// (verified), the UDP source port, length and checksum (which must be
+/// zero). Frames with a GRE checksum or a nonzero UDP checksum are always
+/// classified.
+#[derive(Default)]
+pub struct SameOuter {
+    words: [u64; SAME / 8],
+    mask: [u64; SAME / 8],
+    outer: Option<Outer>,
+    /// Where the IPv4 header starts and its length.
+    l3: usize,
+    ihl: usize,
+    /// What `mask` was built for (kind, l3, ihl, strip): a frame of the
+    /// same shape is remembered by copying its bytes alone.
+    shape: Option<(TunnelKind, usize, usize, usize)>,
+}
+
+impl SameOuter {
+    /// The remembered frame's verdict for `frame`, when it has the same
+    /// outer header and its own fields check out.
+    #[inline]
+    pub fn matches(&self, frame: &[u8]) -> Option<Outer> {
+        let o = self.outer?;
+        let b = frame.first_chunk::<SAME>()?;
+        let mut diff = 0;
+        for (i, c) in b.chunks_exact(8).enumerate() {
+            let w = u64::from_ne_bytes(c.try_into().expect("8 bytes"));
+            diff |= (w ^ self.words[i]) & self.mask[i];
+        }
+        if diff != 0 {
+            return None;
+        }
+        let (l3, ihl) = (self.l3, self.ihl);
+        let total = u16::from_be_bytes([b[l3 + 2], b[l3 + 3]]) as usize;
+        if total < ihl || l3 + total > frame.len() {
+            return None;
+        }
+        if checksum::checksum(&frame[l3..l3 + ihl]) != 0 {
+            return None;
+        }
+        // The IP payload must hold the tunnel header; VXLAN's UDP length
+        // bounds what is stripped, and its checksum must be absent.
+        let mut end = l3 + total;
+        if o.kind == TunnelKind::Vxlan {
+            let l4 = l3 + ihl;
+            let ulen = u16::from_be_bytes([b[l4 + 4], b[l4 + 5]]) as usize;
+            if b[l4 + 6..l4 + 8] != [0, 0] || ulen < 16 || ulen > total - ihl {
+                return None;
+            }
+            end = l4 + ulen;
+        }
+        if end < o.strip || frame.len() < o.strip + (frame.len() - end) + 14 {
+            return None;
+        }
+        Some(Outer {
+            trim: frame.len() - end,
+            ..o
+        })
+    }
+
+    /// Remembers `frame`, which `classify` found to be `o`.
+    pub fn remember(&mut self, frame: &[u8], o: &Outer) {
+        self.outer = None;
+        let Some(b) = frame.first_chunk::<SAME>() else {
+            return;
+        };
+        if o.strip > SAME {
+            return;
+        }
+        let l3 = if b[12..14] == [0x81, 0] { 18 } else { 14 };
+        let ihl = ((b[l3] & 0x0f) as usize) * 4;
+        let l4 = l3 + ihl;
+        match o.kind {
+            TunnelKind::Gre if GreHeader::new_checked(&b[l4..]).is_ok_and(|g| g.has_csum()) => {
+                return
+            }
+            TunnelKind::Vxlan if b[l4 + 6..l4 + 8] != [0, 0] => return,
+            _ => {}
+        }
+        let shape = (o.kind, l3, ihl, o.strip);
+        if self.shape != Some(shape) {
+            let mut m = [0u8; SAME];
+            m[..o.strip].fill(0xff);
+            for r in [l3 + 2..l3 + 6, l3 + 10..l3 + 12] {
+                m[r].fill(0);
+            }
+            if o.kind == TunnelKind::Vxlan {
+                m[l4..l4 + 2].fill(0);
+                m[l4 + 4..l4 + 8].fill(0);
+            }
+            for (i, k) in m.chunks_exact(8).enumerate() {
+                self.mask[i] = u64::from_ne_bytes(k.try_into().expect("8 bytes"));
+            }
+            self.shape = Some(shape);
+        }
+        for (i, c) in b.chunks_exact(8).enumerate() {
+            self.words[i] = u64::from_ne_bytes(c.try_into().expect("8 bytes"));
+        }
+        (self.l3, self.ihl, self.outer) = (l3, ihl, Some(*o));
+    }
+}
+
 /// What a tunnel port receives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RxPort {
@@ -261,6 +371,90 @@ mod tests {
         let mut p = HeapBuf::new(&f);
         assert!(h.push(&mut p, key.parse().unwrap(), 3));
         p.data().to_vec()
+    }
+
+    /// Sets the IPv4 header checksum of a frame (untagged or one tag).
+    fn fix_ip(f: &mut [u8]) {
+        let l3 = if f[12..14] == [0x81, 0] { 18 } else { 14 };
+        f[l3 + 10..l3 + 12].fill(0);
+        let c = checksum::checksum(&f[l3..l3 + 20]);
+        f[l3 + 10..l3 + 12].copy_from_slice(&c.to_be_bytes());
+    }
+
+    /// Outer frames SameOuter must judge: GRE with a key, VXLAN, VXLAN
+    /// under a tag, and GRE padded past its IP length.
+    fn outer_frames() -> Vec<Vec<u8>> {
+        let mut tagged = encap("vxlan", "77", false, 60);
+        tagged.splice(12..12, [0x81, 0, 0, 5]);
+        let mut padded = encap("gre", "77", false, 60);
+        padded.extend_from_slice(&[0; 6]);
+        vec![
+            encap("gre", "77", false, 60),
+            encap("vxlan", "9", false, 80),
+            tagged,
+            padded,
+        ]
+    }
+
+    #[test]
+    fn same_outer_never_vouches_for_another_verdict() {
+        for base in outer_frames() {
+            let Verdict::Tunnel(o) = classify(&base, &Ep) else {
+                panic!("{base:02x?} is tunnel traffic");
+            };
+            let mut same = SameOuter::default();
+            same.remember(&base, &o);
+            assert_eq!(same.matches(&base), Some(o));
+            for at in 0..base.len() {
+                for v in [0, 0xff, base[at] ^ 1, base[at] ^ 0x80, base[at] ^ 0x08] {
+                    for fix in [false, true] {
+                        let mut f = base.clone();
+                        f[at] = v;
+                        if fix {
+                            fix_ip(&mut f);
+                        }
+                        if let Some(got) = same.matches(&f) {
+                            assert_eq!(
+                                classify(&f, &Ep),
+                                Verdict::Tunnel(got),
+                                "byte {at} = {v:#x} (checksum fixed: {fix}) in {base:02x?}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn same_outer_passes_over_what_changes_per_frame() {
+        let frames = outer_frames();
+        let Verdict::Tunnel(o) = classify(&frames[1], &Ep) else {
+            panic!("vxlan");
+        };
+        let mut same = SameOuter::default();
+        same.remember(&frames[1], &o);
+        // Another flow's source port, another IP ID, a longer inner frame.
+        let mut f = encap("vxlan", "9", false, 120);
+        f[34..36].copy_from_slice(&40000u16.to_be_bytes());
+        f[18..20].copy_from_slice(&0x1234u16.to_be_bytes());
+        fix_ip(&mut f);
+        let got = same.matches(&f).expect("same tunnel");
+        assert_eq!(classify(&f, &Ep), Verdict::Tunnel(got));
+        // A bad IPv4 checksum or a UDP checksum is classified, not vouched for.
+        let mut bad = f.clone();
+        bad[24] ^= 1;
+        assert_eq!(same.matches(&bad), None);
+        let mut csum = f.clone();
+        csum[40] = 1;
+        assert_eq!(same.matches(&csum), None);
+        // A GRE checksum is never remembered.
+        let g = encap("gre", "77", true, 60);
+        let Verdict::Tunnel(go) = classify(&g, &Ep) else {
+            panic!("gre");
+        };
+        same.remember(&g, &go);
+        assert_eq!(same.matches(&g), None);
     }
 
     #[test]

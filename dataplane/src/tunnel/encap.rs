@@ -155,12 +155,15 @@ impl Header {
 pub fn inner_hash(frame: &[u8]) -> u32 {
     #[inline]
     fn word(b: &[u8], at: usize) -> u64 {
-        let mut w = [0u8; 8];
-        let end = (at + 8).min(b.len());
-        if at < end {
-            w[..end - at].copy_from_slice(&b[at..end]);
+        match b.get(at..at + 8) {
+            Some(w) => u64::from_le_bytes(w.try_into().expect("8 bytes")),
+            None => {
+                let mut w = [0u8; 8];
+                let end = b.len().max(at);
+                w[..end - at].copy_from_slice(&b[at..end]);
+                u64::from_le_bytes(w)
+            }
         }
-        u64::from_le_bytes(w)
     }
     #[inline]
     fn mix(h: u64, v: u64) -> u64 {

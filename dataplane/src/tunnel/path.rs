@@ -4,7 +4,7 @@
 //! their results back as recirculation groups the PMD then runs through
 //! the underlay or tenant bridge.
 use super::conf::Param;
-use super::decap::{classify, Verdict};
+use super::decap::{classify, SameOuter, Verdict};
 use super::encap::{frag_needed, inner_hash};
 use super::state::{EncapPlan, Endpoint, TnlState, TunnelPort};
 use super::{TnlEvent, TunnelMeta};
@@ -73,6 +73,32 @@ impl<P: PacketBuf> TnlLocal<P> {
     }
 }
 
+impl<P: PacketBuf> TnlLocal<P> {
+    /// Queues `pkts` (which it empties) as received on `slot` without
+    /// tunnel metadata.
+    fn push_all(&mut self, slot: u16, count: bool, pkts: &mut Burst<P>) {
+        if pkts.is_empty() {
+            return;
+        }
+        if let Some(g) = self.recirc.last_mut() {
+            if g.slot == slot
+                && g.count == count
+                && g.meta.is_empty()
+                && g.pkts.remaining_capacity() >= pkts.len()
+            {
+                g.pkts.extend(pkts.drain(..));
+                return;
+            }
+        }
+        self.recirc.push(Recirc {
+            slot,
+            count,
+            pkts: std::mem::take(pkts),
+            meta: ArrayVec::new(),
+        });
+    }
+}
+
 /// Encapsulates `pkts`, sent to tunnel port `slot` (`metas`: the flow's
 /// tunnel fields per packet, for `flow` options).
 #[allow(clippy::too_many_arguments)]
@@ -93,6 +119,8 @@ pub fn encap<P: PacketBuf>(
     // A burst is mostly one key: its counter row is looked up once.
     let mut last_row: Option<(u64, &crate::tunnel::stats::KeyRow)> = None;
     let vxlan = c.kind == super::TunnelKind::Vxlan;
+    let (mut out, mut out_at) = (Burst::<P>::new(), 0u16);
+    let (mut sent, mut sent_bytes) = (0u64, 0u64);
     for (i, mut pkt) in pkts.drain(..).enumerate() {
         let meta = metas.get(i).copied().unwrap_or_default();
         let key = match c.out_key {
@@ -168,11 +196,20 @@ pub fn encap<P: PacketBuf>(
             drop(DropReason::PoolEmpty);
             continue;
         }
-        pc.tx_packets.add(1);
-        pc.tx_bytes.add(len as u64);
+        sent += 1;
+        sent_bytes += len as u64;
         row.encap.add(1);
-        local.push(out_slot, false, pkt, None);
+        // A fixed remote's frames all leave through one internal port:
+        // they are handed on as one group.
+        if !out.is_empty() && out_at != out_slot {
+            local.push_all(out_at, false, &mut out);
+        }
+        out_at = out_slot;
+        out.push(pkt);
     }
+    local.push_all(out_at, false, &mut out);
+    pc.tx_packets.add(sent);
+    pc.tx_bytes.add(sent_bytes);
 }
 
 /// Takes the tunnel traffic for this endpoint out of `pkts` (a burst for
@@ -205,8 +242,21 @@ pub fn decap<P: PacketBuf>(
         &'a super::stats::KeyRow,
     );
     let mut last: Option<Seen> = None;
+    // A burst is mostly one tunnel's frames: after the first, the next
+    // are recognised by their header bytes.
+    let mut same = SameOuter::default();
     for mut pkt in pkts.drain(..) {
-        match classify(pkt.data(), &term) {
+        let verdict = match same.matches(pkt.data()) {
+            Some(o) => Verdict::Tunnel(o),
+            None => {
+                let v = classify(pkt.data(), &term);
+                if let Verdict::Tunnel(o) = &v {
+                    same.remember(pkt.data(), o);
+                }
+                v
+            }
+        };
+        match verdict {
             Verdict::Other => {
                 snoop_arp(pkt.data(), ep, slot, events);
                 keep.push(pkt);

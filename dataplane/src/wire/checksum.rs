@@ -3,20 +3,28 @@
 //! TTL decrement use so a rewrite never re-reads the payload.
 
 /// One's-complement sum of `data` (odd length padded with a zero byte),
-/// not yet folded or inverted.
-pub fn sum(data: &[u8], mut acc: u32) -> u32 {
-    let mut chunks = data.chunks_exact(2);
+/// folded to 16 bits but not inverted (so a caller may add to it).
+/// Eight bytes at a time: since 2^16 = 1 (mod 2^16 - 1), summing 32-bit
+/// big-endian words and folding gives the sum of the 16-bit words.
+pub fn sum(data: &[u8], acc: u32) -> u32 {
+    let mut wide = acc as u64;
+    let mut chunks = data.chunks_exact(8);
     for c in &mut chunks {
-        acc += u16::from_be_bytes([c[0], c[1]]) as u32;
-        // Fold early so a 64 KiB payload cannot overflow.
-        if acc > 0xffff_0000 {
-            acc = (acc & 0xffff) + (acc >> 16);
-        }
+        let w = u64::from_be_bytes(c.try_into().expect("8 bytes"));
+        // Two 32-bit halves: at most 2^33 per chunk, far from overflow.
+        wide += (w >> 32) + (w & 0xffff_ffff);
     }
-    if let [b] = chunks.remainder() {
-        acc += (*b as u32) << 8;
+    let mut rest = chunks.remainder().chunks_exact(2);
+    for c in &mut rest {
+        wide += u16::from_be_bytes([c[0], c[1]]) as u64;
     }
-    acc
+    if let [b] = rest.remainder() {
+        wide += (*b as u64) << 8;
+    }
+    while wide > 0xffff {
+        wide = (wide & 0xffff) + (wide >> 16);
+    }
+    wide as u32
 }
 
 /// Folds a sum to 16 bits and inverts it: the value to put in a header.
@@ -55,6 +63,40 @@ pub fn update32(hc: u16, old: u32, new: u32) -> u16 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// RFC 1071's sum, 16 bits at a time.
+    fn reference(data: &[u8], mut acc: u64) -> u16 {
+        for c in data.chunks(2) {
+            acc += u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u64;
+        }
+        while acc > 0xffff {
+            acc = (acc & 0xffff) + (acc >> 16);
+        }
+        !(acc as u16)
+    }
+
+    #[test]
+    fn wide_sum_equals_the_16_bit_sum() {
+        let mut x: u32 = 0x1234_5678;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x
+        };
+        for len in (0..80).chain([1499, 1500, 9000]) {
+            for fill in [None, Some(0u8), Some(0xff)] {
+                let d: Vec<u8> = (0..len).map(|_| fill.unwrap_or(next() as u8)).collect();
+                for acc in [0u32, 1, 0xffff, 0x1_fffe, next() & 0xf_ffff] {
+                    assert_eq!(
+                        finish(sum(&d, acc)),
+                        reference(&d, acc as u64),
+                        "len {len} acc {acc:#x}"
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn rfc1071_example() {
