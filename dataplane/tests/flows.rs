@@ -154,6 +154,54 @@ fn interleaved_translations_of_many_flows_count_exactly() {
 }
 
 #[test]
+fn new_keys_under_the_runs_megaflow_go_on_without_a_cache_probe() {
+    // Keys that differ only outside what the rules look at continue the
+    // current run (its megaflow); a key that differs inside it does not,
+    // and every frame leaves by its own rule's port, in order.
+    let mut l = lab(3);
+    l.clear();
+    l.flow(FlowMod::add(0, 10, in_port(1), vec![out(3)]));
+    let mut web = in_port(1);
+    web.exact(Field::DlType, 0x800);
+    web.exact(Field::NwProto, 17);
+    web.exact(Field::TpDst, 80);
+    l.flow(FlowMod::add(0, 20, web, vec![out(2)]));
+    let dports = [53u16, 53, 80, 53, 53, 53, 80, 80, 53, 53, 53, 53];
+    let burst = dports
+        .iter()
+        .enumerate()
+        .map(|(i, &d)| udp(i as u8 + 1, d))
+        .collect();
+    let st = &l.sw.pmds[0].stats;
+    let before = (
+        st.emc_hits.get(),
+        st.emc_misses.get(),
+        st.megaflow_hits.get(),
+    );
+    l.send(0, burst);
+    let src = |p: &HeapBuf| p.data()[29];
+    let web_out: Vec<u8> = l.take(1).iter().map(src).collect();
+    let dns_out: Vec<u8> = l.take(2).iter().map(src).collect();
+    assert_eq!(web_out, vec![3, 7, 8]);
+    assert_eq!(dns_out, vec![1, 2, 4, 5, 6, 9, 10, 11, 12]);
+    let st = &l.sw.pmds[0].stats;
+    // Twelve distinct keys: two translations (the first of each rule),
+    // ten megaflow hits (the run's or the cache's), no exact-match hit.
+    assert_eq!(
+        (
+            st.emc_hits.get() - before.0,
+            st.emc_misses.get() - before.1,
+            st.megaflow_hits.get() - before.2
+        ),
+        (0, 12, 10)
+    );
+    let t = l.flows.tables.lock().unwrap();
+    let mut by_prio: Vec<(u16, u64)> = t.rules().map(|r| (r.priority, r.stats.get().0)).collect();
+    by_prio.sort();
+    assert_eq!(by_prio, vec![(10, 9), (20, 3)]);
+}
+
+#[test]
 fn rewrites_vlan_and_multiple_outputs() {
     let mut l = lab(3);
     l.clear();

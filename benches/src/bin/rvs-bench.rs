@@ -949,6 +949,8 @@ fn main() {
     );
     let mut rows: Vec<(String, f64, f64, f64)> = Vec::new();
     let mut lat = String::new();
+    // rvs against a second build (rvs-b), when one runs.
+    let mut ab = String::new();
     for scenario in &a.scenarios {
         for &size in &a.sizes {
             let mut got: std::collections::BTreeMap<String, Vec<Sample>> = Default::default();
@@ -1010,6 +1012,28 @@ fn main() {
                 c(rvc),
                 c(ovc)
             );
+            if got.contains_key("rvs-b") {
+                let (bv, bvl, bvh, bvc) = stat("rvs-b");
+                // The fewest cycles of the runs: on a shared host noise only adds.
+                let least = |k: &str| {
+                    got.get(k)
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|s| s.cycles_per_pkt)
+                        .reduce(f64::min)
+                };
+                let _ = writeln!(
+                    ab,
+                    "| {scenario} | {size} | {} | {} | {} | {} / {} | {} / {} |",
+                    f(rv, rvl, rvh),
+                    f(bv, bvl, bvh),
+                    r(rv, bv),
+                    c(rvc),
+                    c(least("rvs")),
+                    c(bvc),
+                    c(least("rvs-b"))
+                );
+            }
             // One flow from rvs-loadgen: not what replays and -mf measure.
             let single_flow = replay_flows(scenario).is_none() && !scenario.ends_with("-mf");
             for (kind, max) in [("ceiling", ce), ("ovs", ov), ("rvs", rv)] {
@@ -1058,6 +1082,15 @@ fn main() {
     let _ = writeln!(out, "- command: `{}`", cmdline.join(" "));
     let _ = writeln!(out, "- method: generator testpmd on CPU 0, the switch's single PMD on CPU 1. Loop scenarios: 2 virtio-user ports reflecting what they receive (macswap; 5tswap for nat/pf/lb, so replies come back), loop topology, 512 frames in flight per port. `-<N>k`/`-<N>m` scenarios: a pcap of N distinct flows replayed into p0 (io, chained), counted as they come out of p1. `-encap`/`-decap` scenarios: rvs-loadgen sends one flow one way as fast as the ring takes it (plain frames p0 -> p1 for encap, encapsulated frames p1 -> p0 for decap). Mpps = frames the generator received per second over {} s after {} s warm-up; median (min-max) of {} runs, switches alternating\n", a.window, a.warmup, a.runs);
     out.push_str(&table);
+    if !ab.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nA/B: rvs against rvs-b (RVSD_B), same runs\n\n\
+             | scenario | size | rvs Mpps | rvs-b Mpps | rvs/rvs-b | rvs cyc/pkt median / least | rvs-b cyc/pkt median / least |\n\
+             | --- | --- | --- | --- | --- | --- | --- |"
+        );
+        out.push_str(&ab);
+    }
     if !lat.is_empty() {
         let _ = writeln!(out, "\nLatency and loss, one way p0 -> p1 (rvs-loadgen: one flow, each frame stamped with the TSC at send and read back on receive by the same process; -decap: into p1, out of p0), offered at a percentage of each switch's median Mpps above; 1 s warm-up, {} s window\n", a.latency_window);
         let _ = writeln!(out, "| scenario | size | switch | load | offered Mpps | received Mpps | frames sent | lost | p50 us | p99 us | p99.9 us |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
