@@ -16,6 +16,7 @@ struct PmdBase {
     tx: u64,
     busy: u64,
     idle: u64,
+    busy_iterations: u64,
     flood: u64,
     hits: u64,
     misses: u64,
@@ -35,6 +36,7 @@ fn read(s: &PmdStats) -> PmdBase {
         tx: s.tx_packets.get(),
         busy: s.busy_cycles.get(),
         idle: s.idle_cycles.get(),
+        busy_iterations: s.busy_iterations.get(),
         flood: s.flood_packets.get(),
         hits: s.mac_hits.get(),
         misses: s.mac_misses.get(),
@@ -131,6 +133,14 @@ pub fn register<P: PacketBuf + 'static>(cmds: &mut Commands, ctx: Arc<AppCtx<P>>
                 out,
                 "  avg processing cycles per packet: {:.2} ({busy}/{rx})",
                 per(busy, rx)
+            );
+            // How full the bursts are: a PMD with time to spare polls
+            // sooner and takes fewer packets per poll.
+            let its = now.busy_iterations - base.busy_iterations;
+            let _ = writeln!(
+                out,
+                "  avg packets per busy iteration: {:.2} ({rx}/{its})",
+                per(rx, its)
             );
         }
         Ok(out)
