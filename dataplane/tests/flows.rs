@@ -127,11 +127,10 @@ fn port_to_port_with_counts_and_table_miss() {
     assert_eq!(r.stats.get(), (20, 20 * 46));
 }
 
-#[test]
-fn interleaved_translations_of_many_flows_count_exactly() {
-    // Distinct keys under two megaflows, alternating: runs of one
-    // translation grow across keys and break where the other one starts.
-    let mut l = lab(3);
+/// Three ports; from port 1, UDP to port 80 goes to port 2 (priority 20),
+/// everything else to port 3 (priority 10).
+fn web_and_rest() -> Lab {
+    let l = lab(3);
     l.clear();
     l.flow(FlowMod::add(0, 10, in_port(1), vec![out(3)]));
     let mut web = in_port(1);
@@ -139,6 +138,14 @@ fn interleaved_translations_of_many_flows_count_exactly() {
     web.exact(Field::NwProto, 17);
     web.exact(Field::TpDst, 80);
     l.flow(FlowMod::add(0, 20, web, vec![out(2)]));
+    l
+}
+
+#[test]
+fn interleaved_translations_of_many_flows_count_exactly() {
+    // Distinct keys under two megaflows, alternating: runs of one
+    // translation grow across keys and break where the other one starts.
+    let mut l = web_and_rest();
     l.send(
         0,
         (0..40)
@@ -158,14 +165,7 @@ fn new_keys_under_the_runs_megaflow_go_on_without_a_cache_probe() {
     // Keys that differ only outside what the rules look at continue the
     // current run (its megaflow); a key that differs inside it does not,
     // and every frame leaves by its own rule's port, in order.
-    let mut l = lab(3);
-    l.clear();
-    l.flow(FlowMod::add(0, 10, in_port(1), vec![out(3)]));
-    let mut web = in_port(1);
-    web.exact(Field::DlType, 0x800);
-    web.exact(Field::NwProto, 17);
-    web.exact(Field::TpDst, 80);
-    l.flow(FlowMod::add(0, 20, web, vec![out(2)]));
+    let mut l = web_and_rest();
     let dports = [53u16, 53, 80, 53, 53, 53, 80, 80, 53, 53, 53, 53];
     let burst = dports
         .iter()
