@@ -16,6 +16,7 @@ struct PmdBase {
     tx: u64,
     busy: u64,
     idle: u64,
+    iterations: u64,
     busy_iterations: u64,
     flood: u64,
     hits: u64,
@@ -24,6 +25,8 @@ struct PmdBase {
     emc_misses: u64,
     mega_hits: u64,
     drops: [u64; DropReason::ALL.len()],
+    /// When these were read (None: rvsd's start).
+    at: Option<std::time::Instant>,
 }
 
 fn read(s: &PmdStats) -> PmdBase {
@@ -36,6 +39,7 @@ fn read(s: &PmdStats) -> PmdBase {
         tx: s.tx_packets.get(),
         busy: s.busy_cycles.get(),
         idle: s.idle_cycles.get(),
+        iterations: s.iterations.get(),
         busy_iterations: s.busy_iterations.get(),
         flood: s.flood_packets.get(),
         hits: s.mac_hits.get(),
@@ -44,6 +48,7 @@ fn read(s: &PmdStats) -> PmdBase {
         emc_misses: s.emc_misses.get(),
         mega_hits: s.megaflow_hits.get(),
         drops,
+        at: Some(std::time::Instant::now()),
     }
 }
 
@@ -67,6 +72,8 @@ pub struct AppCtx<P: PacketBuf> {
     pub switch: Arc<Switch<P>>,
     pub rec: Arc<Mutex<Reconciler<P>>>,
     pub version: String,
+    /// The PMDs' cycle counter frequency (Hz).
+    pub tsc_hz: u64,
     /// Stop rvsd; true: with `--cleanup`.
     pub exit: Box<dyn Fn(bool) + Send + Sync>,
 }
@@ -150,6 +157,77 @@ pub fn register<P: PacketBuf + 'static>(cmds: &mut Commands, ctx: Arc<AppCtx<P>>
         let s = show.clone();
         cmds.add(name, "[-pmd core] [dp]", 0, 3, Box::new(move |a| s(a)));
     }
+
+    // OVS's pmd-perf-show summary: how long a loop iteration takes and
+    // how the cycles split between idle polls and work, which is what
+    // sets the latency of a lone packet (it waits half an iteration on
+    // average before it is polled).
+    let (c, b) = (ctx.clone(), bases.clone());
+    let started = std::time::Instant::now();
+    let perf = move |_: &[String]| -> Result<String, String> {
+        let bases = b.lock().map_err(|_| "lock poisoned")?;
+        let now_wall = std::time::Instant::now();
+        let since = bases.first().and_then(|b| b.at).unwrap_or(started);
+        let secs = now_wall.duration_since(since).as_secs_f64();
+        let mut out = String::new();
+        let _ = writeln!(out, "Measurement duration: {secs:.3} s\n");
+        for (i, p) in c.switch.pmds.iter().enumerate() {
+            let now = read(&p.stats);
+            let base = bases[i];
+            let its = now.iterations - base.iterations;
+            let busy_its = now.busy_iterations - base.busy_iterations;
+            let (busy, idle) = (now.busy - base.busy, now.idle - base.idle);
+            let used = busy + idle;
+            let total = (secs * c.tsc_hz as f64) as u64;
+            let (rx, tx) = (now.rx - base.rx, now.tx - base.tx);
+            let us_per = |cycles: u64, n: u64| per(cycles, n) * 1e6 / c.tsc_hz.max(1) as f64;
+            let _ = writeln!(out, "pmd thread numa_id {} core_id {}:\n", p.numa, p.core);
+            let _ = writeln!(
+                out,
+                "  Iterations: {its:>20}  ({:.2} us/it)",
+                secs * 1e6 / its.max(1) as f64
+            );
+            let _ = writeln!(
+                out,
+                "  - Used TSC cycles: {used:>14}  ({:5.1} % of total cycles)",
+                pct(used, total)
+            );
+            let _ = writeln!(
+                out,
+                "  - idle iterations: {:>14}  ({:5.1} % of used cycles, {:.0} cycles/it, {:.3} us/it)",
+                its - busy_its,
+                pct(idle, used),
+                per(idle, its - busy_its),
+                us_per(idle, its - busy_its)
+            );
+            let _ = writeln!(
+                out,
+                "  - busy iterations: {busy_its:>14}  ({:5.1} % of used cycles, {:.0} cycles/it, {:.3} us/it)",
+                pct(busy, used),
+                per(busy, busy_its),
+                us_per(busy, busy_its)
+            );
+            let _ = writeln!(
+                out,
+                "  Rx packets: {rx:>21}  ({:.0} Kpps, {:.0} cycles/pkt)",
+                rx as f64 / secs.max(1e-9) / 1e3,
+                per(busy, rx)
+            );
+            let _ = writeln!(
+                out,
+                "  Tx packets: {tx:>21}  ({:.0} Kpps)",
+                tx as f64 / secs.max(1e-9) / 1e3
+            );
+        }
+        Ok(out)
+    };
+    cmds.add(
+        "dpif-netdev/pmd-perf-show",
+        "[-nh] [-it iter-history-len] [-ms ms-history-len] [-pmd core] [dp]",
+        0,
+        8,
+        Box::new(perf),
+    );
 
     let (c, b) = (ctx.clone(), bases.clone());
     let clear = Arc::new(move |_: &[String]| -> Result<String, String> {
@@ -298,6 +376,15 @@ pub fn register<P: PacketBuf + 'static>(cmds: &mut Commands, ctx: Arc<AppCtx<P>>
 
     let c = ctx.clone();
     cmds.add(
+        "dpctl/show",
+        "[-s] [dp]",
+        0,
+        2,
+        Box::new(move |a| dpctl_show(&c, a.iter().any(|x| x == "-s" || x == "--statistics"))),
+    );
+
+    let c = ctx.clone();
+    cmds.add(
         "ofproto/trace",
         "BRIDGE FLOW",
         2,
@@ -441,4 +528,71 @@ fn trace<P: PacketBuf>(sw: &Switch<P>, bridge: &str, flow: &str) -> Result<Strin
         let _ = writeln!(out, "Dropped: {}", r.name());
     }
     Ok(out)
+}
+
+/// ovs-appctl dpctl/show [-s], as dpctl.c prints it for the netdev
+/// datapath: the datapath's cache hits and misses, then every port by
+/// datapath port number (rvs's slot) with, under -s, its counters. The
+/// `flows:` line is left out: rvs's flow caches are per PMD and not
+/// counted in one place.
+fn dpctl_show<P: PacketBuf + 'static>(c: &AppCtx<P>, stats: bool) -> Result<String, String> {
+    let rec = c.rec.lock().map_err(|_| "lock poisoned")?;
+    let (mut hit, mut missed) = (0, 0);
+    for p in &c.switch.pmds {
+        let s = &p.stats;
+        hit += s.mac_hits.get() + s.emc_hits.get() + s.megaflow_hits.get();
+        missed += s.mac_misses.get() + s.emc_misses.get().saturating_sub(s.megaflow_hits.get());
+    }
+    let mut out = format!("netdev@ovs-netdev:\n  lookups: hit:{hit} missed:{missed} lost:0\n");
+    let mut ports: Vec<_> = rec.ports.values().collect();
+    ports.sort_by_key(|p| p.slot);
+    for p in ports {
+        let kind = match p.spec.kind.as_str() {
+            "" | "system" => String::new(),
+            "internal" => " (tap)".to_string(),
+            k => format!(" ({k})"),
+        };
+        let _ = writeln!(out, "  port {}: {}{kind}", p.slot, p.spec.name);
+        if !stats {
+            continue;
+        }
+        let t = rec.port_stats(p);
+        let _ = writeln!(
+            out,
+            "    RX packets:{} errors:0 dropped:{} overruns:0 frame:0",
+            t.rx_packets, t.rx_dropped
+        );
+        let _ = writeln!(
+            out,
+            "    TX packets:{} errors:0 dropped:{} aborted:0 carrier:0",
+            t.tx_packets, t.tx_dropped
+        );
+        let _ = writeln!(out, "    collisions:0");
+        let _ = writeln!(
+            out,
+            "    RX bytes:{}{}  TX bytes:{}{}",
+            t.rx_bytes,
+            human_size(t.rx_bytes),
+            t.tx_bytes,
+            human_size(t.tx_bytes)
+        );
+    }
+    Ok(out)
+}
+
+/// dpctl.c's print_human_size.
+fn human_size(v: u64) -> String {
+    const K: f64 = 1024.0;
+    let f = v as f64;
+    if f >= K * K * K * K {
+        format!(" ({:.1} TiB)", f / (K * K * K * K))
+    } else if f >= K * K * K {
+        format!(" ({:.1} GiB)", f / (K * K * K))
+    } else if f >= K * K {
+        format!(" ({:.1} MiB)", f / (K * K))
+    } else if f >= K {
+        format!(" ({:.1} KiB)", f / K)
+    } else {
+        String::new()
+    }
 }

@@ -205,6 +205,10 @@ impl NetDev<Mbuf> for VhostPort {
         self.dev.enqueue(q, pkts)
     }
 
+    fn rxq_live(&self, q: u16) -> bool {
+        self.dev.connected() && q < 64 && self.dev.enabled_mask() & (1 << q) != 0
+    }
+
     #[inline]
     fn tx_down(&self) -> bool {
         !self.dev.connected()

@@ -31,6 +31,12 @@ pub trait NetDev<P: PacketBuf>: Send + Sync {
     fn set_mtu(&self, _mtu: u16) -> Result<(), String> {
         Err("the MTU of this port type changes only when it is reopened".into())
     }
+    /// False while rx queue `q` cannot bring anything (a vhost-user
+    /// queue pair the guest has not enabled, no guest at all): the PMD
+    /// then skips it. Read now and then, not on every poll.
+    fn rxq_live(&self, _q: u16) -> bool {
+        true
+    }
     /// True while a tx would be refused anyway (vhost guest absent).
     fn tx_down(&self) -> bool {
         false

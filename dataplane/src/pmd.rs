@@ -56,6 +56,21 @@ pub struct PmdLocal<P: PacketBuf> {
     lazy_gap: Option<u64>,
     /// Frames waiting for a shaped port's rate.
     pub backlog: Backlog<P>,
+    /// Loop accounting, OVS style: an iteration's cycles are counted when
+    /// the next one starts, so the loop reads the clock once per turn.
+    last_t0: u64,
+    last_busy: bool,
+    /// Which of this PMD's rx queues (by index, the first 64) are worth
+    /// polling, as of snapshot epoch `live_epoch` and at most
+    /// LIVE_REFRESH turns ago: a vhost-user port has a queue pair per
+    /// possible guest queue, and a guest usually enables one.
+    live: u64,
+    live_epoch: u64,
+    live_turns: u32,
+    /// Whether this PMD had rx queues on its last turn (else it naps).
+    has_queues: bool,
+    /// (hz, nanoseconds per cycle << 32) for that hz.
+    ns_mult: (u64, u64),
 }
 
 impl<P: PacketBuf> PmdLocal<P> {
@@ -70,6 +85,13 @@ impl<P: PacketBuf> PmdLocal<P> {
             lazy_at: 0,
             lazy_gap: None,
             backlog: Backlog::default(),
+            last_t0: 0,
+            last_busy: false,
+            live: u64::MAX,
+            live_epoch: u64::MAX,
+            live_turns: 0,
+            has_queues: false,
+            ns_mult: (0, 0),
         }
     }
 }
@@ -93,6 +115,13 @@ pub fn poll_once<P: PacketBuf>(
         lazy_at,
         lazy_gap,
         backlog,
+        last_t0,
+        last_busy,
+        live,
+        live_epoch,
+        live_turns,
+        has_queues,
+        ns_mult,
     } = local;
     // Announce a new epoch before loading the snapshot: once the control
     // thread sees it, we hold nothing older than its swap. An unchanged
@@ -103,12 +132,36 @@ pub fn poll_once<P: PacketBuf>(
     }
     let snap = switch.snap.load();
     let t0 = (clock.cycles)();
-    let now_ns = (t0 as u128 * 1_000_000_000 / clock.hz.max(1) as u128) as u64;
     let stats = &me.stats;
+    // The previous turn ends where this one starts. A gap longer than
+    // 10 ms is a nap or a caller that paused (tests): not loop time.
+    let dt = t0.wrapping_sub(*last_t0);
+    if *last_t0 != 0 && dt < clock.hz / 100 {
+        if *last_busy {
+            stats.busy_cycles.add(dt);
+        } else {
+            stats.idle_cycles.add(dt);
+        }
+    }
+    *last_t0 = t0;
+    *last_busy = false;
+    stats.iterations.add(1);
+    if ns_mult.0 != clock.hz {
+        *ns_mult = (clock.hz, ns_multiplier(clock.hz));
+    }
+    let now_ns = ((t0 as u128 * ns_mult.1 as u128) >> 32) as u64;
     let mut got = 0;
     let Some(rxqs) = snap.rxqs.get(me.index) else {
+        *has_queues = false;
         return 0;
     };
+    *has_queues = !rxqs.is_empty();
+    if *live_turns == 0 || *live_epoch != epoch {
+        *live = live_queues(&snap, rxqs);
+        *live_epoch = epoch;
+        *live_turns = LIVE_REFRESH;
+    }
+    *live_turns -= 1;
     if !backlog.is_empty() {
         release_shaped(&snap, me.index as u16, now_ns, stats, backlog);
     }
@@ -122,8 +175,8 @@ pub fn poll_once<P: PacketBuf>(
     if lazy_turn {
         *lazy_at = t0;
     }
-    for rq in rxqs {
-        if rq.lazy && !lazy_turn {
+    for (i, rq) in rxqs.iter().enumerate() {
+        if (rq.lazy && !lazy_turn) || (i < 64 && *live & (1 << i) == 0) {
             continue;
         }
         let Some(port) = snap.port(rq.slot) else {
@@ -189,15 +242,32 @@ pub fn poll_once<P: PacketBuf>(
             d.run(tx, cache, rcache, tnl, spare);
         }
     }
-    let dt = (clock.cycles)().wrapping_sub(t0);
-    stats.iterations.add(1);
     if got > 0 {
-        stats.busy_cycles.add(dt);
+        *last_busy = true;
         stats.busy_iterations.add(1);
-    } else {
-        stats.idle_cycles.add(dt);
     }
     got
+}
+
+/// Turns between re-reading which rx queues can bring frames: about
+/// 0.1-0.3 ms of polling, less than OVS takes to reconfigure a vhost-user
+/// port whose guest enabled a queue.
+const LIVE_REFRESH: u32 = 1024;
+
+fn live_queues<P: PacketBuf>(snap: &Snapshot<P>, rxqs: &[crate::snapshot::RxqRef]) -> u64 {
+    let mut live = 0u64;
+    for (i, rq) in rxqs.iter().enumerate().take(64) {
+        if snap.port(rq.slot).is_some_and(|p| p.dev.rxq_live(rq.queue)) {
+            live |= 1 << i;
+        }
+    }
+    live
+}
+
+/// Nanoseconds per clock cycle in 32.32 fixed point: a turn converts
+/// its timestamp with a multiply, not a 128-bit division.
+fn ns_multiplier(hz: u64) -> u64 {
+    ((1_000_000_000u128 << 32) / hz.max(1) as u128).min(u64::MAX as u128) as u64
 }
 
 /// PMD 0 sends what controllers asked for with packet-outs. A lock only
@@ -442,22 +512,21 @@ pub fn run<P: PacketBuf>(switch: Arc<Switch<P>>, me: Arc<PmdShared>, clock: Cloc
     me.running.store(true, Ordering::SeqCst);
     let mut idle_spins = 0u32;
     // MAC ageing needs seconds: derive them from the cycle counter rather
-    // than asking the OS clock every iteration.
-    let (base_secs, base_cycles) = (switch.now_secs(), (clock.cycles)());
+    // than asking the OS clock every iteration, and from the timestamp
+    // the last turn took (one clock read per turn), dividing once a second.
+    let (mut now, mut sec_at) = (switch.now_secs(), (clock.cycles)());
     let hz = clock.hz.max(1);
     while !me.stop.load(Ordering::Relaxed) {
-        let now = base_secs + ((clock.cycles)().wrapping_sub(base_cycles) / hz) as u32;
+        let since = local.last_t0.wrapping_sub(sec_at);
+        if local.last_t0 != 0 && since >= hz && since < u64::MAX / 2 {
+            let secs = since / hz;
+            now += secs as u32;
+            sec_at += secs * hz;
+        }
         let got = poll_once(&switch, &me, &mut local, &clock, now);
         // A PMD with nothing to poll naps instead of burning its core; one
         // with queues stays hot.
-        if got == 0
-            && switch
-                .snap
-                .load()
-                .rxqs
-                .get(me.index)
-                .is_none_or(|q| q.is_empty())
-        {
+        if got == 0 && !local.has_queues {
             idle_spins += 1;
             if idle_spins > 1000 {
                 std::thread::sleep(std::time::Duration::from_millis(1));

@@ -86,9 +86,49 @@ fn server_mode_learns_floods_and_counts_exactly() {
         "the isolated host sends nothing of its own"
     );
 
+    // dpctl/show -s: the same counters, live, in dpctl.c's layout.
+    let dp = h.appctl(&["dpctl/show", "-s"]);
+    let port = |name: &str| -> Vec<String> {
+        let mut lines = dp.lines().skip_while(|l| {
+            !(l.starts_with("  port ") && l.ends_with(&format!(": {name} (dpdkvhostuser)")))
+        });
+        assert!(lines.next().is_some(), "{name} in {dp}");
+        lines.take(4).map(str::to_string).collect()
+    };
+    assert_eq!(
+        port("vm-a"),
+        [
+            "    RX packets:50 errors:0 dropped:0 overruns:0 frame:0",
+            "    TX packets:32 errors:0 dropped:0 aborted:0 carrier:0",
+            "    collisions:0",
+            "    RX bytes:3200 (3.1 KiB)  TX bytes:2048 (2.0 KiB)",
+        ],
+        "{dp}"
+    );
+    assert_eq!(
+        port("vm-c")[..2],
+        [
+            "    RX packets:7 errors:0 dropped:0 overruns:0 frame:0",
+            "    TX packets:40 errors:0 dropped:0 aborted:0 carrier:0",
+        ],
+        "{dp}"
+    );
+    assert!(
+        dp.starts_with("netdev@ovs-netdev:\n  lookups: hit:"),
+        "{dp}"
+    );
+
     let pmd = h.appctl(&["dpif-netdev/pmd-stats-show"]);
     assert!(pmd.contains("pmd thread numa_id 0 core_id 1:"), "{pmd}");
     assert!(pmd.contains("  packets received: 82\n"), "{pmd}");
+    let perf = h.appctl(&["dpif-netdev/pmd-perf-show"]);
+    assert!(perf.contains("pmd thread numa_id 0 core_id 1:"), "{perf}");
+    let rx_line = perf.lines().find(|l| l.starts_with("  Rx packets:"));
+    assert_eq!(
+        rx_line.map(|l| l.split_whitespace().nth(2)),
+        Some(Some("82")),
+        "{perf}"
+    );
     assert!(pmd.contains("  packets dropped: 0\n"), "{pmd}");
     let rxq = h.appctl(&["dpif-netdev/pmd-rxq-show"]);
     assert!(

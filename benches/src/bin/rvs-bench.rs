@@ -365,6 +365,9 @@ struct LoadResult {
     p50_ns: u64,
     p99_ns: u64,
     p999_ns: u64,
+    /// Frames the switch counted as dropped over the window (None: no
+    /// switch, the ceiling).
+    switch_dropped: Option<u64>,
 }
 
 /// Runs rvs-loadgen at `rate_mpps` (0: as fast as it goes); `on_warm`
@@ -895,17 +898,28 @@ fn latency(
         (_, Some((dir, _))) => one_way_stream(dir, size, scenario, &mac_bytes(MAC1)),
         _ => unreachable!("one of the two is set"),
     };
+    // What the switch itself counted as dropped (every port's rx and tx
+    // `dropped` in dpctl/show -s, the same command on both switches; a
+    // vhost-user ring the receiver left full counts as tx dropped) from
+    // the window's start to the end of the run: loss the switch saw,
+    // against loss it never saw (inside the generator or its rings).
+    let dropped = || {
+        h.as_ref()
+            .map(|h| sum_dropped(&h.appctl(&["dpctl/show", "-s"])))
+    };
     let out = a
         .latency_loads
         .iter()
         .map(|&load| {
-            let r = loadgen(
+            let mut at_warm = None;
+            let mut r = loadgen(
                 &ow,
                 max_mpps * load / 100.0,
                 1.0,
                 a.latency_window,
-                &mut || {},
+                &mut || at_warm = dropped(),
             );
+            r.switch_dropped = at_warm.zip(dropped()).map(|(a, b)| b.saturating_sub(a));
             eprintln!("latency {scenario} {size}B {kind} at {load}%: {r:?}");
             (load, r)
         })
@@ -916,6 +930,18 @@ fn latency(
         let _ = std::fs::remove_dir_all(dir);
     }
     out
+}
+
+/// The sum of every `dropped:N` in dpctl/show -s output.
+fn sum_dropped(s: &str) -> u64 {
+    s.split("dropped:")
+        .skip(1)
+        .filter_map(|r| {
+            r.split(|c: char| !c.is_ascii_digit())
+                .next()
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .sum()
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -1044,7 +1070,7 @@ fn main() {
                     let us = |ns: u64| format!("{:.1}", ns as f64 / 1e3);
                     let _ = writeln!(
                         lat,
-                        "| {scenario} | {size} | {} | {load:.0} % | {:.2} | {:.2} | {} | {} | {} | {} | {} |",
+                        "| {scenario} | {size} | {} | {load:.0} % | {:.2} | {:.2} | {} | {} | {} | {} | {} | {} |",
                         match kind {
                             "ovs" => "OVS-DPDK",
                             k => k,
@@ -1053,6 +1079,8 @@ fn main() {
                         r.rx_mpps,
                         r.sent,
                         r.sent.saturating_sub(r.received),
+                        r.switch_dropped
+                            .map_or_else(|| "-".to_string(), |d| d.to_string()),
                         us(r.p50_ns),
                         us(r.p99_ns),
                         us(r.p999_ns)
@@ -1092,8 +1120,8 @@ fn main() {
         out.push_str(&ab);
     }
     if !lat.is_empty() {
-        let _ = writeln!(out, "\nLatency and loss, one way p0 -> p1 (rvs-loadgen: one flow, each frame stamped with the TSC at send and read back on receive by the same process; -decap: into p1, out of p0), offered at a percentage of each switch's median Mpps above; 1 s warm-up, {} s window\n", a.latency_window);
-        let _ = writeln!(out, "| scenario | size | switch | load | offered Mpps | received Mpps | frames sent | lost | p50 us | p99 us | p99.9 us |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+        let _ = writeln!(out, "\nLatency and loss, one way p0 -> p1 (rvs-loadgen: one flow, each frame stamped with the TSC at send and read back on receive by the same process; -decap: into p1, out of p0), offered at a percentage of each switch's median Mpps above; 1 s warm-up, {} s window. lost = sent - received; dropped by switch = the rx and tx `dropped` counters of `ovs-appctl dpctl/show -s` over the switch's ports from the window's start to the run's end (a vhost-user ring the receiver left full counts there)\n", a.latency_window);
+        let _ = writeln!(out, "| scenario | size | switch | load | offered Mpps | received Mpps | frames sent | lost | dropped by switch | p50 us | p99 us | p99.9 us |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
         out.push_str(&lat);
     }
     if a.port_ops > 0 {

@@ -565,6 +565,7 @@ fn run(args: Args) -> Result<(), String> {
             switch: switch.clone(),
             rec: rec.clone(),
             version,
+            tsc_hz: clock.hz,
             exit: Box::new(move |cleanup| drop(tx_exit.send(Ev::Exit(cleanup)))),
         }),
     );
