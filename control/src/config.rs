@@ -253,9 +253,34 @@ fn queue0(q: &crate::datum::Row) -> Option<String> {
 
 impl IfaceSpec {
     /// What identifies the device: a change here means close and reopen.
-    /// (mtu_request is applied in place where the port allows it.)
+    /// (mtu_request and options:tx-retries-max are applied in place where
+    /// the port allows it.)
     pub fn devkey(&self) -> String {
-        format!("{}|{:?}", self.kind, self.options)
+        let opts: Vec<_> = self
+            .options
+            .iter()
+            .filter(|(k, _)| k.as_str() != "tx-retries-max")
+            .collect();
+        format!("{}|{opts:?}", self.kind)
+    }
+
+    /// options:tx-retries-max of a vhost-user port: how often a burst the
+    /// guest's ring took only part of is offered again (OVS: 0 to 32,
+    /// default 8).
+    pub fn tx_retries_max(&self) -> Result<u32, String> {
+        match self.options.get("tx-retries-max") {
+            None => Ok(rvs_dataplane::dpdk::VHOST_TX_RETRIES_DEFAULT),
+            Some(v) => v
+                .parse::<u32>()
+                .ok()
+                .filter(|n| *n <= rvs_dataplane::dpdk::VHOST_TX_RETRIES_MAX)
+                .ok_or_else(|| {
+                    format!(
+                        "options:tx-retries-max={v:?} is not a number from 0 to {}",
+                        rvs_dataplane::dpdk::VHOST_TX_RETRIES_MAX
+                    )
+                }),
+        }
     }
 
     pub fn is_bridge_local(&self) -> bool {

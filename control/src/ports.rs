@@ -168,13 +168,14 @@ impl DeviceFactory<Mbuf> for DpdkFactory {
             "dpdkvhostuser" | "dpdkvhostuserclient" => {
                 let (path, client) = self.vhost_path(spec)?;
                 let queues = Self::n_rxq(spec, VHOST_QUEUE_PAIRS)?;
+                let retries = spec.tx_retries_max()?;
                 if !client {
                     remove_stale_socket(&path);
                 }
                 let dev = VhostDev::register(&path, client)?;
                 let pool = self.pool(0);
                 return Ok(Opened {
-                    dev: Arc::new(VhostPort::new(dev, pool, queues, client)),
+                    dev: Arc::new(VhostPort::new(dev, pool, queues, client, retries)),
                     numa: pool.socket,
                 });
             }

@@ -161,6 +161,25 @@ impl<P: PacketBuf + 'static> Reconciler<P> {
                 }
             }
         }
+        // tx-retries-max too; a value out of range reopens the port, whose
+        // open then fails with the message in its Interface error.
+        for (n, lp) in &self.ports {
+            let Some(s) = want.get(n.as_str()) else {
+                continue;
+            };
+            let key = "tx-retries-max";
+            if gone.contains(n) || s.options.get(key) == lp.spec.options.get(key) {
+                continue;
+            }
+            match s.tx_retries_max() {
+                Ok(max) if lp.dev.set_tx_retries(max) => log::info!("{n}: tx-retries-max {max}"),
+                Ok(_) => {}
+                Err(e) => {
+                    log::warn!("{n}: {e}");
+                    gone.push(n.clone());
+                }
+            }
+        }
         let mut removed: Vec<LivePort<P>> =
             gone.iter().filter_map(|n| self.ports.remove(n)).collect();
         self.failed.retain(|n, _| want.contains_key(n.as_str()));

@@ -4,7 +4,7 @@ use crate::netdev::{DevStatus, NetDev};
 use crate::packet::PacketBuf;
 use crate::Burst;
 use rvs_ffi::{mbuf::free_burst, EthDev, Mbuf, Mempool, VhostDev};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 impl PacketBuf for Mbuf {
     #[inline]
@@ -173,15 +173,33 @@ pub struct VhostPort {
     pool: &'static Mempool,
     queues: u16,
     client: bool,
+    /// options:tx-retries-max, changed in place.
+    tx_retries_max: AtomicU32,
+    /// Retries made (OVS's ovs_tx_retries): a guest slow to drain shows here
+    /// before it shows as drops.
+    tx_retries: AtomicU64,
 }
 
+/// OVS's default vhost-user tx-retries-max.
+pub const VHOST_TX_RETRIES_DEFAULT: u32 = 8;
+/// The most options:tx-retries-max may say (OVS's bound).
+pub const VHOST_TX_RETRIES_MAX: u32 = 32;
+
 impl VhostPort {
-    pub fn new(dev: VhostDev, pool: &'static Mempool, queues: u16, client: bool) -> VhostPort {
+    pub fn new(
+        dev: VhostDev,
+        pool: &'static Mempool,
+        queues: u16,
+        client: bool,
+        tx_retries_max: u32,
+    ) -> VhostPort {
         VhostPort {
             dev,
             pool,
             queues: queues.max(1),
             client,
+            tx_retries_max: AtomicU32::new(tx_retries_max.min(VHOST_TX_RETRIES_MAX)),
+            tx_retries: AtomicU64::new(0),
         }
     }
 }
@@ -202,7 +220,22 @@ impl NetDev<Mbuf> for VhostPort {
         // PMD's own is not.
         let mask = self.dev.enabled_mask();
         let q = if mask & (1 << (q % 64)) != 0 { q } else { 0 };
-        self.dev.enqueue(q, pkts)
+        let retries = self.tx_retries_max.load(Ordering::Relaxed);
+        let (sent, tries) = self.dev.enqueue(q, pkts, retries);
+        if tries > 0 {
+            self.tx_retries.fetch_add(tries as u64, Ordering::Relaxed);
+        }
+        sent
+    }
+
+    fn set_tx_retries(&self, max: u32) -> bool {
+        self.tx_retries_max
+            .store(max.min(VHOST_TX_RETRIES_MAX), Ordering::Relaxed);
+        true
+    }
+
+    fn device_stats(&self) -> Vec<(&'static str, u64)> {
+        vec![("ovs_tx_retries", self.tx_retries.load(Ordering::Relaxed))]
     }
 
     fn rxq_live(&self, q: u16) -> bool {

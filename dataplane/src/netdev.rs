@@ -37,6 +37,11 @@ pub trait NetDev<P: PacketBuf>: Send + Sync {
     fn rxq_live(&self, _q: u16) -> bool {
         true
     }
+    /// Applies options:tx-retries-max in place; false: this port type
+    /// does not retry.
+    fn set_tx_retries(&self, _max: u32) -> bool {
+        false
+    }
     /// True while a tx would be refused anyway (vhost guest absent).
     fn tx_down(&self) -> bool {
         false

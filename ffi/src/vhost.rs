@@ -246,25 +246,41 @@ impl VhostDev {
     }
 
     /// Copies the frames into the guest's queue pair `q` and frees them all.
-    /// Returns how many the guest took; the rest were dropped.
+    /// While the guest's ring takes some but not all, tries again up to
+    /// `retries` times (OVS's tx-retries-max: the guest may be draining
+    /// the ring right now; a call that takes nothing ends it). Returns how
+    /// many the guest took (the rest were dropped) and the retries made.
     #[inline]
-    pub fn enqueue<const N: usize>(&self, q: u16, pkts: &mut ArrayVec<Mbuf, N>) -> usize {
+    pub fn enqueue<const N: usize>(
+        &self,
+        q: u16,
+        pkts: &mut ArrayVec<Mbuf, N>,
+        retries: u32,
+    ) -> (usize, u32) {
         let vid = self.vid();
-        let mut sent = 0;
-        if vid >= 0 && !pkts.is_empty() {
-            // SAFETY: as in dequeue; enqueue copies the data and leaves the
-            // mbufs with us.
-            sent = unsafe {
-                raw::rte_vhost_enqueue_burst(
-                    vid,
-                    q * 2,
-                    pkts.as_mut_ptr() as *mut *mut raw::rte_mbuf,
-                    pkts.len() as u16,
-                )
-            } as usize;
+        let (mut sent, mut tries) = (0usize, 0u32);
+        let n = pkts.len();
+        if vid >= 0 {
+            while sent < n {
+                // SAFETY: as in dequeue; pkts[sent..] are owned mbufs;
+                // enqueue copies their data and leaves them with us.
+                let took = unsafe {
+                    raw::rte_vhost_enqueue_burst(
+                        vid,
+                        q * 2,
+                        (pkts.as_mut_ptr() as *mut *mut raw::rte_mbuf).add(sent),
+                        (n - sent) as u16,
+                    )
+                } as usize;
+                sent += took;
+                if took == 0 || sent == n || tries >= retries {
+                    break;
+                }
+                tries += 1;
+            }
         }
         free_burst(pkts);
-        sent
+        (sent, tries)
     }
 
     /// The guest's MTU when it told one (VIRTIO_NET_F_MTU).

@@ -248,3 +248,55 @@ fn multiqueue_guest_uses_every_queue_pair() {
     assert_eq!(s["rx_bytes"], 40 * 64);
     tp.quit();
 }
+
+#[test]
+fn tx_retries_max_changes_in_place_and_a_bad_value_names_the_field() {
+    let h = Host::start("vhtr");
+    h.add_vhost_ports("br0", &["ra", "rb"]);
+    let mut tp = TestPmd::start(
+        "vhtr",
+        &[
+            virtio_user(0, &h.dir.join("ra"), A),
+            virtio_user(1, &h.dir.join("rb"), B),
+        ],
+    );
+    tp.cmd("start");
+    h.wait_link_up(&["ra", "rb"]);
+    tp.send(1, A, 1);
+    tp.send(0, B, 10);
+    let c = tp.settle();
+    assert_eq!((c[0].tx, c[1].rx), (10, 10));
+    let s = h.wait_stats("rb", "retries counted", |s| {
+        s.contains_key("ovs_tx_retries")
+    });
+    assert_eq!(
+        s["ovs_tx_retries"], 0,
+        "the guest drains its ring: no retry"
+    );
+
+    // Applied in place: reopening a server socket would cut testpmd off
+    // (it does not reconnect), and these frames would not arrive.
+    for v in ["0", "32"] {
+        h.vsctl(&[
+            "set",
+            "Interface",
+            "rb",
+            &format!("options:tx-retries-max={v}"),
+        ]);
+        assert_eq!(h.get("Interface", "rb", "error"), "[]");
+        tp.send(0, B, 10);
+        let c = tp.settle();
+        assert_eq!(c[1].rx, if v == "0" { 20 } else { 30 }, "still connected");
+    }
+
+    h.vsctl(&["set", "Interface", "rb", "options:tx-retries-max=33"]);
+    rvs_tests::wait_for(
+        "error naming tx-retries-max",
+        std::time::Duration::from_secs(10),
+        || {
+            h.get("Interface", "rb", "error")
+                .contains("options:tx-retries-max=\\\"33\\\" is not a number from 0 to 32")
+        },
+    );
+    tp.quit();
+}
