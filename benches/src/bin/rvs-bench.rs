@@ -365,9 +365,9 @@ struct LoadResult {
     p50_ns: u64,
     p99_ns: u64,
     p999_ns: u64,
-    /// Frames the switch counted as dropped over the window (None: no
-    /// switch, the ceiling).
-    switch_dropped: Option<u64>,
+    /// Frames the switch counted as dropped over the window and, for rvs,
+    /// how many of them a receiver's full ring took (None: no switch).
+    switch_dropped: Option<(u64, u64)>,
 }
 
 /// Runs rvs-loadgen at `rate_mpps` (0: as fast as it goes); `on_warm`
@@ -903,9 +903,21 @@ fn latency(
     // vhost-user ring the receiver left full counts as tx dropped) from
     // the window's start to the end of the run: loss the switch saw,
     // against loss it never saw (inside the generator or its rings).
+    // rvs also says why (OVS-DPDK's reasons are not in one live command):
+    // how many of them were a receiver's full ring.
+    let rvs = kind.starts_with("rvs");
     let dropped = || {
-        h.as_ref()
-            .map(|h| sum_dropped(&h.appctl(&["dpctl/show", "-s"])))
+        h.as_ref().map(|h| {
+            let ring = if rvs {
+                counter(
+                    &h.appctl(&["dpif-netdev/pmd-stats-show"]),
+                    "tx-queue-full: ",
+                )
+            } else {
+                0
+            };
+            (sum_dropped(&h.appctl(&["dpctl/show", "-s"])), ring)
+        })
     };
     let out = a
         .latency_loads
@@ -919,7 +931,9 @@ fn latency(
                 a.latency_window,
                 &mut || at_warm = dropped(),
             );
-            r.switch_dropped = at_warm.zip(dropped()).map(|(a, b)| b.saturating_sub(a));
+            r.switch_dropped = at_warm
+                .zip(dropped())
+                .map(|(a, b)| (b.0.saturating_sub(a.0), b.1.saturating_sub(a.1)));
             eprintln!("latency {scenario} {size}B {kind} at {load}%: {r:?}");
             (load, r)
         })
@@ -934,7 +948,12 @@ fn latency(
 
 /// The sum of every `dropped:N` in dpctl/show -s output.
 fn sum_dropped(s: &str) -> u64 {
-    s.split("dropped:")
+    counter(s, "dropped:")
+}
+
+/// The sum of the numbers after every `name` in s.
+fn counter(s: &str, name: &str) -> u64 {
+    s.split(name)
         .skip(1)
         .filter_map(|r| {
             r.split(|c: char| !c.is_ascii_digit())
@@ -1079,8 +1098,12 @@ fn main() {
                         r.rx_mpps,
                         r.sent,
                         r.sent.saturating_sub(r.received),
-                        r.switch_dropped
-                            .map_or_else(|| "-".to_string(), |d| d.to_string()),
+                        match r.switch_dropped {
+                            None => "-".to_string(),
+                            Some((d, ring)) if kind.starts_with("rvs") && d > 0 =>
+                                format!("{d} ({ring} ring full)"),
+                            Some((d, _)) => d.to_string(),
+                        },
                         us(r.p50_ns),
                         us(r.p99_ns),
                         us(r.p999_ns)
@@ -1120,7 +1143,7 @@ fn main() {
         out.push_str(&ab);
     }
     if !lat.is_empty() {
-        let _ = writeln!(out, "\nLatency and loss, one way p0 -> p1 (rvs-loadgen: one flow, each frame stamped with the TSC at send and read back on receive by the same process; -decap: into p1, out of p0), offered at a percentage of each switch's median Mpps above; 1 s warm-up, {} s window. lost = sent - received; dropped by switch = the rx and tx `dropped` counters of `ovs-appctl dpctl/show -s` over the switch's ports from the window's start to the run's end (a vhost-user ring the receiver left full counts there)\n", a.latency_window);
+        let _ = writeln!(out, "\nLatency and loss, one way p0 -> p1 (rvs-loadgen: one flow, each frame stamped with the TSC at send and read back on receive by the same process; -decap: into p1, out of p0), offered at a percentage of each switch's median Mpps above; 1 s warm-up, {} s window. lost = sent - received; dropped by switch = the rx and tx `dropped` counters of `ovs-appctl dpctl/show -s` over the switch's ports from the window's start to the run's end (a vhost-user ring the receiver left full counts there; for rvs, how many of them were that, from pmd-stats-show's tx-queue-full)\n", a.latency_window);
         let _ = writeln!(out, "| scenario | size | switch | load | offered Mpps | received Mpps | frames sent | lost | dropped by switch | p50 us | p99 us | p99.9 us |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
         out.push_str(&lat);
     }
