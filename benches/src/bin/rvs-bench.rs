@@ -898,25 +898,24 @@ fn latency(
         (_, Some((dir, _))) => one_way_stream(dir, size, scenario, &mac_bytes(MAC1)),
         _ => unreachable!("one of the two is set"),
     };
-    // What the switch itself counted as dropped (every port's rx and tx
-    // `dropped` in dpctl/show -s, the same command on both switches; a
-    // vhost-user ring the receiver left full counts as tx dropped) from
-    // the window's start to the end of the run: loss the switch saw,
-    // against loss it never saw (inside the generator or its rings).
-    // rvs also says why (OVS-DPDK's reasons are not in one live command):
-    // how many of them were a receiver's full ring.
+    // What the switch itself counted as dropped from the window's start
+    // to the end of the run: loss the switch saw, against loss it never
+    // saw (inside the generator or its rings). OVS-DPDK: every port's rx
+    // and tx `dropped` in dpctl/show -s (a vhost-user ring the receiver
+    // left full counts as tx dropped). rvs: pmd-stats-show, which also
+    // says how many were a receiver's full ring, both read at one moment.
     let rvs = kind.starts_with("rvs");
     let dropped = || {
         h.as_ref().map(|h| {
-            let ring = if rvs {
-                counter(
-                    &h.appctl(&["dpif-netdev/pmd-stats-show"]),
-                    "tx-queue-full: ",
+            if rvs {
+                let s = h.appctl(&["dpif-netdev/pmd-stats-show"]);
+                (
+                    counter(&s, "packets dropped: "),
+                    counter(&s, "tx-queue-full: "),
                 )
             } else {
-                0
-            };
-            (sum_dropped(&h.appctl(&["dpctl/show", "-s"])), ring)
+                (sum_dropped(&h.appctl(&["dpctl/show", "-s"])), 0)
+            }
         })
     };
     let out = a
@@ -1143,7 +1142,7 @@ fn main() {
         out.push_str(&ab);
     }
     if !lat.is_empty() {
-        let _ = writeln!(out, "\nLatency and loss, one way p0 -> p1 (rvs-loadgen: one flow, each frame stamped with the TSC at send and read back on receive by the same process; -decap: into p1, out of p0), offered at a percentage of each switch's median Mpps above; 1 s warm-up, {} s window. lost = sent - received; dropped by switch = the rx and tx `dropped` counters of `ovs-appctl dpctl/show -s` over the switch's ports from the window's start to the run's end (a vhost-user ring the receiver left full counts there; for rvs, how many of them were that, from pmd-stats-show's tx-queue-full)\n", a.latency_window);
+        let _ = writeln!(out, "\nLatency and loss, one way p0 -> p1 (rvs-loadgen: one flow, each frame stamped with the TSC at send and read back on receive by the same process; -decap: into p1, out of p0), offered at a percentage of each switch's median Mpps above; 1 s warm-up, {} s window. lost = sent - received; dropped by switch = what the switch counted as dropped from the window's start to the run's end: OVS-DPDK, the rx and tx `dropped` counters of `ovs-appctl dpctl/show -s` over its ports (a vhost-user ring the receiver left full counts there); rvs, `packets dropped` of pmd-stats-show with, in brackets, how many of them were a receiver's full ring (`tx-queue-full`)\n", a.latency_window);
         let _ = writeln!(out, "| scenario | size | switch | load | offered Mpps | received Mpps | frames sent | lost | dropped by switch | p50 us | p99 us | p99.9 us |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
         out.push_str(&lat);
     }
