@@ -251,9 +251,16 @@ pub fn register<P: PacketBuf + 'static>(cmds: &mut Commands, ctx: Arc<AppCtx<P>>
             let _ = writeln!(out, "  isolated : false");
             for q in snap.rxqs.get(p.index).into_iter().flatten() {
                 if let Some(port) = snap.port(q.slot) {
+                    // As OVS: a vhost-user queue the guest has not enabled
+                    // is listed, disabled (the PMD skips it).
+                    let state = if port.dev.rxq_live(q.queue) {
+                        "(enabled) "
+                    } else {
+                        "(disabled)"
+                    };
                     let _ = writeln!(
                         out,
-                        "  port: {:<16}  queue-id: {:>2} (enabled)   pmd usage: NOT AVAIL",
+                        "  port: {:<16}  queue-id: {:>2} {state}  pmd usage: NOT AVAIL",
                         port.name, q.queue
                     );
                 }

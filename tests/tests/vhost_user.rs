@@ -135,6 +135,11 @@ fn server_mode_learns_floods_and_counts_exactly() {
         rxq.contains("port: vm-a") && rxq.contains("port: br0"),
         "{rxq}"
     );
+    // testpmd's virtio-user enabled one queue pair of eight.
+    for (q, state) in [(0, "(enabled)   "), (1, "(disabled)  ")] {
+        let line = format!("  port: vm-a              queue-id:  {q} {state}pmd usage:");
+        assert!(rxq.contains(&line), "{line:?} in {rxq}");
+    }
     tp.quit();
     rvs_tests::wait_for("link down", std::time::Duration::from_secs(10), || {
         h.get("Interface", "vm-a", "link_state") == "down"
