@@ -143,40 +143,40 @@ impl<P: PacketBuf + 'static> Reconciler<P> {
             .map(|(n, _)| n.clone())
             .collect();
         // An MTU change is applied in place (an internal port keeps its
-        // kernel device and addresses); a port that cannot is reopened.
+        // kernel device and addresses), and so is tx-retries-max; a port
+        // that cannot take its MTU is reopened, and so is one given a
+        // tx-retries-max out of range, whose open then fails with the
+        // message in its Interface error.
         let mut gone = gone;
         for (n, lp) in &self.ports {
             let Some(s) = want.get(n.as_str()) else {
                 continue;
             };
-            if gone.contains(n) || s.mtu_request == lp.spec.mtu_request {
+            if gone.contains(n) {
                 continue;
             }
-            let mtu = s.mtu_request.unwrap_or(1500).clamp(68, 9702) as u16;
-            match lp.dev.set_mtu(mtu) {
-                Ok(()) => log::info!("{n}: MTU {mtu}"),
-                Err(e) => {
-                    log::info!("{n}: {e}; reopening");
-                    gone.push(n.clone());
+            if s.mtu_request != lp.spec.mtu_request {
+                let mtu = s.mtu_request.unwrap_or(1500).clamp(68, 9702) as u16;
+                match lp.dev.set_mtu(mtu) {
+                    Ok(()) => log::info!("{n}: MTU {mtu}"),
+                    Err(e) => {
+                        log::info!("{n}: {e}; reopening");
+                        gone.push(n.clone());
+                        continue;
+                    }
                 }
             }
-        }
-        // tx-retries-max too; a value out of range reopens the port, whose
-        // open then fails with the message in its Interface error.
-        for (n, lp) in &self.ports {
-            let Some(s) = want.get(n.as_str()) else {
-                continue;
-            };
             let key = "tx-retries-max";
-            if gone.contains(n) || s.options.get(key) == lp.spec.options.get(key) {
-                continue;
-            }
-            match s.tx_retries_max() {
-                Ok(max) if lp.dev.set_tx_retries(max) => log::info!("{n}: tx-retries-max {max}"),
-                Ok(_) => {}
-                Err(e) => {
-                    log::warn!("{n}: {e}");
-                    gone.push(n.clone());
+            if s.options.get(key) != lp.spec.options.get(key) {
+                match s.tx_retries_max() {
+                    Ok(max) if lp.dev.set_tx_retries(max) => {
+                        log::info!("{n}: tx-retries-max {max}")
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        log::warn!("{n}: {e}");
+                        gone.push(n.clone());
+                    }
                 }
             }
         }

@@ -218,8 +218,7 @@ impl NetDev<Mbuf> for VhostPort {
     fn tx(&self, q: u16, pkts: &mut Burst<Mbuf>) -> usize {
         // Spread PMDs over the queue pairs the guest enabled; pair 0 when the
         // PMD's own is not.
-        let mask = self.dev.enabled_mask();
-        let q = if mask & (1 << (q % 64)) != 0 { q } else { 0 };
+        let q = if self.dev.queue_enabled(q) { q } else { 0 };
         let retries = self.tx_retries_max.load(Ordering::Relaxed);
         let (sent, tries) = self.dev.enqueue(q, pkts, retries);
         if tries > 0 {
@@ -239,7 +238,7 @@ impl NetDev<Mbuf> for VhostPort {
     }
 
     fn rxq_live(&self, q: u16) -> bool {
-        self.dev.connected() && q < 64 && self.dev.enabled_mask() & (1 << q) != 0
+        self.dev.connected() && q < 64 && self.dev.queue_enabled(q)
     }
 
     #[inline]

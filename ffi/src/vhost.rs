@@ -220,6 +220,12 @@ impl VhostDev {
         self.state.enabled.load(Ordering::Relaxed)
     }
 
+    /// Whether the guest enabled queue pair `q` (its tx ring).
+    #[inline]
+    pub fn queue_enabled(&self, q: u16) -> bool {
+        self.enabled_mask() & (1u64 << (q & 63)) != 0
+    }
+
     /// Frames the guest sent on queue pair `q`, appended to `out`.
     #[inline]
     pub fn dequeue<const N: usize>(
@@ -229,7 +235,7 @@ impl VhostDev {
         out: &mut ArrayVec<Mbuf, N>,
     ) -> usize {
         let vid = self.vid();
-        if vid < 0 || self.enabled_mask() & (1u64 << (q & 63)) == 0 {
+        if vid < 0 || !self.queue_enabled(q) {
             return 0;
         }
         let len = out.len();

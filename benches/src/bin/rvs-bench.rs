@@ -914,7 +914,7 @@ fn latency(
                     counter(&s, "tx-queue-full: "),
                 )
             } else {
-                (sum_dropped(&h.appctl(&["dpctl/show", "-s"])), 0)
+                (counter(&h.appctl(&["dpctl/show", "-s"]), "dropped:"), 0)
             }
         })
     };
@@ -943,11 +943,6 @@ fn latency(
         let _ = std::fs::remove_dir_all(dir);
     }
     out
-}
-
-/// The sum of every `dropped:N` in dpctl/show -s output.
-fn sum_dropped(s: &str) -> u64 {
-    counter(s, "dropped:")
 }
 
 /// The sum of the numbers after every `name` in s.
