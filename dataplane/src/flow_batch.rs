@@ -461,6 +461,12 @@ impl<'a, P: PacketBuf> Exec<'a, '_, P> {
                 g = s;
             }
             group.push(pkt);
+            // A packet of a connection that was there before it (the memo
+            // holds it): the rest of a uniform run gets what it got, so
+            // one packet through the tracker is enough, not two.
+            if uniform && self.ct_memo.is_set() {
+                self.ct_bulk(ct, &outs[s], &mut it, &mut group);
+            }
         }
         if let Some(x) = gx {
             self.run_group(&x, &outs[g], &mut group, prior);
@@ -468,7 +474,7 @@ impl<'a, P: PacketBuf> Exec<'a, '_, P> {
     }
 
     /// Moves the rest of a uniform run into `group` when ct would say
-    /// `out` (what its last two packets got) for each of them: counted on
+    /// `out` (what the run's last packet got) for each of them: counted on
     /// the connection at once and rewritten by a prepared rewrite. False,
     /// with `it` untouched, when they must go one by one.
     fn ct_bulk(
@@ -479,6 +485,11 @@ impl<'a, P: PacketBuf> Exec<'a, '_, P> {
         group: &mut Burst<P>,
     ) -> bool {
         let rest = it.as_slice();
+        // TCP is tracked segment by segment, and ICMP echoes of one key may
+        // carry other IDs: only UDP's connection is what the key names.
+        if rest.is_empty() || out.orig.is_none_or(|o| o.proto != PROTO_UDP) {
+            return false;
+        }
         let prep = match &out.rewrite {
             None => None,
             Some(rw) => match rest.first().and_then(|p| nat::Prepared::new(rw, p.data())) {
@@ -486,7 +497,7 @@ impl<'a, P: PacketBuf> Exec<'a, '_, P> {
                 _ => return false,
             },
         };
-        if !self.ct_repeat(ct, out, rest) {
+        if !self.ct_repeat(ct, rest) {
             return false;
         }
         for mut p in it.by_ref() {
@@ -498,15 +509,10 @@ impl<'a, P: PacketBuf> Exec<'a, '_, P> {
         true
     }
 
-    /// Counts `rest` (the rest of a uniform run whose last two packets
-    /// got the same outcome `out` from ct) on their connection at once,
-    /// when ct would say the same for each: UDP only, whose connection
-    /// the flow key names (ICMP echoes of one key may carry other IDs,
-    /// TCP is tracked segment by segment).
-    fn ct_repeat(&mut self, ct: &CtOp, out: &Outcome, rest: &[P]) -> bool {
-        if rest.is_empty() || out.orig.is_none_or(|o| o.proto != PROTO_UDP) {
-            return false;
-        }
+    /// Counts `rest` (the rest of a uniform UDP run whose last packet got
+    /// `out` from ct) on their connection at once, when ct would say the
+    /// same for each.
+    fn ct_repeat(&mut self, ct: &CtOp, rest: &[P]) -> bool {
         let bytes = rest.iter().map(|p| p.wire_len() as u64).sum();
         let req = self.ct_request(ct);
         self.snap.ct.repeat(

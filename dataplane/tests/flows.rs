@@ -419,7 +419,7 @@ fn bursts_through_ct_and_nat_both_ways_count_exactly() {
     };
     assert_eq!((fwd_delta(0), fwd_delta(1)), ((9, 9 * 46), (3, 3 * 46)));
     // A burst of one connection alone: counted on it at once after its
-    // first two packets, every packet rewritten.
+    // first packet, every packet rewritten.
     let one: Vec<HeapBuf> = (0..20u8)
         .map(|i| {
             let mut p = udp(1, 80);
@@ -446,6 +446,29 @@ fn bursts_through_ct_and_nat_both_ways_count_exactly() {
         (20, 20 * 46)
     );
     assert_eq!(last[0].1, after[0].1, "the other connection untouched");
+    // A new connection's burst: the first packet creates it, the rest
+    // find it (still +new: no reply yet), each counted once.
+    let fresh: Vec<HeapBuf> = (0..20)
+        .map(|_| {
+            let mut p = udp(1, 80);
+            p.data_mut()[34..36].copy_from_slice(&3000u16.to_be_bytes());
+            p
+        })
+        .collect();
+    l.send(0, fresh);
+    let out3 = l.take(1);
+    assert_eq!(out3.len(), 20);
+    for p in &out3 {
+        assert_eq!(
+            (&p.data()[30..34], sport(p.data())),
+            (&[10u8, 0, 0, 2][..], 3000)
+        );
+        check_ip(p.data());
+    }
+    let now = conns(&l);
+    assert_eq!(now.len(), 3);
+    let c = now.iter().find(|c| c.0 == 3000).expect("new connection");
+    assert_eq!((c.1, c.2), ([20, 0], [20 * 46, 0]));
     let t = l.flows.tables.lock().unwrap();
     let mut hits: Vec<(u8, u16, u64)> = t
         .rules()
@@ -455,9 +478,9 @@ fn bursts_through_ct_and_nat_both_ways_count_exactly() {
     assert_eq!(
         hits,
         vec![
-            (0, 10, 44),
+            (0, 10, 64),
             (0, 10, 12),
-            (1, 10, 12),
+            (1, 10, 32),
             (1, 20, 32),
             (2, 20, 12)
         ]

@@ -164,6 +164,14 @@ pub struct Outcome {
 #[derive(Debug, Default)]
 pub struct CtMemo(Option<(ConnKey, Arc<Conn>, u8)>);
 
+impl CtMemo {
+    /// Whether the last packet through `process_with` found its
+    /// connection already there (and it still is the packet's).
+    pub fn is_set(&self) -> bool {
+        self.0.is_some()
+    }
+}
+
 /// What a `ct` action asks for.
 #[derive(Debug, Clone, Default)]
 pub struct CtRequest<'a> {

@@ -153,6 +153,18 @@ impl Header {
 /// keeps one UDP source port and the underlay's ECMP keeps it in order.
 /// Word-sized reads and one multiply per word: it runs per packet.
 pub fn inner_hash(frame: &[u8]) -> u32 {
+    // Most frames hold an option-less IPv4 header and its ports within
+    // their first 46 bytes: read at fixed places, without the short-frame
+    // checks (half the cost).
+    match frame.first_chunk::<46>().and_then(hash_plain) {
+        Some(h) => h,
+        None => hash_general(frame),
+    }
+}
+
+/// `inner_hash` of any frame, short ones (read as if zero-padded) and
+/// IPv4 headers with options included.
+fn hash_general(frame: &[u8]) -> u32 {
     #[inline]
     fn word(b: &[u8], at: usize) -> u64 {
         match b.get(at..at + 8) {
@@ -164,10 +176,6 @@ pub fn inner_hash(frame: &[u8]) -> u32 {
                 u64::from_le_bytes(w)
             }
         }
-    }
-    #[inline]
-    fn mix(h: u64, v: u64) -> u64 {
-        (h ^ v).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29)
     }
     if frame.len() < ETH {
         return 0;
@@ -188,7 +196,42 @@ pub fn inner_hash(frame: &[u8]) -> u32 {
             h = mix(h, word(ip, ihl) & 0xffff_ffff);
         }
     }
+    fold(h)
+}
+
+#[inline]
+fn mix(h: u64, v: u64) -> u64 {
+    (h ^ v).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29)
+}
+
+#[inline]
+fn fold(h: u64) -> u32 {
     (h ^ (h >> 32)) as u32
+}
+
+/// `inner_hash` of a frame whose first 46 bytes are `b`, when every byte
+/// it reads is among them (an IPv4 header without options, or no IPv4):
+/// the same value the general reading gives.
+#[inline]
+fn hash_plain(b: &[u8; 46]) -> Option<u32> {
+    let word = |at: usize| -> u64 {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&b[at..at + 8]);
+        u64::from_le_bytes(w)
+    };
+    let mut h = mix(mix(0, word(0)), word(8) & 0xffff_ffff_ffff);
+    let l3 = if b[12] == 0x81 && b[13] == 0 { 18 } else { ETH };
+    if b[l3 - 2] == 0x08 && b[l3 - 1] == 0 {
+        if b[l3] & 0x0f != 5 {
+            return None;
+        }
+        let proto = b[l3 + 9];
+        h = mix(h, word(l3 + 12) ^ ((proto as u64) << 56));
+        if proto == 6 || proto == 17 {
+            h = mix(h, word(l3 + IP) & 0xffff_ffff);
+        }
+    }
+    Some(fold(h))
 }
 
 /// Turns `pkt`, an IPv4 frame with DF set that does not fit the tunnel,
@@ -356,6 +399,49 @@ mod tests {
             0x12_3456
         );
         assert!(Ipv4Packet::new_checked(&d[14..]).unwrap().verify_checksum());
+    }
+
+    #[test]
+    fn the_fixed_place_hash_is_the_general_one() {
+        // Untagged and tagged; UDP, TCP, ICMP, IPv6 and ARP; option-less
+        // headers (fixed places) and 24-byte ones (general reading).
+        let mut seen = 0;
+        for seed in 0u64..400 {
+            let mut f: Vec<u8> = (0..80u64)
+                .map(|i| (i.wrapping_mul(31) ^ seed.wrapping_mul(0x9e37_79b9)) as u8)
+                .collect();
+            let l3 = if seed % 2 == 0 {
+                14
+            } else {
+                f[12..14].copy_from_slice(&[0x81, 0]);
+                18
+            };
+            let ethertype: [u8; 2] = match seed % 5 {
+                0 => [0x86, 0xdd],
+                1 => [0x08, 0x06],
+                _ => [0x08, 0],
+            };
+            f[l3 - 2..l3].copy_from_slice(&ethertype);
+            f[l3] = if seed % 7 == 0 { 0x46 } else { 0x45 };
+            f[l3 + 9] = [17, 6, 1][(seed % 3) as usize];
+            let plain = hash_plain(f[..46].try_into().unwrap());
+            assert_eq!(
+                plain.unwrap_or_else(|| hash_general(&f)),
+                hash_general(&f),
+                "seed {seed}"
+            );
+            seen += plain.is_some() as u32;
+        }
+        assert!(seen > 250, "the fixed places serve most frames ({seen})");
+        // Different ports, different hash; same flow, other payload, same.
+        let mut f = inner(64);
+        f[23] = 17;
+        let mut g = f.clone();
+        g[35] ^= 1;
+        assert_ne!(inner_hash(&f), inner_hash(&g));
+        let mut g = f.clone();
+        g[50] ^= 1;
+        assert_eq!(inner_hash(&f), inner_hash(&g));
     }
 
     #[test]
