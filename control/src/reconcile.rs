@@ -260,6 +260,27 @@ impl<P: PacketBuf + 'static> Reconciler<P> {
             }
             Err(e) => log::warn!("{e} (the previous list stays)"),
         }
+        // Who reads guests' transmit rings: rvs itself (the default) or
+        // rte_vhost's dequeue. A bad value changes nothing.
+        let own = match d.global.get("vhost-own-rx") {
+            None => rvs_ffi::vhost::OWN_RX_DEFAULT,
+            Some("true") => true,
+            Some("false") => false,
+            Some(v) => {
+                log::warn!(
+                    "other_config:vhost-own-rx={v}: expected true or false (stays {})",
+                    rvs_ffi::vhost::own_rx()
+                );
+                rvs_ffi::vhost::own_rx()
+            }
+        };
+        if own != rvs_ffi::vhost::own_rx() {
+            log::info!(
+                "vhost-own-rx={own}: guests' transmit rings read by {}",
+                if own { "rvs" } else { "rte_vhost" }
+            );
+            rvs_ffi::vhost::set_own_rx(own);
+        }
         let hold = d.global.get("flow-restore-wait") == Some("true");
         if hold != self.hold {
             log::info!(

@@ -234,7 +234,13 @@ impl NetDev<Mbuf> for VhostPort {
     }
 
     fn device_stats(&self) -> Vec<(&'static str, u64)> {
-        vec![("ovs_tx_retries", self.tx_retries.load(Ordering::Relaxed))]
+        let e = &self.dev.state.ring_errors;
+        vec![
+            ("ovs_tx_retries", self.tx_retries.load(Ordering::Relaxed)),
+            // Chains rvs's own ring reader returned unread (vring.rs).
+            ("rx_bad_descriptors", e.bad_desc.load(Ordering::Relaxed)),
+            ("rx_oversize_errors", e.too_long.load(Ordering::Relaxed)),
+        ]
     }
 
     fn rxq_live(&self, q: u16) -> bool {
@@ -263,6 +269,17 @@ impl NetDev<Mbuf> for VhostPort {
                 (
                     "enabled_queue_pairs".into(),
                     self.dev.enabled_mask().count_ones().to_string(),
+                ),
+                // Who takes frames off queue pair 0's transmit ring (once
+                // it has been polled): rvs itself or rte_vhost's dequeue.
+                (
+                    "rx_ring_reader".into(),
+                    if self.dev.reads_own_ring(0) {
+                        "rvs"
+                    } else {
+                        "rte_vhost"
+                    }
+                    .into(),
                 ),
             ],
         }

@@ -19,6 +19,7 @@ pub mod ethdev;
 pub mod mbuf;
 pub mod mempool;
 pub mod vhost;
+pub mod vring;
 
 pub use ethdev::{EthDev, EthStats};
 pub use mbuf::Mbuf;

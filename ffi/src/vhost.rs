@@ -5,10 +5,12 @@
 use crate::mbuf::{free_burst, Mbuf};
 use crate::mempool::Mempool;
 use crate::raw;
+use crate::vring::{RingErrors, SplitRing};
 use arrayvec::ArrayVec;
+use std::cell::UnsafeCell;
 use std::collections::HashMap;
 use std::ffi::{CStr, CString};
-use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 /// Offloads rvs does not offer to guests: every egress path (other guests,
@@ -25,6 +27,81 @@ const DISABLED_FEATURES: u64 = (1 << 0) // VIRTIO_NET_F_CSUM
     | (1 << 13) // HOST_ECN
     | (1 << 14); // HOST_UFO
 
+/// Whether PMDs read guests' transmit rings themselves (`vring`) instead
+/// of through rte_vhost's dequeue. Each ring decides when it is next
+/// opened; `set_own_rx` makes every ring decide again.
+static OWN_RX: AtomicBool = AtomicBool::new(OWN_RX_DEFAULT);
+
+/// `other_config:vhost-own-rx` when it is not set.
+pub const OWN_RX_DEFAULT: bool = true;
+
+/// Queue pairs whose transmit ring rvs may read itself; beyond them the
+/// library always does.
+const OWN_RINGS: usize = 16;
+
+/// Who reads a guest's transmit ring.
+enum Reader {
+    /// Nobody since the device (re)started or changed: decided at the next
+    /// dequeue.
+    Undecided,
+    Library,
+    Own(SplitRing),
+    /// The library for one dequeue, then decided again: after a live
+    /// migration it puts a RARP for the guest in front of that burst.
+    LibraryOnce,
+}
+
+/// One transmit ring's reader, behind a try-lock: the PMD polling the
+/// queue holds it for one dequeue; the vhost thread takes it (after
+/// setting `paused`) to hand the ring back to the library before any
+/// message changes the device, and while rxqs move between PMDs a second
+/// poller finds it taken and moves on.
+struct RxRing {
+    busy: AtomicBool,
+    paused: AtomicBool,
+    reader: UnsafeCell<Reader>,
+}
+
+// SAFETY: `reader` is only touched by whoever holds `busy`.
+unsafe impl Sync for RxRing {}
+
+impl RxRing {
+    fn new() -> RxRing {
+        RxRing {
+            busy: AtomicBool::new(false),
+            paused: AtomicBool::new(false),
+            reader: UnsafeCell::new(Reader::Undecided),
+        }
+    }
+
+    /// Stops PMDs from reading the ring and gives it back to the library
+    /// where rvs left it (`sync`; not for a device that is going away).
+    /// Returns with the ring paused, its reader undecided.
+    fn pause(&self, sync: bool) {
+        self.paused.store(true, Ordering::SeqCst);
+        while self.busy.swap(true, Ordering::SeqCst) {
+            std::hint::spin_loop();
+        }
+        // SAFETY: busy is ours.
+        let r = unsafe { &mut *self.reader.get() };
+        if let Reader::Own(ring) = std::mem::replace(r, Reader::Undecided) {
+            if sync {
+                ring.close();
+            }
+        }
+        self.busy.store(false, Ordering::Release);
+    }
+
+    fn set_once(&self) {
+        while self.busy.swap(true, Ordering::SeqCst) {
+            std::hint::spin_loop();
+        }
+        // SAFETY: busy is ours.
+        unsafe { *self.reader.get() = Reader::LibraryOnce };
+        self.busy.store(false, Ordering::Release);
+    }
+}
+
 /// Live state of one vhost-user socket, shared by the control thread, the
 /// vhost library's callbacks and the PMDs.
 pub struct VhostState {
@@ -35,6 +112,44 @@ pub struct VhostState {
     enabled: AtomicU64,
     /// Times a guest connected, for status reporting.
     pub connects: AtomicU64,
+    rings: Box<[RxRing]>,
+    /// What the guest's transmit rings held that was not a frame.
+    pub ring_errors: Arc<RingErrors>,
+}
+
+impl VhostState {
+    fn pause_rings(&self, sync: bool) {
+        for r in self.rings.iter() {
+            r.pause(sync);
+        }
+    }
+
+    fn resume_rings(&self) {
+        for r in self.rings.iter() {
+            r.paused.store(false, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Makes PMDs read guests' transmit rings themselves (`on`) or through
+/// the library, from each ring's next dequeue.
+pub fn set_own_rx(on: bool) {
+    if OWN_RX.swap(on, Ordering::SeqCst) == on {
+        return;
+    }
+    let states: Vec<Arc<VhostState>> = match registry().lock() {
+        Ok(r) => r.values().cloned().collect(),
+        Err(_) => return,
+    };
+    for s in states {
+        s.pause_rings(true);
+        s.resume_rings();
+    }
+}
+
+/// Whether PMDs read guests' transmit rings themselves.
+pub fn own_rx() -> bool {
+    OWN_RX.load(Ordering::Relaxed)
 }
 
 type Hook = Box<dyn Fn() + Send + Sync>;
@@ -86,6 +201,13 @@ unsafe extern "C" fn new_device(vid: i32) -> i32 {
                 };
                 s.enabled.store(mask, Ordering::Release);
             }
+            // Every message the guest sends from now on first hands the
+            // rings back to the library (`pre_msg`).
+            // SAFETY: vid is the device being announced; EXTERN is 'static.
+            unsafe {
+                raw::rte_vhost_extern_callback_register(vid, &EXTERN.0, std::ptr::null_mut());
+            }
+            s.resume_rings();
             s.vid.store(vid, Ordering::Release);
             s.connects.fetch_add(1, Ordering::Relaxed);
             log::info!("vhost-user {}: guest connected (device {vid})", s.path);
@@ -102,6 +224,8 @@ unsafe extern "C" fn destroy_device(vid: i32) {
     if let Some(s) = state_of(vid) {
         s.vid.store(-1, Ordering::Release);
         s.enabled.store(0, Ordering::Release);
+        // The library unmaps the rings when we return.
+        s.pause_rings(false);
         // The library frees the virtqueues when we return: wait until no PMD
         // can still be dequeuing or enqueuing with the old id.
         if let Some(q) = QUIESCE.get() {
@@ -129,6 +253,45 @@ unsafe extern "C" fn vring_state_changed(vid: i32, queue_id: u16, enable: i32) -
     }
     0
 }
+
+/// vhost-user request numbers the hooks look at.
+const SEND_RARP: u32 = 19;
+
+/// Before the library handles any message of a running device: the
+/// rings rvs reads go back to it (the message may move or unmap them,
+/// or ask where they are), and stay paused until `post_msg`.
+unsafe extern "C" fn pre_msg(vid: i32, msg: *mut libc::c_void) -> raw::rte_vhost_msg_result {
+    if let Some(s) = state_of(vid) {
+        s.pause_rings(true);
+        // SAFETY: msg points at the message, whose first field is the
+        // request number (a u32).
+        let request = unsafe { *(msg as *const u32) };
+        if request == SEND_RARP {
+            // The library announces a migrated guest with a RARP in its
+            // next dequeue: let it do that one.
+            if let Some(r) = s.rings.first() {
+                r.set_once();
+            }
+        }
+    }
+    raw::RTE_VHOST_MSG_RESULT_NOT_HANDLED
+}
+
+unsafe extern "C" fn post_msg(vid: i32, _msg: *mut libc::c_void) -> raw::rte_vhost_msg_result {
+    if let Some(s) = state_of(vid) {
+        s.resume_rings();
+    }
+    raw::RTE_VHOST_MSG_RESULT_NOT_HANDLED
+}
+
+struct Extern(raw::rte_vhost_user_extern_ops);
+// SAFETY: immutable function pointers.
+unsafe impl Sync for Extern {}
+
+static EXTERN: Extern = Extern(raw::rte_vhost_user_extern_ops {
+    pre_msg_handle: Some(pre_msg),
+    post_msg_handle: Some(post_msg),
+});
 
 struct Ops(raw::rte_vhost_device_ops);
 // SAFETY: the table is immutable function pointers; its reserved pointer is null.
@@ -162,6 +325,8 @@ impl VhostDev {
             vid: AtomicI32::new(-1),
             enabled: AtomicU64::new(0),
             connects: AtomicU64::new(0),
+            rings: (0..OWN_RINGS).map(|_| RxRing::new()).collect(),
+            ring_errors: Arc::default(),
         });
         {
             let mut reg = registry().lock().map_err(|_| "vhost registry poisoned")?;
@@ -238,17 +403,48 @@ impl VhostDev {
         if vid < 0 || !self.queue_enabled(q) {
             return 0;
         }
-        let len = out.len();
-        let room = (N - len) as u16;
-        // SAFETY: vid was live when read and stays valid until we return
-        // (destroy_device waits for PMD quiescence); the spare capacity holds
-        // room mbuf pointers that the library fills with n owned mbufs.
-        unsafe {
-            let ptr = (out.as_mut_ptr() as *mut *mut raw::rte_mbuf).add(len);
-            let n = raw::rte_vhost_dequeue_burst(vid, q * 2 + 1, pool.as_ptr(), ptr, room) as usize;
-            out.set_len(len + n);
-            n
+        let Some(r) = self.state.rings.get(q as usize) else {
+            return library_dequeue(vid, q, pool, out);
+        };
+        if r.busy.swap(true, Ordering::SeqCst) {
+            return 0;
         }
+        let n = if r.paused.load(Ordering::SeqCst) {
+            0
+        } else {
+            // SAFETY: busy is ours, and the device was live after we took
+            // it: destroy_device pauses the ring (waiting for busy) before
+            // the library frees anything.
+            let reader = unsafe { &mut *r.reader.get() };
+            if matches!(reader, Reader::Undecided) {
+                *reader = open_reader(vid, q * 2 + 1, &self.state.ring_errors);
+            }
+            match reader {
+                Reader::Own(ring) => ring.dequeue(pool, out),
+                Reader::LibraryOnce => {
+                    *reader = Reader::Undecided;
+                    library_dequeue(vid, q, pool, out)
+                }
+                _ => library_dequeue(vid, q, pool, out),
+            }
+        };
+        r.busy.store(false, Ordering::Release);
+        n
+    }
+
+    /// Whether rvs reads queue pair `q`'s transmit ring itself now (for
+    /// status reporting; false while undecided).
+    pub fn reads_own_ring(&self, q: u16) -> bool {
+        let Some(r) = self.state.rings.get(q as usize) else {
+            return false;
+        };
+        if r.busy.swap(true, Ordering::SeqCst) {
+            return false;
+        }
+        // SAFETY: busy is ours.
+        let own = matches!(unsafe { &*r.reader.get() }, Reader::Own(_));
+        r.busy.store(false, Ordering::Release);
+        own
     }
 
     /// Copies the frames into the guest's queue pair `q` and frees them all.
@@ -268,8 +464,8 @@ impl VhostDev {
         let n = pkts.len();
         if vid >= 0 {
             while sent < n {
-                // SAFETY: as in dequeue; pkts[sent..] are owned mbufs;
-                // enqueue copies their data and leaves them with us.
+                // SAFETY: as in library_dequeue; pkts[sent..] are owned
+                // mbufs; enqueue copies their data and leaves them with us.
                 let took = unsafe {
                     raw::rte_vhost_enqueue_burst(
                         vid,
@@ -299,6 +495,43 @@ impl VhostDev {
         // SAFETY: vid read live; mtu is a valid out pointer.
         let rc = unsafe { raw::rte_vhost_get_mtu(vid, &mut mtu) };
         (rc == 0).then_some(mtu)
+    }
+}
+
+/// rvs's own reader of virtqueue `qid` when rvs reads rings itself and
+/// can read this one, else the library.
+///
+/// Only guests' transmit rings: writing their receive rings the same way
+/// (prefetching the buffers before writing them) measured slower than the
+/// library in rvs-bench (benches/RESULTS.md, 2026-11-23 16:xx).
+fn open_reader(vid: i32, qid: u16, errors: &Arc<RingErrors>) -> Reader {
+    if !OWN_RX.load(Ordering::Relaxed) {
+        return Reader::Library;
+    }
+    match SplitRing::open(vid, qid, errors.clone()) {
+        Ok(ring) => Reader::Own(ring),
+        Err(_) => Reader::Library,
+    }
+}
+
+/// rte_vhost's dequeue of queue pair `q` into `out`.
+#[inline]
+fn library_dequeue<const N: usize>(
+    vid: i32,
+    q: u16,
+    pool: &Mempool,
+    out: &mut ArrayVec<Mbuf, N>,
+) -> usize {
+    let len = out.len();
+    let room = (N - len) as u16;
+    // SAFETY: vid was live when read and stays valid until we return
+    // (destroy_device waits for PMD quiescence); the spare capacity holds
+    // room mbuf pointers that the library fills with n owned mbufs.
+    unsafe {
+        let ptr = (out.as_mut_ptr() as *mut *mut raw::rte_mbuf).add(len);
+        let n = raw::rte_vhost_dequeue_burst(vid, q * 2 + 1, pool.as_ptr(), ptr, room) as usize;
+        out.set_len(len + n);
+        n
     }
 }
 

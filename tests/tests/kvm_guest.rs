@@ -101,6 +101,20 @@ fn a_guest_in_each_vhost_user_mode_reaches_the_host_and_the_other_guest() {
         };
         let got = h.wait_stats(port, "7 frames each way", want);
         assert_eq!(got["rx_dropped"], before["rx_dropped"], "{port}");
+        // The kernel's virtio-net rings (event index, indirect chains for
+        // the TCP transfers above) were read by rvs itself, every chain a
+        // frame.
+        assert_eq!(
+            (got["rx_bad_descriptors"], got["rx_oversize_errors"]),
+            (0, 0),
+            "{port}"
+        );
+        let status = rvs_tests::parse_map(&h.get("Interface", port, "status"));
+        assert_eq!(
+            status.get("rx_ring_reader").map(String::as_str),
+            Some("rvs"),
+            "{port}"
+        );
     }
 }
 

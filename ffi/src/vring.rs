@@ -1,0 +1,394 @@
+//! A guest's transmit virtqueue (split layout) read by rvs itself instead
+//! of by rte_vhost's dequeue: the library keeps the vhost-user protocol
+//! (sockets, memory table, ring addresses, features), rvs takes the frames
+//! off the ring. The library takes a burst one frame at a time, and each
+//! frame's descriptor and data are cache misses (the guest wrote them on
+//! another core) that then follow one another; here every descriptor and
+//! frame of the burst is asked for before any is copied, so the misses
+//! overlap. Only what a split ring needs without packed layout, IOMMU or
+//! dirty logging is done (the library keeps rings that need those), and
+//! the ring goes back to the library (`SplitRing::close`) before anything
+//! about the device changes.
+use crate::mbuf::Mbuf;
+use crate::mempool::Mempool;
+use crate::raw;
+use arrayvec::ArrayVec;
+use std::sync::atomic::{fence, AtomicU16, AtomicU64, Ordering};
+use std::sync::Arc;
+
+const F_NEXT: u16 = 1;
+const F_INDIRECT: u16 = 4;
+const AVAIL_F_NO_INTERRUPT: u16 = 1;
+const MRG_RXBUF: u64 = 1 << 15;
+const LOG_ALL: u64 = 1 << 26;
+const EVENT_IDX: u64 = 1 << 29;
+const VERSION_1: u64 = 1 << 32;
+const ACCESS_PLATFORM: u64 = 1 << 33;
+const RING_PACKED: u64 = 1 << 34;
+
+/// Why the library keeps a ring: what this path does not do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unsupported {
+    /// Packed ring, IOMMU translation or dirty-page logging (migration).
+    Features,
+    /// The library would not describe the ring or the guest's memory.
+    NotReady,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Desc {
+    addr: u64,
+    len: u32,
+    flags: u16,
+    next: u16,
+}
+
+#[derive(Clone, Copy)]
+struct Region {
+    guest: u64,
+    size: u64,
+    host: u64,
+}
+
+/// Counts of what a device's rings held that could not become a frame
+/// (each such descriptor chain is returned to the guest unread).
+#[derive(Debug, Default)]
+pub struct RingErrors {
+    /// A descriptor index, chain or address outside the ring or the
+    /// guest's memory, or an empty frame.
+    pub bad_desc: AtomicU64,
+    /// A frame longer than an mbuf holds.
+    pub too_long: AtomicU64,
+}
+
+/// The ring of one queue, owned by the one PMD polling it (vhost.rs's
+/// per-queue lock guards it).
+pub struct SplitRing {
+    vid: i32,
+    qid: u16,
+    desc: *const Desc,
+    /// flags, idx, ring[size], used_event
+    avail: *const u16,
+    /// flags, idx, ring[size] of (id u32, len u32), avail_event
+    used: *mut u16,
+    size: u16,
+    last_avail: u16,
+    last_used: u16,
+    callfd: i32,
+    event_idx: bool,
+    hdr_len: u32,
+    regions: Vec<Region>,
+    last_region: usize,
+    errors: Arc<RingErrors>,
+}
+
+// SAFETY: the pointers are into guest memory mapped for the device's
+// lifetime; the ring moves between threads only under vhost.rs's
+// per-queue lock, which `close` takes before the library unmaps anything.
+unsafe impl Send for SplitRing {}
+
+impl SplitRing {
+    /// Takes over virtqueue `qid` of device `vid` where the library left
+    /// it. The caller holds the queue's lock and the device is live.
+    pub fn open(vid: i32, qid: u16, errors: Arc<RingErrors>) -> Result<SplitRing, Unsupported> {
+        let mut features = 0u64;
+        // SAFETY: vid is live (the caller's contract); out pointer valid.
+        if unsafe { raw::rte_vhost_get_negotiated_features(vid, &mut features) } != 0 {
+            return Err(Unsupported::NotReady);
+        }
+        if features & (LOG_ALL | ACCESS_PLATFORM | RING_PACKED) != 0 {
+            return Err(Unsupported::Features);
+        }
+        let mut vr = raw::rte_vhost_vring::default();
+        // SAFETY: as above; vr is a valid out struct.
+        if unsafe { raw::rte_vhost_get_vhost_vring(vid, qid, &mut vr) } != 0 {
+            return Err(Unsupported::NotReady);
+        }
+        // SAFETY: reading the union's split-ring members, which the
+        // negotiated features (no RING_PACKED) say are the live ones.
+        let (desc, avail, used) = unsafe {
+            (
+                vr.__bindgen_anon_1.desc,
+                vr.__bindgen_anon_2.avail,
+                vr.__bindgen_anon_3.used,
+            )
+        };
+        let size = vr.size;
+        if desc.is_null()
+            || avail.is_null()
+            || used.is_null()
+            || size == 0
+            || !size.is_power_of_two()
+        {
+            return Err(Unsupported::NotReady);
+        }
+        let mut mem: *mut raw::rte_vhost_memory = std::ptr::null_mut();
+        // SAFETY: the library allocates a copy of the table for us.
+        if unsafe { raw::rte_vhost_get_mem_table(vid, &mut mem) } != 0 || mem.is_null() {
+            return Err(Unsupported::NotReady);
+        }
+        // SAFETY: mem points to nregions entries, ours to free.
+        let regions = unsafe {
+            let n = (*mem).nregions as usize;
+            let r = std::slice::from_raw_parts((*mem).regions.as_ptr(), n)
+                .iter()
+                .map(|r| Region {
+                    guest: r.guest_phys_addr,
+                    size: r.size,
+                    host: r.host_user_addr,
+                })
+                .collect();
+            libc::free(mem as *mut libc::c_void);
+            r
+        };
+        let (mut last_avail, mut last_used) = (0u16, 0u16);
+        // SAFETY: as above, out pointers valid.
+        if unsafe { raw::rte_vhost_get_vring_base(vid, qid, &mut last_avail, &mut last_used) } != 0
+        {
+            return Err(Unsupported::NotReady);
+        }
+        Ok(SplitRing {
+            vid,
+            qid,
+            desc: desc as *const Desc,
+            avail: avail as *const u16,
+            used: used as *mut u16,
+            size,
+            last_avail,
+            last_used,
+            callfd: vr.callfd,
+            event_idx: features & EVENT_IDX != 0,
+            hdr_len: if features & (VERSION_1 | MRG_RXBUF) != 0 {
+                12
+            } else {
+                10
+            },
+            regions,
+            last_region: 0,
+            errors,
+        })
+    }
+
+    /// Hands the ring back to the library at the place rvs reached.
+    pub fn close(self) {
+        // SAFETY: the device is still registered (close runs before the
+        // library frees it); plain index store.
+        unsafe {
+            raw::rte_vhost_set_vring_base(self.vid, self.qid, self.last_avail, self.last_used)
+        };
+    }
+
+    #[inline]
+    fn avail_idx(&self) -> u16 {
+        // SAFETY: avail points at the mapped avail ring; idx is its second
+        // u16, written by the guest: read atomically, and Acquire orders
+        // the ring entries it publishes.
+        unsafe { (*(self.avail.add(1) as *const AtomicU16)).load(Ordering::Acquire) }
+    }
+
+    #[inline]
+    fn guest(&mut self, addr: u64, len: u32) -> Option<*const u8> {
+        let end = addr.checked_add(len as u64)?;
+        let hit = |r: &Region| addr >= r.guest && end <= r.guest + r.size;
+        if let Some(r) = self.regions.get(self.last_region).filter(|r| hit(r)) {
+            return Some((r.host + (addr - r.guest)) as *const u8);
+        }
+        let i = self.regions.iter().position(hit)?;
+        self.last_region = i;
+        let r = self.regions[i];
+        Some((r.host + (addr - r.guest)) as *const u8)
+    }
+
+    /// Copies the frame of the chain at `head` (after its virtio-net
+    /// header) into `m`'s data room. False for a malformed chain or a
+    /// frame that does not fit (counted).
+    fn copy_chain(&mut self, head: u16, m: &mut raw::rte_mbuf) -> bool {
+        let mask = self.size - 1;
+        if head > mask {
+            self.errors.bad_desc.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        // SAFETY: head is within the table of `size` descriptors.
+        let mut d = unsafe { *self.desc.add(head as usize) };
+        // An indirect chain lives in its own table in guest memory.
+        let mut table = self.desc;
+        let mut tlen = self.size as u32;
+        if d.flags & F_INDIRECT != 0 {
+            let n = d.len / 16;
+            match self.guest(d.addr, d.len) {
+                Some(p) if n > 0 && n <= u16::MAX as u32 => {
+                    table = p as *const Desc;
+                    tlen = n;
+                    // SAFETY: p maps n descriptors (checked against the
+                    // region above); unaligned-safe read.
+                    d = unsafe { table.read_unaligned() };
+                }
+                _ => {
+                    self.errors.bad_desc.fetch_add(1, Ordering::Relaxed);
+                    return false;
+                }
+            }
+        }
+        let room = (m.buf_len - m.data_off) as u32;
+        // SAFETY: buf_addr + data_off is the mbuf's data area, room bytes.
+        let dst = unsafe { (m.buf_addr as *mut u8).add(m.data_off as usize) };
+        let (mut skip, mut len) = (self.hdr_len, 0u32);
+        for _ in 0..tlen {
+            let take = d.len.saturating_sub(skip);
+            let off = d.len - take;
+            skip -= d.len - take;
+            if take > 0 {
+                if len + take > room {
+                    self.errors.too_long.fetch_add(1, Ordering::Relaxed);
+                    return false;
+                }
+                let Some(src) = self.guest(d.addr + off as u64, take) else {
+                    self.errors.bad_desc.fetch_add(1, Ordering::Relaxed);
+                    return false;
+                };
+                // SAFETY: src maps `take` bytes of guest memory (checked
+                // against its region); dst has room for them (checked).
+                unsafe { std::ptr::copy_nonoverlapping(src, dst.add(len as usize), take as usize) };
+                len += take;
+            }
+            if d.flags & F_NEXT == 0 {
+                if len == 0 {
+                    break;
+                }
+                m.data_len = len as u16;
+                m.pkt_len = len;
+                return true;
+            }
+            if d.next as u32 >= tlen {
+                break;
+            }
+            // SAFETY: next < tlen, the length of `table`.
+            d = unsafe { table.add(d.next as usize).read_unaligned() };
+        }
+        // Longer than the table (a loop), an index past it, or empty.
+        self.errors.bad_desc.fetch_add(1, Ordering::Relaxed);
+        false
+    }
+
+    /// Takes up to `N - out.len()` frames the guest made available into
+    /// mbufs from `pool`, returns the descriptors to it and tells it when
+    /// it asked to be told.
+    pub fn dequeue<const N: usize>(
+        &mut self,
+        pool: &Mempool,
+        out: &mut ArrayVec<Mbuf, N>,
+    ) -> usize {
+        let avail = self.avail_idx();
+        let room = (N - out.len()).min(crate::BURST);
+        let n = (avail.wrapping_sub(self.last_avail) as usize).min(room);
+        if n == 0 {
+            return 0;
+        }
+        let mut bufs: [*mut raw::rte_mbuf; crate::BURST] = [std::ptr::null_mut(); crate::BURST];
+        // SAFETY: bufs holds n pointers for the library to fill.
+        if unsafe { raw::rvs_pktmbuf_alloc_bulk(pool.as_ptr(), bufs.as_mut_ptr(), n as u32) } != 0 {
+            return 0;
+        }
+        let mask = self.size - 1;
+        let used_ring = 2usize; // u16 offset of used->ring
+                                // The guest wrote the descriptors and frames on another core: each
+                                // first touch is a cache miss. Ask for all of them before copying
+                                // any, so the misses overlap instead of following one another
+                                // (the library's dequeue takes them one frame at a time).
+        let mut heads = [0u16; crate::BURST];
+        for (i, h) in heads.iter_mut().take(n).enumerate() {
+            let slot = self.last_avail.wrapping_add(i as u16) & mask;
+            // SAFETY: slot < size: an entry of the avail ring.
+            *h = unsafe { self.avail.add(2 + slot as usize).read_volatile() } & mask;
+            // SAFETY: *h < size: a descriptor of the table.
+            prefetch(unsafe { self.desc.add(*h as usize) } as *const u8);
+        }
+        for &h in heads.iter().take(n) {
+            // SAFETY: h < size.
+            let d = unsafe { *self.desc.add(h as usize) };
+            if d.flags & F_INDIRECT == 0 {
+                if let Some(p) = self.guest(d.addr, d.len.min(128)) {
+                    prefetch(p);
+                    if d.len > 64 {
+                        // SAFETY: p maps at least 65 bytes.
+                        prefetch(unsafe { p.add(64) });
+                    }
+                }
+            }
+        }
+        let mut got = 0;
+        for (i, &b) in bufs.iter().take(n).enumerate() {
+            let slot = self.last_avail.wrapping_add(i as u16) & mask;
+            // SAFETY: slot < size: an entry of the avail ring.
+            let head = unsafe { self.avail.add(2 + slot as usize).read_volatile() };
+            // SAFETY: b is a freshly allocated mbuf we own.
+            let ok = self.copy_chain(head, unsafe { &mut *b });
+            let u = self.last_used.wrapping_add(i as u16) & mask;
+            // SAFETY: u < size: an element (8 bytes: id, len) of the used
+            // ring; the guest reads it only after the idx store below.
+            unsafe {
+                let e = (self.used.add(used_ring) as *mut u32).add(2 * u as usize);
+                e.write_volatile(head as u32);
+                e.add(1).write_volatile(0);
+            }
+            if ok {
+                // SAFETY: b is ours; ownership moves into the Mbuf.
+                out.push(Mbuf::from_nonnull(unsafe {
+                    std::ptr::NonNull::new_unchecked(b)
+                }));
+                got += 1;
+            } else {
+                // SAFETY: b is ours and unused.
+                unsafe { raw::rvs_pktmbuf_free(b) };
+            }
+        }
+        let old = self.last_used;
+        self.last_avail = self.last_avail.wrapping_add(n as u16);
+        self.last_used = self.last_used.wrapping_add(n as u16);
+        // SAFETY: used idx is the used ring's second u16; Release publishes
+        // the entries written above.
+        unsafe {
+            (*(self.used.add(1) as *const AtomicU16)).store(self.last_used, Ordering::Release)
+        };
+        self.notify(old);
+        got
+    }
+
+    /// Signals the guest's call eventfd when it wants to hear of used
+    /// buffers (VIRTIO 1.x 2.7.10: used_event with EVENT_IDX, else the
+    /// NO_INTERRUPT flag). A poll-mode guest asks for nothing.
+    fn notify(&self, old: u16) {
+        if self.callfd < 0 {
+            return;
+        }
+        // The guest's flag or used_event must be read after our idx store.
+        fence(Ordering::SeqCst);
+        let new = self.last_used;
+        let want = if self.event_idx {
+            // SAFETY: used_event follows the avail ring's size entries.
+            let ev = unsafe { self.avail.add(2 + self.size as usize).read_volatile() };
+            new.wrapping_sub(ev).wrapping_sub(1) < new.wrapping_sub(old)
+        } else {
+            // SAFETY: avail flags is the ring's first u16.
+            let flags = unsafe { self.avail.read_volatile() };
+            flags & AVAIL_F_NO_INTERRUPT == 0
+        };
+        if want {
+            let one: u64 = 1;
+            // SAFETY: callfd is the guest's eventfd; an 8-byte write of 1.
+            unsafe { libc::write(self.callfd, &one as *const u64 as *const libc::c_void, 8) };
+        }
+    }
+}
+
+#[inline(always)]
+fn prefetch(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch never faults, whatever the address.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p as *const i8)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
