@@ -74,31 +74,30 @@ impl RxRing {
         }
     }
 
+    /// `f` on the reader, waiting for a PMD that holds it (one dequeue).
+    /// For the control and vhost threads; a PMD only tries (`dequeue`).
+    fn with<R>(&self, f: impl FnOnce(&mut Reader) -> R) -> R {
+        while self.busy.swap(true, Ordering::SeqCst) {
+            std::hint::spin_loop();
+        }
+        // SAFETY: busy is ours.
+        let r = f(unsafe { &mut *self.reader.get() });
+        self.busy.store(false, Ordering::Release);
+        r
+    }
+
     /// Stops PMDs from reading the ring and gives it back to the library
     /// where rvs left it (`sync`; not for a device that is going away).
     /// Returns with the ring paused, its reader undecided.
     fn pause(&self, sync: bool) {
         self.paused.store(true, Ordering::SeqCst);
-        while self.busy.swap(true, Ordering::SeqCst) {
-            std::hint::spin_loop();
-        }
-        // SAFETY: busy is ours.
-        let r = unsafe { &mut *self.reader.get() };
-        if let Reader::Own(ring) = std::mem::replace(r, Reader::Undecided) {
-            if sync {
-                ring.close();
+        self.with(|r| {
+            if let Reader::Own(ring) = std::mem::replace(r, Reader::Undecided) {
+                if sync {
+                    ring.close();
+                }
             }
-        }
-        self.busy.store(false, Ordering::Release);
-    }
-
-    fn set_once(&self) {
-        while self.busy.swap(true, Ordering::SeqCst) {
-            std::hint::spin_loop();
-        }
-        // SAFETY: busy is ours.
-        unsafe { *self.reader.get() = Reader::LibraryOnce };
-        self.busy.store(false, Ordering::Release);
+        });
     }
 }
 
@@ -270,7 +269,7 @@ unsafe extern "C" fn pre_msg(vid: i32, msg: *mut libc::c_void) -> raw::rte_vhost
             // The library announces a migrated guest with a RARP in its
             // next dequeue: let it do that one.
             if let Some(r) = s.rings.first() {
-                r.set_once();
+                r.with(|x| *x = Reader::LibraryOnce);
             }
         }
     }
@@ -435,16 +434,10 @@ impl VhostDev {
     /// Whether rvs reads queue pair `q`'s transmit ring itself now (for
     /// status reporting; false while undecided).
     pub fn reads_own_ring(&self, q: u16) -> bool {
-        let Some(r) = self.state.rings.get(q as usize) else {
-            return false;
-        };
-        if r.busy.swap(true, Ordering::SeqCst) {
-            return false;
-        }
-        // SAFETY: busy is ours.
-        let own = matches!(unsafe { &*r.reader.get() }, Reader::Own(_));
-        r.busy.store(false, Ordering::Release);
-        own
+        self.state
+            .rings
+            .get(q as usize)
+            .is_some_and(|r| r.with(|x| matches!(x, Reader::Own(_))))
     }
 
     /// Copies the frames into the guest's queue pair `q` and frees them all.
@@ -503,7 +496,7 @@ impl VhostDev {
 ///
 /// Only guests' transmit rings: writing their receive rings the same way
 /// (prefetching the buffers before writing them) measured slower than the
-/// library in rvs-bench (benches/RESULTS.md, 2026-11-23 16:xx).
+/// library in rvs-bench (benches/RESULTS.md, 2026-11-23 15:35-16:35).
 fn open_reader(vid: i32, qid: u16, errors: &Arc<RingErrors>) -> Reader {
     if !OWN_RX.load(Ordering::Relaxed) {
         return Reader::Library;

@@ -291,22 +291,24 @@ impl SplitRing {
             return 0;
         }
         let mask = self.size - 1;
-        let used_ring = 2usize; // u16 offset of used->ring
-                                // The guest wrote the descriptors and frames on another core: each
-                                // first touch is a cache miss. Ask for all of them before copying
-                                // any, so the misses overlap instead of following one another
-                                // (the library's dequeue takes them one frame at a time).
+        // u16 offset of used->ring.
+        let used_ring = 2usize;
+        // The guest wrote the descriptors and frames on another core: each
+        // first touch is a cache miss. Ask for all of them before copying
+        // any, so the misses overlap instead of following one another
+        // (the library's dequeue takes them one frame at a time).
         let mut heads = [0u16; crate::BURST];
         for (i, h) in heads.iter_mut().take(n).enumerate() {
             let slot = self.last_avail.wrapping_add(i as u16) & mask;
             // SAFETY: slot < size: an entry of the avail ring.
-            *h = unsafe { self.avail.add(2 + slot as usize).read_volatile() } & mask;
-            // SAFETY: *h < size: a descriptor of the table.
-            prefetch(unsafe { self.desc.add(*h as usize) } as *const u8);
+            *h = unsafe { self.avail.add(2 + slot as usize).read_volatile() };
+            // SAFETY: masked below size: a descriptor of the table (a head
+            // out of range is refused by copy_chain; its prefetch is moot).
+            prefetch(unsafe { self.desc.add((*h & mask) as usize) } as *const u8);
         }
         for &h in heads.iter().take(n) {
-            // SAFETY: h < size.
-            let d = unsafe { *self.desc.add(h as usize) };
+            // SAFETY: masked below size.
+            let d = unsafe { *self.desc.add((h & mask) as usize) };
             if d.flags & F_INDIRECT == 0 {
                 if let Some(p) = self.guest(d.addr, d.len.min(128)) {
                     prefetch(p);
@@ -318,10 +320,7 @@ impl SplitRing {
             }
         }
         let mut got = 0;
-        for (i, &b) in bufs.iter().take(n).enumerate() {
-            let slot = self.last_avail.wrapping_add(i as u16) & mask;
-            // SAFETY: slot < size: an entry of the avail ring.
-            let head = unsafe { self.avail.add(2 + slot as usize).read_volatile() };
+        for (i, (&b, &head)) in bufs.iter().zip(&heads).take(n).enumerate() {
             // SAFETY: b is a freshly allocated mbuf we own.
             let ok = self.copy_chain(head, unsafe { &mut *b });
             let u = self.last_used.wrapping_add(i as u16) & mask;
