@@ -234,25 +234,34 @@ impl SplitRing {
         // SAFETY: buf_addr + data_off is the mbuf's data area, room bytes.
         let dst = unsafe { (m.buf_addr as *mut u8).add(m.data_off as usize) };
         let (mut skip, mut len) = (self.hdr_len, 0u32);
+        // Past the mbuf's room the chain is still followed and checked (not
+        // copied): a frame too long for it, a chain that loops and one that
+        // leaves the guest's memory are told apart.
+        let mut over = false;
         for _ in 0..tlen {
             let take = d.len.saturating_sub(skip);
             let off = d.len - take;
             skip -= d.len - take;
             if take > 0 {
-                if len + take > room {
-                    self.errors.too_long.fetch_add(1, Ordering::Relaxed);
-                    return false;
-                }
                 let Some(src) = self.guest(d.addr + off as u64, take) else {
                     self.errors.bad_desc.fetch_add(1, Ordering::Relaxed);
                     return false;
                 };
-                // SAFETY: src maps `take` bytes of guest memory (checked
-                // against its region); dst has room for them (checked).
-                unsafe { std::ptr::copy_nonoverlapping(src, dst.add(len as usize), take as usize) };
-                len += take;
+                over |= len + take > room;
+                if !over {
+                    // SAFETY: src maps `take` bytes of guest memory (checked
+                    // against its region); dst has room for them (checked).
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(src, dst.add(len as usize), take as usize)
+                    };
+                    len += take;
+                }
             }
             if d.flags & F_NEXT == 0 {
+                if over {
+                    self.errors.too_long.fetch_add(1, Ordering::Relaxed);
+                    return false;
+                }
                 if len == 0 {
                     break;
                 }

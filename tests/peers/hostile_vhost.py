@@ -8,6 +8,7 @@ usage: hostile_vhost.py SOCKET MODE SECONDS
   MODE outside: the descriptor's address lies outside the shared memory
   MODE overrun: the address is inside, the length runs past its end
   MODE loop:    a descriptor chain that points back at itself
+  MODE long:    a proper descriptor holding a 4000-byte frame
   MODE valid:   a proper 60-byte frame (the control)
 It prints "posted" once the descriptor is out, keeps the connection for
 SECONDS, then prints the used ring's index (how many descriptors the
@@ -88,6 +89,9 @@ def main():
         d = struct.pack("<QIHH", BUF, 10 + len(frame), 0, 0)
     elif mode == "loop":
         d = struct.pack("<QIHH", BUF, 74, 1, 0)  # NEXT, next = itself
+    elif mode == "long":
+        # Inside the memory, but a 4000-byte frame: longer than any mbuf.
+        d = struct.pack("<QIHH", BUF, 4010, 0, 0)
     else:
         sys.exit(f"unknown mode {mode}")
     mem[desc : desc + 16] = d
