@@ -308,11 +308,12 @@ fn tx_retries_max_changes_in_place_and_a_bad_value_names_the_field() {
 
 #[test]
 fn own_ring_reader_hands_the_ring_back_and_forth_without_losing_a_frame() {
-    // rvs takes frames off a guest's transmit ring itself by default
-    // (ffi/src/vring.rs); switching to rte_vhost's dequeue and back hands
-    // the ring over at the frame rvs reached, so nothing is read twice or
-    // skipped.
+    // With vhost-own-rx rvs takes frames off a guest's transmit ring
+    // itself (ffi/src/vring.rs); switching to rte_vhost's dequeue and back
+    // hands the ring over at the frame rvs reached, so nothing is read
+    // twice or skipped.
     let h = Host::start("vhor");
+    h.vsctl(&["set", "Open_vSwitch", ".", "other_config:vhost-own-rx=true"]);
     h.add_vhost_ports("br0", &["oa", "ob"]);
     let mut tp = TestPmd::start(
         "vhor",
