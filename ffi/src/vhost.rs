@@ -503,8 +503,8 @@ fn open_reader(vid: i32, qid: u16, errors: &Arc<RingErrors>) -> Reader {
         return Reader::Library;
     }
     match SplitRing::open(vid, qid, errors.clone()) {
-        Ok(ring) => Reader::Own(ring),
-        Err(_) => Reader::Library,
+        Some(ring) => Reader::Own(ring),
+        None => Reader::Library,
     }
 }
 

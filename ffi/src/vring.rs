@@ -26,15 +26,6 @@ const VERSION_1: u64 = 1 << 32;
 const ACCESS_PLATFORM: u64 = 1 << 33;
 const RING_PACKED: u64 = 1 << 34;
 
-/// Why the library keeps a ring: what this path does not do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Unsupported {
-    /// Packed ring, IOMMU translation or dirty-page logging (migration).
-    Features,
-    /// The library would not describe the ring or the guest's memory.
-    NotReady,
-}
-
 #[repr(C)]
 #[derive(Clone, Copy)]
 struct Desc {
@@ -90,20 +81,23 @@ unsafe impl Send for SplitRing {}
 
 impl SplitRing {
     /// Takes over virtqueue `qid` of device `vid` where the library left
-    /// it. The caller holds the queue's lock and the device is live.
-    pub fn open(vid: i32, qid: u16, errors: Arc<RingErrors>) -> Result<SplitRing, Unsupported> {
+    /// it. The caller holds the queue's lock and the device is live. None
+    /// leaves the ring to the library: a packed ring, IOMMU translation or
+    /// dirty-page logging (migration), or a ring or memory table the
+    /// library does not describe.
+    pub fn open(vid: i32, qid: u16, errors: Arc<RingErrors>) -> Option<SplitRing> {
         let mut features = 0u64;
         // SAFETY: vid is live (the caller's contract); out pointer valid.
         if unsafe { raw::rte_vhost_get_negotiated_features(vid, &mut features) } != 0 {
-            return Err(Unsupported::NotReady);
+            return None;
         }
         if features & (LOG_ALL | ACCESS_PLATFORM | RING_PACKED) != 0 {
-            return Err(Unsupported::Features);
+            return None;
         }
         let mut vr = raw::rte_vhost_vring::default();
         // SAFETY: as above; vr is a valid out struct.
         if unsafe { raw::rte_vhost_get_vhost_vring(vid, qid, &mut vr) } != 0 {
-            return Err(Unsupported::NotReady);
+            return None;
         }
         // SAFETY: reading the union's split-ring members, which the
         // negotiated features (no RING_PACKED) say are the live ones.
@@ -121,12 +115,12 @@ impl SplitRing {
             || size == 0
             || !size.is_power_of_two()
         {
-            return Err(Unsupported::NotReady);
+            return None;
         }
         let mut mem: *mut raw::rte_vhost_memory = std::ptr::null_mut();
         // SAFETY: the library allocates a copy of the table for us.
         if unsafe { raw::rte_vhost_get_mem_table(vid, &mut mem) } != 0 || mem.is_null() {
-            return Err(Unsupported::NotReady);
+            return None;
         }
         // SAFETY: mem points to nregions entries, ours to free.
         let regions = unsafe {
@@ -146,9 +140,9 @@ impl SplitRing {
         // SAFETY: as above, out pointers valid.
         if unsafe { raw::rte_vhost_get_vring_base(vid, qid, &mut last_avail, &mut last_used) } != 0
         {
-            return Err(Unsupported::NotReady);
+            return None;
         }
-        Ok(SplitRing {
+        Some(SplitRing {
             vid,
             qid,
             desc: desc as *const Desc,
