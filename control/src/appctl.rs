@@ -24,6 +24,7 @@ struct PmdBase {
     emc_hits: u64,
     emc_misses: u64,
     mega_hits: u64,
+    held: u64,
     drops: [u64; DropReason::ALL.len()],
     /// When these were read (None: rvsd's start).
     at: Option<std::time::Instant>,
@@ -47,6 +48,7 @@ fn read(s: &PmdStats) -> PmdBase {
         emc_hits: s.emc_hits.get(),
         emc_misses: s.emc_misses.get(),
         mega_hits: s.megaflow_hits.get(),
+        held: s.tx_held.get(),
         drops,
         at: Some(std::time::Instant::now()),
     }
@@ -96,6 +98,8 @@ pub fn register<P: PacketBuf + 'static>(cmds: &mut Commands, ctx: Arc<AppCtx<P>>
             let _ = writeln!(out, "pmd thread numa_id {} core_id {}:", p.numa, p.core);
             let _ = writeln!(out, "  packets received: {rx}");
             let _ = writeln!(out, "  packets sent: {}", now.tx - base.tx);
+            // Sent late rather than dropped: a receiver's ring was full.
+            let _ = writeln!(out, "  packets held: {}", now.held - base.held);
             let _ = writeln!(out, "  packets flooded: {}", now.flood - base.flood);
             let _ = writeln!(out, "  mac table hits: {}", now.hits - base.hits);
             let _ = writeln!(out, "  mac table misses: {}", now.misses - base.misses);

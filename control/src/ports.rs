@@ -148,10 +148,13 @@ impl DeviceFactory<Mbuf> for DpdkFactory {
         let pmds = self.n_pmds.max(1) as u64;
         let burst = rvs_dataplane::BURST as u64;
         match spec.kind.as_str() {
-            // Dequeued bursts are freed at tx: only bursts in flight count.
-            "dpdkvhostuser" | "dpdkvhostuserclient" => {
-                Ok((0, Self::n_rxq(spec, VHOST_QUEUE_PAIRS)? as u64 * burst * 2))
-            }
+            // Dequeued bursts are freed at tx: only bursts in flight count,
+            // and what each PMD may hold for a guest whose ring is full.
+            "dpdkvhostuser" | "dpdkvhostuserclient" => Ok((
+                0,
+                Self::n_rxq(spec, VHOST_QUEUE_PAIRS)? as u64 * burst * 2
+                    + pmds * rvs_dataplane::dpdk::VHOST_TX_HOLD as u64,
+            )),
             // Rx rings are filled with mbufs; tx rings hold them until sent.
             _ => Ok((
                 0,

@@ -688,6 +688,9 @@ impl<P: PacketBuf + 'static> Reconciler<P> {
                         ("tx_bytes", t.tx_bytes),
                         ("rx_dropped", t.rx_dropped),
                         ("tx_dropped", t.tx_dropped),
+                        // Frames that waited for room in the far end's
+                        // ring instead of being dropped (txhold).
+                        ("tx_held", t.tx_held),
                     ]
                     .into_iter()
                     .chain(lp.dev.device_stats()),

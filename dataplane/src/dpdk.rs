@@ -3,7 +3,10 @@
 use crate::netdev::{DevStatus, NetDev};
 use crate::packet::PacketBuf;
 use crate::Burst;
-use rvs_ffi::{mbuf::free_burst, EthDev, Mbuf, Mempool, VhostDev};
+use rvs_ffi::{
+    mbuf::{free_burst, free_front},
+    EthDev, Mbuf, Mempool, VhostDev,
+};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 impl PacketBuf for Mbuf {
@@ -184,6 +187,10 @@ pub struct VhostPort {
 pub const VHOST_TX_RETRIES_DEFAULT: u32 = 8;
 /// The most options:tx-retries-max may say (OVS's bound).
 pub const VHOST_TX_RETRIES_MAX: u32 = 32;
+/// Frames a PMD holds per vhost-user port while the guest's receive ring
+/// is full: as many again as QEMU's default 256-entry ring, so a guest
+/// that falls a ring behind for a moment loses nothing (`txhold`).
+pub const VHOST_TX_HOLD: usize = 256;
 
 impl VhostPort {
     pub fn new(
@@ -204,6 +211,23 @@ impl VhostPort {
     }
 }
 
+impl VhostPort {
+    /// Copies `pkts` into the guest's ring, retrying as options say;
+    /// every mbuf stays with the caller.
+    #[inline]
+    fn enqueue(&self, q: u16, pkts: &mut Burst<Mbuf>) -> usize {
+        // Spread PMDs over the queue pairs the guest enabled; pair 0 when the
+        // PMD's own is not.
+        let q = if self.dev.queue_enabled(q) { q } else { 0 };
+        let retries = self.tx_retries_max.load(Ordering::Relaxed);
+        let (sent, tries) = self.dev.enqueue(q, pkts, retries);
+        if tries > 0 {
+            self.tx_retries.fetch_add(tries as u64, Ordering::Relaxed);
+        }
+        sent
+    }
+}
+
 impl NetDev<Mbuf> for VhostPort {
     fn n_rxq(&self) -> u16 {
         self.queues
@@ -216,14 +240,19 @@ impl NetDev<Mbuf> for VhostPort {
 
     #[inline]
     fn tx(&self, q: u16, pkts: &mut Burst<Mbuf>) -> usize {
-        // Spread PMDs over the queue pairs the guest enabled; pair 0 when the
-        // PMD's own is not.
-        let q = if self.dev.queue_enabled(q) { q } else { 0 };
-        let retries = self.tx_retries_max.load(Ordering::Relaxed);
-        let (sent, tries) = self.dev.enqueue(q, pkts, retries);
-        if tries > 0 {
-            self.tx_retries.fetch_add(tries as u64, Ordering::Relaxed);
-        }
+        let sent = self.enqueue(q, pkts);
+        free_burst(pkts);
+        sent
+    }
+
+    fn tx_hold(&self) -> usize {
+        VHOST_TX_HOLD
+    }
+
+    #[inline]
+    fn tx_keep(&self, q: u16, pkts: &mut Burst<Mbuf>) -> usize {
+        let sent = self.enqueue(q, pkts);
+        free_front(pkts, sent);
         sent
     }
 

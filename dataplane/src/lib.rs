@@ -23,6 +23,7 @@ pub mod snapshot;
 pub mod stats;
 pub mod tunnel;
 pub mod txbuf;
+pub mod txhold;
 pub mod vlan;
 pub mod wire;
 

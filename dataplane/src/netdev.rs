@@ -25,6 +25,16 @@ pub trait NetDev<P: PacketBuf>: Send + Sync {
     /// Sends through tx queue `q` (a PMD's index); consumes every packet and
     /// returns how many the port accepted, the rest are freed by the port.
     fn tx(&self, q: u16, pkts: &mut Burst<P>) -> usize;
+    /// Frames a PMD may hold for this port while the far end's ring is
+    /// full (`txhold`); 0: what `tx` refuses is dropped at once.
+    fn tx_hold(&self) -> usize {
+        0
+    }
+    /// Like `tx`, but what the port cannot take now stays in `pkts`, in
+    /// order, for the PMD to hold; returns how many it took.
+    fn tx_keep(&self, q: u16, pkts: &mut Burst<P>) -> usize {
+        self.tx(q, pkts)
+    }
     fn status(&self) -> DevStatus;
     /// Changes the MTU in place; an error means the port must be reopened
     /// for it.
@@ -57,7 +67,10 @@ pub trait NetDev<P: PacketBuf>: Send + Sync {
 pub struct MemDev<P> {
     pub rxq: Mutex<VecDeque<P>>,
     pub sent: Mutex<Vec<P>>,
+    /// Frames `sent` may hold before tx refuses (a receiver's ring).
     pub tx_capacity: usize,
+    /// What `tx_hold` says.
+    pub hold: usize,
 }
 
 impl<P> Default for MemDev<P> {
@@ -66,6 +79,7 @@ impl<P> Default for MemDev<P> {
             rxq: Mutex::new(VecDeque::new()),
             sent: Mutex::new(Vec::new()),
             tx_capacity: usize::MAX,
+            hold: 0,
         }
     }
 }
@@ -94,6 +108,16 @@ impl<P: PacketBuf> NetDev<P> for MemDev<P> {
         let n = pkts.len().min(room);
         s.extend(pkts.drain(..n));
         pkts.clear();
+        n
+    }
+    fn tx_hold(&self) -> usize {
+        self.hold
+    }
+    fn tx_keep(&self, _q: u16, pkts: &mut Burst<P>) -> usize {
+        let mut s = self.sent.lock().expect("test lock");
+        let room = self.tx_capacity.saturating_sub(s.len());
+        let n = pkts.len().min(room);
+        s.extend(pkts.drain(..n));
         n
     }
     fn status(&self) -> DevStatus {

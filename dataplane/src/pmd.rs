@@ -11,6 +11,7 @@ use crate::tunnel::path::{self as tnl_path, TnlLocal};
 use crate::tunnel::state::TnlState;
 use crate::tunnel::TunnelMeta;
 use crate::txbuf::TxBuffers;
+use crate::txhold::TxHold;
 use crate::Burst;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -56,6 +57,8 @@ pub struct PmdLocal<P: PacketBuf> {
     lazy_gap: Option<u64>,
     /// Frames waiting for a shaped port's rate.
     pub backlog: Backlog<P>,
+    /// Frames waiting for room at a port whose far end's ring was full.
+    pub hold: TxHold<P>,
     /// Loop accounting, OVS style: an iteration's cycles are counted when
     /// the next one starts, so the loop reads the clock once per turn.
     last_t0: u64,
@@ -85,6 +88,7 @@ impl<P: PacketBuf> PmdLocal<P> {
             lazy_at: 0,
             lazy_gap: None,
             backlog: Backlog::default(),
+            hold: TxHold::default(),
             last_t0: 0,
             last_busy: false,
             live: u64::MAX,
@@ -115,6 +119,7 @@ pub fn poll_once<P: PacketBuf>(
         lazy_at,
         lazy_gap,
         backlog,
+        hold,
         last_t0,
         last_busy,
         live,
@@ -162,8 +167,11 @@ pub fn poll_once<P: PacketBuf>(
         *live_turns = LIVE_REFRESH;
     }
     *live_turns -= 1;
+    if !hold.is_empty() {
+        hold.release(&snap, me.index as u16, stats, now_ns);
+    }
     if !backlog.is_empty() {
-        release_shaped(&snap, me.index as u16, now_ns, stats, backlog);
+        release_shaped(&snap, me.index as u16, now_ns, stats, backlog, hold);
     }
     let (gap_min, gap_max) = (
         clock.hz / 1_000_000 * LAZY_POLL_MIN_US,
@@ -216,6 +224,7 @@ pub fn poll_once<P: PacketBuf>(
             stats,
             events: &switch.tnl_events,
             backlog,
+            hold,
         };
         d.run(tx, cache, rcache, tnl, spare);
     }
@@ -238,6 +247,7 @@ pub fn poll_once<P: PacketBuf>(
                 stats,
                 events: &switch.tnl_events,
                 backlog,
+                hold,
             };
             d.run(tx, cache, rcache, tnl, spare);
         }
@@ -360,6 +370,7 @@ struct Drain<'a, P: PacketBuf> {
     stats: &'a PmdStats,
     events: &'a std::sync::mpsc::SyncSender<crate::tunnel::TnlEvent>,
     backlog: &'a mut Backlog<P>,
+    hold: &'a mut TxHold<P>,
 }
 
 impl<P: PacketBuf> Drain<'_, P> {
@@ -414,6 +425,7 @@ impl<P: PacketBuf> Drain<'_, P> {
     fn flush(&mut self, st: &TnlState, tx: &mut TxBuffers<P>, tnl: &mut TnlLocal<P>) {
         let (snap, txq, stats, now_ns) = (self.snap, self.txq, self.stats, self.now_ns);
         let backlog = &mut *self.backlog;
+        let hold = &mut *self.hold;
         tx.flush(|slot, b, metas| {
             let n = b.len() as u64;
             let Some(port) = snap.port(slot) else {
@@ -444,7 +456,7 @@ impl<P: PacketBuf> Drain<'_, P> {
                     return;
                 }
             }
-            send(port, slot, txq, stats, b);
+            hold.send(port, slot, txq, stats, b, now_ns);
         });
     }
 }
@@ -456,6 +468,7 @@ fn release_shaped<P: PacketBuf>(
     now_ns: u64,
     stats: &PmdStats,
     backlog: &mut Backlog<P>,
+    hold: &mut TxHold<P>,
 ) {
     let slots: arrayvec::ArrayVec<u16, 16> = backlog.waiting().take(16).collect();
     for slot in slots {
@@ -466,43 +479,11 @@ fn release_shaped<P: PacketBuf>(
                     backlog.shape(sh, port.qos.shaper_queue, now_ns, slot, &mut b, stats);
                 }
                 if !b.is_empty() {
-                    send(port, slot, txq, stats, &mut b);
+                    hold.send(port, slot, txq, stats, &mut b, now_ns);
                 }
             }
             _ => backlog.discard(slot, stats),
         }
-    }
-}
-
-#[inline]
-fn send<P: PacketBuf>(
-    port: &crate::snapshot::PortEntry<P>,
-    slot: u16,
-    txq: u16,
-    stats: &PmdStats,
-    b: &mut Burst<P>,
-) {
-    let n = b.len() as u64;
-    {
-        let pc = &stats.ports[slot as usize];
-        if port.dev.tx_down() {
-            stats.drop(DropReason::TxPortDown, None, n);
-            pc.tx_dropped.add(n);
-            return;
-        }
-        let bytes: u64 = b.iter().map(|p| p.wire_len() as u64).sum();
-        let sent = port.dev.tx(txq, b) as u64;
-        if sent == n {
-            pc.tx_bytes.add(bytes);
-        } else {
-            // Byte count of what the driver took is not known per packet
-            // after the call; scale (exact when all or none went).
-            pc.tx_bytes.add(bytes * sent / n.max(1));
-            stats.drop(DropReason::TxFull, None, n - sent);
-            pc.tx_dropped.add(n - sent);
-        }
-        pc.tx_packets.add(sent);
-        stats.tx_packets.add(sent);
     }
 }
 

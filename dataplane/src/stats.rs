@@ -153,6 +153,8 @@ pub struct PortCounters {
     pub tx_bytes: Counter,
     pub rx_dropped: Counter,
     pub tx_dropped: Counter,
+    /// Frames that waited for room at this port (`txhold`).
+    pub tx_held: Counter,
 }
 
 /// Totals of one port, summed over PMDs.
@@ -164,6 +166,7 @@ pub struct PortTotals {
     pub tx_bytes: u64,
     pub rx_dropped: u64,
     pub tx_dropped: u64,
+    pub tx_held: u64,
 }
 
 impl PortTotals {
@@ -175,6 +178,7 @@ impl PortTotals {
             tx_bytes: self.tx_bytes.wrapping_sub(base.tx_bytes),
             rx_dropped: self.rx_dropped.wrapping_sub(base.rx_dropped),
             tx_dropped: self.tx_dropped.wrapping_sub(base.tx_dropped),
+            tx_held: self.tx_held.wrapping_sub(base.tx_held),
         }
     }
 }
@@ -194,6 +198,8 @@ pub struct PmdStats {
     pub emc_misses: Counter,
     /// Exact-match misses a megaflow answered (no translation).
     pub megaflow_hits: Counter,
+    /// Frames held for a port with no room (`txhold`).
+    pub tx_held: Counter,
     pub drops: [Counter; DropReason::ALL.len()],
     pub ports: Box<[PortCounters]>,
     /// Per tunnel key/VNI.
@@ -215,6 +221,7 @@ impl Default for PmdStats {
             emc_hits: Counter::default(),
             emc_misses: Counter::default(),
             megaflow_hits: Counter::default(),
+            tx_held: Counter::default(),
             drops: Default::default(),
             ports: (0..MAX_PORTS).map(|_| PortCounters::default()).collect(),
             tunnels: Default::default(),
@@ -233,6 +240,22 @@ impl PmdStats {
         }
     }
 
+    /// Counts `n` frames of `bytes` sent out of `slot`.
+    #[inline]
+    pub fn tx_sent(&self, slot: u16, n: u64, bytes: u64) {
+        let p = &self.ports[slot as usize];
+        p.tx_packets.add(n);
+        p.tx_bytes.add(bytes);
+        self.tx_packets.add(n);
+    }
+
+    /// Counts `n` frames for `slot` dropped at transmit.
+    #[inline]
+    pub fn tx_drop(&self, r: DropReason, slot: u16, n: u64) {
+        self.drops[r as usize].add(n);
+        self.ports[slot as usize].tx_dropped.add(n);
+    }
+
     pub fn port_totals(&self, slot: u16) -> PortTotals {
         let p = &self.ports[slot as usize];
         PortTotals {
@@ -242,6 +265,7 @@ impl PmdStats {
             tx_bytes: p.tx_bytes.get(),
             rx_dropped: p.rx_dropped.get(),
             tx_dropped: p.tx_dropped.get(),
+            tx_held: p.tx_held.get(),
         }
     }
 
@@ -261,6 +285,7 @@ pub fn port_totals<'a>(pmds: impl Iterator<Item = &'a PmdStats>, slot: u16) -> P
             tx_bytes: a.tx_bytes + p.tx_bytes,
             rx_dropped: a.rx_dropped + p.rx_dropped,
             tx_dropped: a.tx_dropped + p.tx_dropped,
+            tx_held: a.tx_held + p.tx_held,
         }
     })
 }

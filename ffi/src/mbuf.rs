@@ -143,6 +143,24 @@ impl Drop for Mbuf {
     }
 }
 
+/// Frees the first `n` of a burst with one bulk call; the rest move to
+/// the front, in order (what a port took, and what it left for later).
+pub fn free_front<const N: usize>(pkts: &mut arrayvec::ArrayVec<Mbuf, N>, n: usize) {
+    let (len, n) = (pkts.len(), n.min(pkts.len()));
+    if n == 0 {
+        return;
+    }
+    // SAFETY: the first n entries are owned mbuf pointers, freed once here;
+    // the len - n after them are moved bitwise to the front and the length
+    // set to len - n, so each remaining mbuf is owned exactly once.
+    unsafe {
+        let p = pkts.as_mut_ptr();
+        raw::rvs_pktmbuf_free_bulk(p as *mut *mut raw::rte_mbuf, n as u32);
+        std::ptr::copy(p.add(n), p, len - n);
+        pkts.set_len(len - n);
+    }
+}
+
 /// Frees a whole burst with one bulk call.
 pub fn free_burst<const N: usize>(pkts: &mut arrayvec::ArrayVec<Mbuf, N>) {
     if pkts.is_empty() {

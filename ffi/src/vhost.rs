@@ -2,7 +2,7 @@
 //! registers a socket (server, or client that reconnects by itself), the
 //! vhost library calls back when a guest's device comes and goes, and the
 //! PMDs dequeue from / enqueue to the guest's virtqueues by device id.
-use crate::mbuf::{free_burst, Mbuf};
+use crate::mbuf::Mbuf;
 use crate::mempool::Mempool;
 use crate::raw;
 use crate::vring::{RingErrors, SplitRing};
@@ -441,11 +441,12 @@ impl VhostDev {
             .is_some_and(|r| r.with(|x| matches!(x, Reader::Own(_))))
     }
 
-    /// Copies the frames into the guest's queue pair `q` and frees them all.
+    /// Copies the frames into the guest's queue pair `q`, leaving every
+    /// mbuf with the caller (the guest took copies of the first `sent`).
     /// While the guest's ring takes some but not all, tries again up to
     /// `retries` times (OVS's tx-retries-max: the guest may be draining
     /// the ring right now; a call that takes nothing ends it). Returns how
-    /// many the guest took (the rest were dropped) and the retries made.
+    /// many the guest took and the retries made.
     #[inline]
     pub fn enqueue<const N: usize>(
         &self,
@@ -475,7 +476,6 @@ impl VhostDev {
                 tries += 1;
             }
         }
-        free_burst(pkts);
         (sent, tries)
     }
 

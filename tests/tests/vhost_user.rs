@@ -374,3 +374,70 @@ fn own_ring_reader_hands_the_ring_back_and_forth_without_losing_a_frame() {
     );
     tp.quit();
 }
+
+/// A counter line of `dpif-netdev/pmd-stats-show` ("  packets held: N").
+fn pmd_counter(show: &str, name: &str) -> u64 {
+    show.lines()
+        .find_map(|l| l.trim_start().strip_prefix(&format!("{name}: ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} in {show}"))
+}
+
+#[test]
+fn frames_a_full_guest_ring_cannot_take_are_held_and_dropped_only_when_it_stalls() {
+    // testpmd polls only the sending port while it sends (`send` sets the
+    // port list), so the receiving guest's 256-entry ring fills and stays
+    // full for 300 ms: what rvs could not put there waits in the PMD's
+    // hold (up to 256 frames), and is dropped, counted, once the guest has
+    // taken nothing for 10 ms. Every frame is accounted for exactly.
+    let h = Host::start("vhhold");
+    h.add_vhost_ports("br0", &["ha", "hb"]);
+    let mut tp = TestPmd::start(
+        "vhhold",
+        &[
+            // The sender's ring is deeper, so one burst of 512 leaves it.
+            format!("{},queue_size=1024", virtio_user(0, &h.dir.join("ha"), A)),
+            virtio_user(1, &h.dir.join("hb"), B),
+        ],
+    );
+    tp.cmd("start");
+    h.wait_link_up(&["ha", "hb"]);
+    tp.send(1, A, 1);
+    tp.send(0, B, 1);
+    let c = tp.settle();
+    assert_eq!((c[0].rx, c[1].rx), (1, 1), "both learned");
+    tp.clear();
+    h.appctl(&["dpif-netdev/pmd-stats-clear"]);
+
+    tp.send(0, B, 512);
+    let c = tp.settle();
+    let (sent, got) = (c[0].tx, c[1].rx);
+    assert!(
+        sent > 300,
+        "more than a ring's worth must leave testpmd for this test: {sent}"
+    );
+    let over = sent - got;
+    assert!(
+        (sent - 300..=sent - 200).contains(&got),
+        "the guest's ring took about its size: {got} of {sent}"
+    );
+    let show = h.appctl(&["dpif-netdev/pmd-stats-show"]);
+    assert_eq!(pmd_counter(&show, "packets received"), sent, "{show}");
+    assert_eq!(pmd_counter(&show, "packets sent"), got, "{show}");
+    assert_eq!(pmd_counter(&show, "packets held"), over.min(256), "{show}");
+    assert_eq!(pmd_counter(&show, "tx-queue-full"), over, "{show}");
+    assert_eq!(pmd_counter(&show, "packets dropped"), over, "{show}");
+    let s = h.wait_stats("hb", "held frames counted", |s| {
+        s.get("tx_dropped") == Some(&over)
+    });
+    assert_eq!(
+        (s["tx_packets"], s["tx_held"], s["tx_dropped"]),
+        (got + 1, over.min(256), over)
+    );
+
+    // A guest that drains its ring loses nothing and nothing waits.
+    tp.send(0, B, 200);
+    let c = tp.settle();
+    assert_eq!((c[0].tx - sent, c[1].rx - got), (200, 200));
+    tp.quit();
+}

@@ -1,0 +1,235 @@
+//! Frames a PMD holds for ports whose far end had no room, sent first and
+//! in order on the PMD's next turns.
+//!
+//! A NIC's transmit ring is thousands of entries that the wire drains at a
+//! steady rate; a guest's receive ring is as short as 256 entries and is
+//! drained by a vCPU that the host may take away for a moment. Dropping
+//! what does not fit right then (what OVS-DPDK does after its retries)
+//! loses frames at loads the guest keeps up with on average. Holding them
+//! for the next turn costs the PMD nothing while the ring has room, and a
+//! guest that stops draining altogether costs at most `limit` mbufs for
+//! `STALL_NS`.
+use crate::netdev::NetDev;
+use crate::packet::PacketBuf;
+use crate::snapshot::{PortEntry, Snapshot};
+use crate::stats::{DropReason, PmdStats};
+use crate::Burst;
+use std::collections::VecDeque;
+use std::sync::{Arc, Weak};
+
+/// How long held frames wait for a port that takes none of them before
+/// they are dropped (counted as `tx-queue-full`): longer than a host
+/// scheduler takes a vCPU away (a few ms), short enough that a guest that
+/// stopped draining pins its hold's mbufs only briefly.
+pub const STALL_NS: u64 = 10_000_000;
+
+struct Held<P: PacketBuf> {
+    slot: u16,
+    /// The device the frames are for: a slot reused by another port (even
+    /// at the same address, which a live Weak rules out) does not get them.
+    dev: Weak<dyn NetDev<P>>,
+    frames: VecDeque<P>,
+    /// When the port last took a held frame, or when holding began.
+    progress_ns: u64,
+}
+
+/// One PMD's held frames, per output port.
+pub struct TxHold<P: PacketBuf> {
+    queues: Vec<Held<P>>,
+    /// Frames held over all ports (the turn's one check).
+    total: usize,
+}
+
+impl<P: PacketBuf> Default for TxHold<P> {
+    fn default() -> Self {
+        TxHold {
+            queues: Vec::new(),
+            total: 0,
+        }
+    }
+}
+
+fn same_dev<P: PacketBuf>(w: &Weak<dyn NetDev<P>>, d: &Arc<dyn NetDev<P>>) -> bool {
+    Weak::as_ptr(w) as *const () == Arc::as_ptr(d) as *const ()
+}
+
+impl<P: PacketBuf> TxHold<P> {
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.total == 0
+    }
+
+    /// Frames held for `slot` now.
+    pub fn len(&self, slot: u16) -> usize {
+        self.queues
+            .iter()
+            .find(|h| h.slot == slot)
+            .map_or(0, |h| h.frames.len())
+    }
+
+    /// Sends `b` to `port` (slot `slot`, tx queue `txq`), behind whatever
+    /// is held for it; what the port cannot take now is held up to its
+    /// `tx_hold()` frames, the rest dropped and counted. `b` ends empty.
+    #[inline]
+    pub fn send(
+        &mut self,
+        port: &PortEntry<P>,
+        slot: u16,
+        txq: u16,
+        stats: &PmdStats,
+        b: &mut Burst<P>,
+        now_ns: u64,
+    ) {
+        let n = b.len() as u64;
+        if port.dev.tx_down() {
+            stats.tx_drop(DropReason::TxPortDown, slot, n);
+            b.clear();
+            return;
+        }
+        if self.total > 0 && self.len(slot) > 0 {
+            self.append(slot, b, port.dev.tx_hold(), stats);
+            self.release_slot(port, slot, txq, stats, now_ns);
+            return;
+        }
+        let bytes: u64 = b.iter().map(|p| p.wire_len() as u64).sum();
+        let limit = port.dev.tx_hold();
+        if limit == 0 {
+            let sent = port.dev.tx(txq, b) as u64;
+            // What the driver took is not known per frame after the call:
+            // scale (exact when all or none went).
+            stats.tx_sent(slot, sent, bytes * sent / n.max(1));
+            if sent < n {
+                stats.tx_drop(DropReason::TxFull, slot, n - sent);
+            }
+            return;
+        }
+        let sent = port.dev.tx_keep(txq, b) as u64;
+        let kept: u64 = b.iter().map(|p| p.wire_len() as u64).sum();
+        stats.tx_sent(slot, sent, bytes - kept);
+        if !b.is_empty() {
+            self.start(slot, &port.dev, now_ns);
+            self.append(slot, b, limit, stats);
+        }
+    }
+
+    /// Offers every port its held frames again (once per PMD turn while
+    /// any are held); frames for ports that are gone or down are dropped.
+    pub fn release(&mut self, snap: &Snapshot<P>, txq: u16, stats: &PmdStats, now_ns: u64) {
+        let mut i = 0;
+        while i < self.queues.len() {
+            let slot = self.queues[i].slot;
+            if self.queues[i].frames.is_empty() {
+                i += 1;
+                continue;
+            }
+            match snap
+                .port(slot)
+                .filter(|p| same_dev(&self.queues[i].dev, &p.dev))
+            {
+                Some(port) if !port.dev.tx_down() => {
+                    self.release_slot(port, slot, txq, stats, now_ns)
+                }
+                Some(_) => self.discard(i, DropReason::TxPortDown, stats),
+                None => self.discard(i, DropReason::NoPort, stats),
+            }
+            i += 1;
+        }
+        if self.total == 0 {
+            // Ports come and go: keep no entries (and no Weak) for idle ones.
+            self.queues.clear();
+        }
+    }
+
+    fn start(&mut self, slot: u16, dev: &Arc<dyn NetDev<P>>, now_ns: u64) {
+        match self.queues.iter_mut().find(|h| h.slot == slot) {
+            Some(h) => {
+                if !same_dev(&h.dev, dev) {
+                    h.dev = Arc::downgrade(dev);
+                }
+                h.progress_ns = now_ns;
+            }
+            None => self.queues.push(Held {
+                slot,
+                dev: Arc::downgrade(dev),
+                frames: VecDeque::new(),
+                progress_ns: now_ns,
+            }),
+        }
+    }
+
+    /// Moves `b` behind what `slot` holds, up to `limit` held.
+    fn append(&mut self, slot: u16, b: &mut Burst<P>, limit: usize, stats: &PmdStats) {
+        let Some(h) = self.queues.iter_mut().find(|h| h.slot == slot) else {
+            stats.tx_drop(DropReason::TxFull, slot, b.len() as u64);
+            b.clear();
+            return;
+        };
+        let room = limit.saturating_sub(h.frames.len());
+        let take = b.len().min(room);
+        let refused = (b.len() - take) as u64;
+        b.truncate(take);
+        let took = b.len();
+        h.frames.extend(b.drain(..));
+        self.total += took;
+        stats.tx_held.add(took as u64);
+        stats.ports[slot as usize].tx_held.add(took as u64);
+        if refused > 0 {
+            stats.tx_drop(DropReason::TxFull, slot, refused);
+        }
+    }
+
+    /// Sends what `slot` holds, a burst at a time, until the port stops
+    /// taking; drops it all when the port has taken nothing for STALL_NS.
+    fn release_slot(
+        &mut self,
+        port: &PortEntry<P>,
+        slot: u16,
+        txq: u16,
+        stats: &PmdStats,
+        now_ns: u64,
+    ) {
+        let Some(i) = self.queues.iter().position(|h| h.slot == slot) else {
+            return;
+        };
+        let h = &mut self.queues[i];
+        let mut b: Burst<P> = Burst::new();
+        while !h.frames.is_empty() {
+            while !b.is_full() {
+                match h.frames.pop_front() {
+                    Some(p) => b.push(p),
+                    None => break,
+                }
+            }
+            let (n, bytes) = (b.len(), b.iter().map(|p| p.wire_len() as u64).sum::<u64>());
+            let sent = port.dev.tx_keep(txq, &mut b);
+            let kept: u64 = b.iter().map(|p| p.wire_len() as u64).sum();
+            stats.tx_sent(slot, sent as u64, bytes - kept);
+            self.total -= sent;
+            if sent > 0 {
+                h.progress_ns = now_ns;
+            }
+            if sent < n {
+                // Back to the front, in order.
+                for p in b.drain(..).rev() {
+                    h.frames.push_front(p);
+                }
+                break;
+            }
+        }
+        if !h.frames.is_empty() && now_ns.saturating_sub(h.progress_ns) > STALL_NS {
+            self.discard(i, DropReason::TxFull, stats);
+        }
+    }
+
+    fn discard(&mut self, i: usize, r: DropReason, stats: &PmdStats) {
+        let h = &mut self.queues[i];
+        let n = h.frames.len();
+        h.frames.clear();
+        self.total -= n;
+        match r {
+            // The slot may be another port's by now: not its drop.
+            DropReason::NoPort => stats.drop(r, None, n as u64),
+            _ => stats.tx_drop(r, h.slot, n as u64),
+        }
+    }
+}
