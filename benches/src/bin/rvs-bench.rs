@@ -367,7 +367,8 @@ struct LoadResult {
     p999_ns: u64,
     /// Frames the switch counted as dropped over the window and, for rvs,
     /// how many of them a receiver's full ring took (None: no switch).
-    switch_dropped: Option<(u64, u64)>,
+    /// (dropped, of them a receiver's full ring, held for a full ring).
+    switch_dropped: Option<(u64, u64, u64)>,
 }
 
 /// Runs rvs-loadgen at `rate_mpps` (0: as fast as it goes); `on_warm`
@@ -912,9 +913,10 @@ fn latency(
                 (
                     counter(&s, "packets dropped: "),
                     counter(&s, "tx-queue-full: "),
+                    counter(&s, "packets held: "),
                 )
             } else {
-                (counter(&h.appctl(&["dpctl/show", "-s"]), "dropped:"), 0)
+                (counter(&h.appctl(&["dpctl/show", "-s"]), "dropped:"), 0, 0)
             }
         })
     };
@@ -930,9 +932,13 @@ fn latency(
                 a.latency_window,
                 &mut || at_warm = dropped(),
             );
-            r.switch_dropped = at_warm
-                .zip(dropped())
-                .map(|(a, b)| (b.0.saturating_sub(a.0), b.1.saturating_sub(a.1)));
+            r.switch_dropped = at_warm.zip(dropped()).map(|(a, b)| {
+                (
+                    b.0.saturating_sub(a.0),
+                    b.1.saturating_sub(a.1),
+                    b.2.saturating_sub(a.2),
+                )
+            });
             eprintln!("latency {scenario} {size}B {kind} at {load}%: {r:?}");
             (load, r)
         })
@@ -1094,9 +1100,15 @@ fn main() {
                         r.sent.saturating_sub(r.received),
                         match r.switch_dropped {
                             None => "-".to_string(),
-                            Some((d, ring)) if kind.starts_with("rvs") && d > 0 =>
-                                format!("{d} ({ring} ring full)"),
-                            Some((d, _)) => d.to_string(),
+                            Some((d, ring, held)) if kind.starts_with("rvs") => {
+                                match (d > 0, held > 0) {
+                                    (true, true) => format!("{d} ({ring} ring full; {held} held)"),
+                                    (true, false) => format!("{d} ({ring} ring full)"),
+                                    (false, true) => format!("0 ({held} held)"),
+                                    (false, false) => "0".to_string(),
+                                }
+                            }
+                            Some((d, ..)) => d.to_string(),
                         },
                         us(r.p50_ns),
                         us(r.p99_ns),
@@ -1137,7 +1149,7 @@ fn main() {
         out.push_str(&ab);
     }
     if !lat.is_empty() {
-        let _ = writeln!(out, "\nLatency and loss, one way p0 -> p1 (rvs-loadgen: one flow, each frame stamped with the TSC at send and read back on receive by the same process; -decap: into p1, out of p0), offered at a percentage of each switch's median Mpps above; 1 s warm-up, {} s window. lost = sent - received; dropped by switch = what the switch counted as dropped from the window's start to the run's end: OVS-DPDK, the rx and tx `dropped` counters of `ovs-appctl dpctl/show -s` over its ports (a vhost-user ring the receiver left full counts there); rvs, `packets dropped` of pmd-stats-show with, in brackets, how many of them were a receiver's full ring (`tx-queue-full`)\n", a.latency_window);
+        let _ = writeln!(out, "\nLatency and loss, one way p0 -> p1 (rvs-loadgen: one flow, each frame stamped with the TSC at send and read back on receive by the same process; -decap: into p1, out of p0), offered at a percentage of each switch's median Mpps above; 1 s warm-up, {} s window. lost = sent - received; dropped by switch = what the switch counted as dropped from the window's start to the run's end: OVS-DPDK, the rx and tx `dropped` counters of `ovs-appctl dpctl/show -s` over its ports (a vhost-user ring the receiver left full counts there); rvs, `packets dropped` of pmd-stats-show with, in brackets, how many of them were a receiver's full ring (`tx-queue-full`) and how many frames waited for room instead of being dropped (`packets held`)\n", a.latency_window);
         let _ = writeln!(out, "| scenario | size | switch | load | offered Mpps | received Mpps | frames sent | lost | dropped by switch | p50 us | p99 us | p99.9 us |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
         out.push_str(&lat);
     }
