@@ -107,7 +107,7 @@ impl<P: PacketBuf> TxHold<P> {
         let kept: u64 = b.iter().map(|p| p.wire_len() as u64).sum();
         stats.tx_sent(slot, sent, bytes - kept);
         if !b.is_empty() {
-            self.start(slot, &port.dev, now_ns);
+            self.start(slot, &port.dev, limit, now_ns);
             self.append(slot, b, limit, stats);
         }
     }
@@ -135,12 +135,14 @@ impl<P: PacketBuf> TxHold<P> {
             i += 1;
         }
         if self.total == 0 {
-            // Ports come and go: keep no entries (and no Weak) for idle ones.
-            self.queues.clear();
+            // Entries (and their buffers) stay for ports that are still
+            // there, so holding again allocates nothing on the fast path;
+            // ports that are gone lose theirs.
+            self.queues.retain(|h| h.dev.strong_count() > 0);
         }
     }
 
-    fn start(&mut self, slot: u16, dev: &Arc<dyn NetDev<P>>, now_ns: u64) {
+    fn start(&mut self, slot: u16, dev: &Arc<dyn NetDev<P>>, limit: usize, now_ns: u64) {
         match self.queues.iter_mut().find(|h| h.slot == slot) {
             Some(h) => {
                 if !same_dev(&h.dev, dev) {
@@ -151,7 +153,7 @@ impl<P: PacketBuf> TxHold<P> {
             None => self.queues.push(Held {
                 slot,
                 dev: Arc::downgrade(dev),
-                frames: VecDeque::new(),
+                frames: VecDeque::with_capacity(limit),
                 progress_ns: now_ns,
             }),
         }
