@@ -674,20 +674,21 @@ impl<'a, P: PacketBuf> Exec<'a, '_, P> {
     /// the packet was dropped.
     fn conntrack(&mut self, ct: &CtOp, mut pkt: P) -> Option<P> {
         let req = self.ct_request(ct);
-        let out = self.snap.ct.process_with(
+        // Straight into last_ct: what the caller reads next.
+        self.snap.ct.process_with(
             pkt.data(),
             &req,
             self.now as u64 * 1_000_000_000,
             &mut self.ct_memo,
+            &mut self.last_ct,
         );
-        if let Some(rw) = &out.rewrite {
+        if let Some(rw) = &self.last_ct.rewrite {
             if !nat::apply(&mut pkt, rw) {
                 self.stats
                     .drop(DropReason::Malformed, Some(self.in_slot), 1);
                 return None;
             }
         }
-        self.last_ct = out;
         Some(pkt)
     }
 
