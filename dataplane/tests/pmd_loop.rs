@@ -1,11 +1,12 @@
 //! The PMD loop's own bookkeeping: rx queues that cannot bring frames
 //! (a vhost-user queue pair the guest never enabled) are skipped, and
 //! picked up again once they can; every turn is counted.
-use rvs_dataplane::mac_table::MacTable;
+mod common;
+
 use rvs_dataplane::netdev::{DevStatus, MemDev, NetDev};
 use rvs_dataplane::packet::HeapBuf;
 use rvs_dataplane::pmd::{assign_rxqs, poll_once, Clock, PmdLocal};
-use rvs_dataplane::snapshot::{BridgeEntry, BridgeFlows, PortEntry, Snapshot, Switch};
+use rvs_dataplane::snapshot::Switch;
 use rvs_dataplane::Burst;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -50,26 +51,7 @@ impl NetDev<HeapBuf> for Gated {
 
 /// Bridge br0: port 0 the gated one, port 1 an in-memory sink.
 fn publish(sw: &Switch<HeapBuf>, gated: &Arc<Gated>, sink: &Arc<MemDev<HeapBuf>>) {
-    let mut snap = Snapshot::empty(1);
-    snap.bridges.push(BridgeEntry::new(
-        "br0",
-        Arc::new(MacTable::new(1024, 300)),
-        BridgeFlows::new(0),
-    ));
-    let devs: [Arc<dyn NetDev<HeapBuf>>; 2] = [gated.clone(), sink.clone()];
-    for (i, dev) in devs.into_iter().enumerate() {
-        snap.ports.push(Some(PortEntry {
-            name: format!("p{i}").into(),
-            ofport: i as u32 + 1,
-            bridge: 0,
-            vlan: Default::default(),
-            dev,
-            baseline: Default::default(),
-            tunnel: false,
-            qos: Default::default(),
-        }));
-        snap.bridges[0].add_port(i as u16, i as u32 + 1);
-    }
+    let mut snap = common::br0(vec![gated.clone(), sink.clone()]);
     let mut q: Vec<(u16, u16, i32)> = (0..4).map(|i| (0, i, 0)).collect();
     q.push((1, 0, 0));
     snap.rxqs = assign_rxqs(&[(0, 0)], &q);

@@ -2,11 +2,12 @@
 //! first, in order, once it has; beyond the port's hold they are dropped
 //! and counted, and a port that takes nothing for STALL_NS has what
 //! waits for it dropped (txhold).
-use rvs_dataplane::mac_table::MacTable;
+mod common;
+
 use rvs_dataplane::netdev::{MemDev, NetDev};
 use rvs_dataplane::packet::HeapBuf;
 use rvs_dataplane::pmd::{assign_rxqs, poll_once, Clock, PmdLocal};
-use rvs_dataplane::snapshot::{BridgeEntry, BridgeFlows, PortEntry, Snapshot, Switch};
+use rvs_dataplane::snapshot::Switch;
 use rvs_dataplane::stats::DropReason;
 use rvs_dataplane::txhold::STALL_NS;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,31 +15,12 @@ use std::sync::Arc;
 
 /// br0 with p0 (frames come in) and, when given, p1 (the receiver).
 fn publish(sw: &Switch<HeapBuf>, p0: &Arc<MemDev<HeapBuf>>, p1: Option<&Arc<MemDev<HeapBuf>>>) {
-    let mut snap = Snapshot::empty(1);
-    snap.bridges.push(BridgeEntry::new(
-        "br0",
-        Arc::new(MacTable::new(1024, 300)),
-        BridgeFlows::new(0),
-    ));
     let mut devs: Vec<Arc<dyn NetDev<HeapBuf>>> = vec![p0.clone()];
     if let Some(p1) = p1 {
         devs.push(p1.clone());
     }
-    let mut q = Vec::new();
-    for (i, dev) in devs.into_iter().enumerate() {
-        snap.ports.push(Some(PortEntry {
-            name: format!("p{i}").into(),
-            ofport: i as u32 + 1,
-            bridge: 0,
-            vlan: Default::default(),
-            dev,
-            baseline: Default::default(),
-            tunnel: false,
-            qos: Default::default(),
-        }));
-        snap.bridges[0].add_port(i as u16, i as u32 + 1);
-        q.push((i as u16, 0, 0));
-    }
+    let q: Vec<(u16, u16, i32)> = (0..devs.len() as u16).map(|i| (i, 0, 0)).collect();
+    let mut snap = common::br0(devs);
     snap.rxqs = assign_rxqs(&[(0, 0)], &q);
     sw.publish(snap);
 }
