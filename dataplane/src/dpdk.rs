@@ -209,9 +209,7 @@ impl VhostPort {
             tx_retries: AtomicU64::new(0),
         }
     }
-}
 
-impl VhostPort {
     /// Copies `pkts` into the guest's ring, retrying as options say;
     /// every mbuf stays with the caller.
     #[inline]

@@ -561,8 +561,7 @@ impl<'a, P: PacketBuf> Exec<'a, '_, P> {
                     Some(_) => self.tx.push_all(slot, held),
                 };
                 if refused > 0 {
-                    self.stats.drop(DropReason::TxFull, None, refused);
-                    self.stats.ports[slot as usize].tx_dropped.add(refused);
+                    self.stats.tx_drop(DropReason::TxFull, slot, refused);
                 }
             }
             DpOp::Normal => {
@@ -793,8 +792,7 @@ impl<'a, P: PacketBuf> Exec<'a, '_, P> {
                     Some(_) => self.tx.push(slot, pkt),
                 };
                 if queued.is_err() {
-                    self.stats.drop(DropReason::TxFull, None, 1);
-                    self.stats.ports[slot as usize].tx_dropped.add(1);
+                    self.stats.tx_drop(DropReason::TxFull, slot, 1);
                 }
             }
             DpOp::Normal => {

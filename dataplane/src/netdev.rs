@@ -102,11 +102,8 @@ impl<P: PacketBuf> NetDev<P> for MemDev<P> {
         }
         n
     }
-    fn tx(&self, _q: u16, pkts: &mut Burst<P>) -> usize {
-        let mut s = self.sent.lock().expect("test lock");
-        let room = self.tx_capacity.saturating_sub(s.len());
-        let n = pkts.len().min(room);
-        s.extend(pkts.drain(..n));
+    fn tx(&self, q: u16, pkts: &mut Burst<P>) -> usize {
+        let n = self.tx_keep(q, pkts);
         pkts.clear();
         n
     }

@@ -301,8 +301,7 @@ pub(crate) fn output_all<P: PacketBuf>(
         pkts.retain(|pkt| {
             let ok = set_egress_tag(pkt, tagged, want);
             if !ok {
-                stats.drop(DropReason::PoolEmpty, None, 1);
-                stats.ports[out as usize].tx_dropped.add(1);
+                stats.tx_drop(DropReason::PoolEmpty, out, 1);
             }
             ok
         });
@@ -313,7 +312,6 @@ pub(crate) fn output_all<P: PacketBuf>(
         tx.push_all(out, pkts)
     };
     if refused > 0 {
-        stats.drop(DropReason::TxFull, None, refused);
-        stats.ports[out as usize].tx_dropped.add(refused);
+        stats.tx_drop(DropReason::TxFull, out, refused);
     }
 }

@@ -438,8 +438,7 @@ impl<P: PacketBuf> Drain<'_, P> {
                         tnl_path::encap(st, tp, slot, b, metas, self.now, stats, tnl, self.events)
                     }
                     None => {
-                        stats.drop(DropReason::TunnelNoRoute, None, n);
-                        stats.ports[slot as usize].tx_dropped.add(n);
+                        stats.tx_drop(DropReason::TunnelNoRoute, slot, n);
                     }
                 }
                 return;

@@ -196,8 +196,7 @@ impl<P: PacketBuf> Backlog<P> {
         }
         if dropped > 0 {
             bucket.dropped.fetch_add(dropped, Ordering::Relaxed);
-            stats.drop(DropReason::TxQos, None, dropped);
-            stats.ports[slot as usize].tx_dropped.add(dropped);
+            stats.tx_drop(DropReason::TxQos, slot, dropped);
         }
         *b = out;
     }

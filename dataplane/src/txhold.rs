@@ -49,6 +49,26 @@ impl<P: PacketBuf> Default for TxHold<P> {
     }
 }
 
+fn wire_bytes<P: PacketBuf>(b: &Burst<P>) -> u64 {
+    b.iter().map(|p| p.wire_len() as u64).sum()
+}
+
+/// `tx_keep` of `b` (`bytes` on the wire) with what the port took
+/// counted; returns how many it took.
+#[inline]
+fn keep_counted<P: PacketBuf>(
+    port: &PortEntry<P>,
+    slot: u16,
+    txq: u16,
+    stats: &PmdStats,
+    b: &mut Burst<P>,
+    bytes: u64,
+) -> usize {
+    let sent = port.dev.tx_keep(txq, b);
+    stats.tx_sent(slot, sent as u64, bytes - wire_bytes(b));
+    sent
+}
+
 fn same_dev<P: PacketBuf>(w: &Weak<dyn NetDev<P>>, d: &Arc<dyn NetDev<P>>) -> bool {
     Weak::as_ptr(w) as *const () == Arc::as_ptr(d) as *const ()
 }
@@ -91,7 +111,7 @@ impl<P: PacketBuf> TxHold<P> {
             self.release_slot(port, slot, txq, stats, now_ns);
             return;
         }
-        let bytes: u64 = b.iter().map(|p| p.wire_len() as u64).sum();
+        let bytes = wire_bytes(b);
         let limit = port.dev.tx_hold();
         if limit == 0 {
             let sent = port.dev.tx(txq, b) as u64;
@@ -103,9 +123,7 @@ impl<P: PacketBuf> TxHold<P> {
             }
             return;
         }
-        let sent = port.dev.tx_keep(txq, b) as u64;
-        let kept: u64 = b.iter().map(|p| p.wire_len() as u64).sum();
-        stats.tx_sent(slot, sent, bytes - kept);
+        keep_counted(port, slot, txq, stats, b, bytes);
         if !b.is_empty() {
             self.start(slot, &port.dev, limit, now_ns);
             self.append(slot, b, limit, stats);
@@ -196,16 +214,10 @@ impl<P: PacketBuf> TxHold<P> {
         let h = &mut self.queues[i];
         let mut b: Burst<P> = Burst::new();
         while !h.frames.is_empty() {
-            while !b.is_full() {
-                match h.frames.pop_front() {
-                    Some(p) => b.push(p),
-                    None => break,
-                }
-            }
-            let (n, bytes) = (b.len(), b.iter().map(|p| p.wire_len() as u64).sum::<u64>());
-            let sent = port.dev.tx_keep(txq, &mut b);
-            let kept: u64 = b.iter().map(|p| p.wire_len() as u64).sum();
-            stats.tx_sent(slot, sent as u64, bytes - kept);
+            let n = h.frames.len().min(b.capacity());
+            b.extend(h.frames.drain(..n));
+            let bytes = wire_bytes(&b);
+            let sent = keep_counted(port, slot, txq, stats, &mut b, bytes);
             self.total -= sent;
             if sent > 0 {
                 h.progress_ns = now_ns;
