@@ -39,8 +39,15 @@ impl<P: PacketBuf> TxBuffers<P> {
     #[inline]
     pub fn push_all(&mut self, slot: u16, pkts: &mut Burst<P>) -> u64 {
         let b = &mut self.bufs[slot as usize];
-        if b.is_empty() && !pkts.is_empty() {
+        if b.is_empty() {
+            if pkts.is_empty() {
+                return 0;
+            }
             self.dirty.push(slot);
+            // The usual case (one batch, one output): the whole burst
+            // moves as one block instead of packet by packet.
+            *b = std::mem::take(pkts);
+            return 0;
         }
         let room = b.remaining_capacity();
         let refused = pkts.len().saturating_sub(room);
@@ -80,7 +87,9 @@ impl<P: PacketBuf> TxBuffers<P> {
                 &mut self.tun.last_mut().expect("pushed").1
             }
         };
-        metas.extend(std::iter::repeat_n(meta, added));
+        // Copied as a block: extending element by element checked the
+        // capacity per packet.
+        let _ = metas.try_extend_from_slice(&[meta; BURST][..added]);
         refused
     }
 

@@ -410,5 +410,9 @@ fn a_prepared_rewrite_writes_what_apply_writes() {
         let mut longer = sample.clone();
         longer[14] = 0x46;
         assert!(!pr.fits(&longer));
+        // Nor does a packet of another connection (its source address).
+        let mut other = sample.clone();
+        other[29] ^= 1;
+        assert!(!pr.fits(&other));
     }
 }
