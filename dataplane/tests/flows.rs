@@ -492,6 +492,95 @@ fn bursts_through_ct_and_nat_both_ways_count_exactly() {
 }
 
 #[test]
+fn a_burst_of_many_connections_comes_back_from_ct_to_the_right_rules_in_order() {
+    // One rule sends every packet through ct(table=1), so a burst of
+    // several connections is one held set of many keys; table 1 sends
+    // 10.0.0.3's packets to port 3 and the rest to port 2. Whatever groups
+    // the recirculated packets form, each goes where its own key says, in
+    // arrival order, and each rule counts exactly its packets.
+    use rvs_dataplane::conntrack::state::{NEW, TRK};
+    use rvs_dataplane::flow::action::{CtAction, CtZone};
+    let mut l = lab(3);
+    l.clear();
+    let ct = |commit, table| {
+        Action::Ct(Box::new(CtAction {
+            commit,
+            force: false,
+            zone: CtZone::Imm(0),
+            table,
+            alg: 0,
+            nat: None,
+            exec: Vec::new(),
+        }))
+    };
+    let mut m = in_port(1);
+    m.exact(Field::DlType, 0x800);
+    l.flow(FlowMod::add(0, 10, m, vec![ct(false, Some(1))]));
+    let new_from = |src: Option<u64>| {
+        let mut m = Match::any();
+        m.exact(Field::DlType, 0x800);
+        m.set(Field::CtState, (TRK | NEW) as u64, (TRK | NEW) as u64);
+        if let Some(ip) = src {
+            m.exact(Field::NwSrc, ip);
+        }
+        m
+    };
+    l.flow(FlowMod::add(
+        1,
+        20,
+        new_from(Some(0x0a00_0003)),
+        vec![ct(true, None), out(3)],
+    ));
+    l.flow(FlowMod::add(
+        1,
+        10,
+        new_from(None),
+        vec![ct(true, None), out(2)],
+    ));
+    let srcs = [1u8, 2, 3, 3, 1, 4, 3, 2, 2, 5, 3, 1];
+    let burst = || -> Vec<HeapBuf> {
+        srcs.iter()
+            .enumerate()
+            .map(|(i, &s)| {
+                let mut p = udp(s, 80);
+                let n = p.data().len();
+                p.data_mut()[n - 1] = i as u8;
+                p
+            })
+            .collect()
+    };
+    let tags = |v: Vec<HeapBuf>| -> Vec<(u8, u8)> {
+        v.iter()
+            .map(|p| (p.data()[29], p.data()[p.data().len() - 1]))
+            .collect()
+    };
+    let want = |to3: bool| -> Vec<(u8, u8)> {
+        srcs.iter()
+            .enumerate()
+            .filter(|(_, &s)| (s == 3) == to3)
+            .map(|(i, &s)| (s, i as u8))
+            .collect()
+    };
+    for round in 1..=2u64 {
+        l.send(0, burst());
+        assert_eq!(tags(l.take(1)), want(false), "round {round}");
+        assert_eq!(tags(l.take(2)), want(true), "round {round}");
+        assert!(l.take(0).is_empty());
+        let t = l.flows.tables.lock().unwrap();
+        let mut hits: Vec<(u8, u16, u64)> = t
+            .rules()
+            .map(|r| (r.table, r.priority, r.stats.get().0))
+            .collect();
+        hits.sort();
+        assert_eq!(
+            hits,
+            vec![(0, 10, 12 * round), (1, 10, 8 * round), (1, 20, 4 * round)]
+        );
+    }
+    assert_eq!(l.sw.ct.dump(Some(0)).len(), 5);
+}
+
+#[test]
 fn resubmit_registers_and_goto() {
     let mut l = lab(4);
     l.clear();
