@@ -116,7 +116,9 @@ pub fn process_batch<P: PacketBuf>(
         }
         let len = pkt.wire_len() as u64;
         match &mut run {
-            Some((_, k, n, b)) if packet_words_eq(k, &key) => {
+            // A frame recognised by its bytes is in the run: `same` holds
+            // only while the run's key was the last one parsed.
+            Some((_, k, n, b)) if !parsed || packet_words_eq(k, &key) => {
                 hits += 1;
                 *n += 1;
                 *b += len;
