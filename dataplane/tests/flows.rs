@@ -581,6 +581,91 @@ fn a_burst_of_many_connections_comes_back_from_ct_to_the_right_rules_in_order() 
 }
 
 #[test]
+fn a_burst_of_new_connections_through_ct_and_a_committing_nat_creates_each() {
+    // The CloudStack static-NAT shape with every frame of the burst a new
+    // connection: ct(nat,table=1), then +new commits with DNAT and goes
+    // out. Each frame gets its own connection, translated.
+    use rvs_dataplane::conntrack::nat::{NatKind, NatSpec};
+    use rvs_dataplane::conntrack::state::{EST, NEW, TRK};
+    use rvs_dataplane::flow::action::{CtAction, CtZone};
+    let mut l = lab(2);
+    l.clear();
+    let nat = |kind| NatSpec {
+        kind,
+        ip_min: 0x0a01_0005,
+        ip_max: 0x0a01_0005,
+        port_min: 0,
+        port_max: 0,
+        persistent: false,
+        hash: false,
+        random: false,
+    };
+    let ct = |commit, table, kind| {
+        Action::Ct(Box::new(CtAction {
+            commit,
+            force: false,
+            zone: CtZone::Imm(3),
+            table,
+            alg: 0,
+            nat: Some(nat(kind)),
+            exec: Vec::new(),
+        }))
+    };
+    let mut m = in_port(1);
+    m.exact(Field::DlType, 0x800);
+    l.flow(FlowMod::add(
+        0,
+        10,
+        m,
+        vec![ct(false, Some(1), NatKind::Reverse)],
+    ));
+    let state = |bits: u8| {
+        let mut m = Match::any();
+        m.exact(Field::DlType, 0x800);
+        m.set(Field::CtState, bits as u64, bits as u64);
+        m
+    };
+    l.flow(FlowMod::add(
+        1,
+        10,
+        state(TRK | NEW),
+        vec![ct(true, None, NatKind::Dst), out(2)],
+    ));
+    l.flow(FlowMod::add(1, 20, state(TRK | EST), vec![out(2)]));
+    let burst = |round: u16| -> Vec<HeapBuf> {
+        (0..32u16)
+            .map(|i| {
+                let mut p = udp(7 + (i % 3) as u8, 9999);
+                let sport = 20000 + round * 100 + i;
+                p.data_mut()[34..36].copy_from_slice(&sport.to_be_bytes());
+                p
+            })
+            .collect()
+    };
+    for round in 0..3u16 {
+        l.send(0, burst(round));
+        let got = l.take(1);
+        assert_eq!(got.len(), 32, "round {round}");
+        for p in &got {
+            assert_eq!(&p.data()[30..34], &[10u8, 1, 0, 5][..]);
+        }
+        assert_eq!(l.sw.ct.dump(Some(3)).len(), 32 * (round as usize + 1));
+    }
+    // Sent again: the connections are found, not made again, and stay
+    // +new (UDP without a reply, as Linux and OVS report it).
+    l.send(0, burst(1));
+    assert_eq!(l.take(1).len(), 32);
+    assert_eq!(l.sw.ct.dump(Some(3)).len(), 96);
+    let t = l.flows.tables.lock().unwrap();
+    let mut hits: Vec<(u8, u16, u64)> = t
+        .rules()
+        .map(|r| (r.table, r.priority, r.stats.get().0))
+        .collect();
+    hits.sort();
+    assert_eq!(hits, vec![(0, 10, 128), (1, 10, 128), (1, 20, 0)]);
+}
+
+#[test]
 fn resubmit_registers_and_goto() {
     let mut l = lab(4);
     l.clear();

@@ -234,6 +234,12 @@ impl SameHeader {
         diff == 0
     }
 
+    /// Whether a frame is remembered.
+    #[inline]
+    pub fn armed(&self) -> bool {
+        self.valid
+    }
+
     /// Forgets the remembered frame.
     #[inline]
     pub fn clear(&mut self) {
