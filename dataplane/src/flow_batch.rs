@@ -290,6 +290,17 @@ fn same_run<P: PacketBuf>(
     (k, bytes)
 }
 
+/// Whether `ops` (group buckets and clones included) go through the
+/// connection tracker.
+fn uses_ct(ops: &[DpOp]) -> bool {
+    ops.iter().any(|op| match op {
+        DpOp::Ct(_) => true,
+        DpOp::Clone(sub) => uses_ct(sub),
+        DpOp::FastFailover(alts) => alts.iter().any(|(_, sub)| uses_ct(sub)),
+        _ => false,
+    })
+}
+
 /// Whether `key` equals `run` in every bit `wc` keeps (over the words
 /// `run` has: the packet words for a run's key, all for a recirculation's).
 #[inline]
@@ -522,7 +533,8 @@ impl<'a, P: PacketBuf> Exec<'a, '_, P> {
     /// state and zone), as the main loop extends a run. A group costs one
     /// translation lookup and its outputs move as a block; packet by
     /// packet, the lookup and the single outputs were ~450 of the ~2000
-    /// instructions per frame of rvs-ipp's 32-connection nat loop.
+    /// instructions per frame of rvs-ipp's 32-connection nat loop. A
+    /// translation that uses the tracker again runs packet by packet.
     fn ct_mixed(&mut self, ct: &CtOp, carry: &FlowKey, held: &mut Burst<P>) {
         if self.depth >= MAX_RECIRC {
             self.stats.drop(
@@ -535,7 +547,9 @@ impl<'a, P: PacketBuf> Exec<'a, '_, P> {
         }
         let prior = self.prior;
         let mut group: Burst<P> = Burst::new();
-        let mut cur: Option<(Arc<Xlate>, FlowKey, Outcome)> = None;
+        // The group's translation, key and ct outcome, and whether the
+        // translation uses the tracker.
+        let mut cur: Option<(Arc<Xlate>, FlowKey, Outcome, bool)> = None;
         let mut key = FlowKey::default();
         for pkt in std::mem::take(held) {
             self.prior = prior;
@@ -546,22 +560,32 @@ impl<'a, P: PacketBuf> Exec<'a, '_, P> {
                 continue;
             }
             let out = &self.last_ct;
-            let same = cur.as_ref().is_some_and(|(x, k, o)| {
+            let same = cur.as_ref().is_some_and(|(x, k, o, _)| {
                 (o.state, o.zone) == (out.state, out.zone)
                     && x.wc
                         .as_ref()
                         .is_some_and(|wc| under_mask(&k.w, &key.w, &wc.w))
             });
             if !same {
-                if let Some((x, _, o)) = cur.take() {
+                if let Some((x, _, o, _)) = cur.take() {
                     self.run_group(&x, &o, &mut group, prior, false);
                 }
                 let out = self.last_ct;
-                cur = Some((self.recirc_xlate(&key), key, out));
+                let x = self.recirc_xlate(&key);
+                let ct = uses_ct(&x.ops);
+                cur = Some((x, key, out, ct));
             }
             group.push(pkt);
+            // A translation that goes through the tracker again (a commit,
+            // a second zone, a group bucket's NAT) runs before the next
+            // packet's ct, as packet by packet: the tracker sees each
+            // connection's packets in the order they came (TCP follows
+            // them segment by segment).
+            if let Some((x, _, o, _)) = cur.take_if(|c| c.3) {
+                self.run_group(&x, &o, &mut group, prior, false);
+            }
         }
-        if let Some((x, _, o)) = cur {
+        if let Some((x, _, o, _)) = cur {
             self.run_group(&x, &o, &mut group, prior, false);
         }
         self.prior = prior;

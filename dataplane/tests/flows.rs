@@ -666,6 +666,56 @@ fn a_burst_of_new_connections_through_ct_and_a_committing_nat_creates_each() {
 }
 
 #[test]
+fn the_tracker_sees_a_connections_packets_in_order_within_a_mixed_burst() {
+    // Two packets of one UDP connection (keys differing in TOS) with
+    // another connection's packet between them, through ct(table=1) and a
+    // committing ct in table 1, both in one zone: as packet by packet,
+    // the first packet's commit comes before the second packet's first
+    // ct, so the connection counts all four passes of its two packets.
+    use rvs_dataplane::conntrack::state::{NEW, TRK};
+    use rvs_dataplane::flow::action::{CtAction, CtZone};
+    let mut l = lab(2);
+    l.clear();
+    let ct = |commit, table| {
+        Action::Ct(Box::new(CtAction {
+            commit,
+            force: false,
+            zone: CtZone::Imm(1),
+            table,
+            alg: 0,
+            nat: None,
+            exec: Vec::new(),
+        }))
+    };
+    let mut m = in_port(1);
+    m.exact(Field::DlType, 0x800);
+    l.flow(FlowMod::add(0, 10, m, vec![ct(false, Some(1))]));
+    let mut m = Match::any();
+    m.exact(Field::DlType, 0x800);
+    m.set(Field::CtState, (TRK | NEW) as u64, (TRK | NEW) as u64);
+    l.flow(FlowMod::add(1, 10, m, vec![ct(true, None), out(2)]));
+    let with_tos = |src: u8, tos: u8| {
+        let mut p = udp(src, 80);
+        let d = p.data_mut();
+        d[15] = tos;
+        d[24..26].copy_from_slice(&[0, 0]);
+        let c = rvs_dataplane::wire::checksum::checksum(&d[14..34]);
+        d[24..26].copy_from_slice(&c.to_be_bytes());
+        p
+    };
+    l.send(0, vec![with_tos(1, 0), with_tos(2, 0), with_tos(1, 4)]);
+    assert_eq!(l.take(1).len(), 3);
+    let mut conns: Vec<(u32, u64)> =
+        l.sw.ct
+            .dump(Some(1))
+            .iter()
+            .map(|c| (c.orig.src, c.st.lock().unwrap().packets[0]))
+            .collect();
+    conns.sort();
+    assert_eq!(conns, vec![(0x0a00_0001, 3), (0x0a00_0002, 1)]);
+}
+
+#[test]
 fn resubmit_registers_and_goto() {
     let mut l = lab(4);
     l.clear();
