@@ -432,12 +432,16 @@ impl<'a, P: PacketBuf> Exec<'a, '_, P> {
                 }
                 DpOp::SetTunnel(t) => self.tun = *t,
                 DpOp::Ct(ct) => match &ct.recirc {
-                    Some((_, carry)) if !uniform => {
-                        self.ct_mixed(ct, carry, held);
-                        return;
-                    }
                     Some((_, carry)) => {
-                        self.ct_held(ct, carry, held, uniform);
+                        if self.depth >= MAX_RECIRC {
+                            let n = held.len() as u64;
+                            stats.drop(DropReason::RecursionLimit, Some(in_slot), n);
+                            held.clear();
+                        } else if uniform {
+                            self.ct_held(ct, carry, held);
+                        } else {
+                            self.ct_mixed(ct, carry, held);
+                        }
                         return;
                     }
                     None => {
@@ -463,21 +467,13 @@ impl<'a, P: PacketBuf> Exec<'a, '_, P> {
         }
     }
 
-    /// ct(table=...) closing a held set: each packet through the tracker,
-    /// then back through the tables in groups of consecutive packets that
-    /// come back with one key. A group costs one recirculation lookup, and
-    /// when the set was uniform a packet whose ct outcome equals the one
-    /// before is not parsed again (its key is that packet's).
-    fn ct_held(&mut self, ct: &CtOp, carry: &FlowKey, held: &mut Burst<P>, uniform: bool) {
-        if self.depth >= MAX_RECIRC {
-            self.stats.drop(
-                DropReason::RecursionLimit,
-                Some(self.in_slot),
-                held.len() as u64,
-            );
-            held.clear();
-            return;
-        }
+    /// ct(table=...) closing a uniform held set (one key; the caller
+    /// checked the recursion limit): each packet through the tracker, then
+    /// back through the tables in groups of consecutive packets that come
+    /// back with one key. A group costs one recirculation lookup, and a
+    /// packet whose ct outcome equals the one before is not parsed again
+    /// (its key is that packet's).
+    fn ct_held(&mut self, ct: &CtOp, carry: &FlowKey, held: &mut Burst<P>) {
         let mut group: Burst<P> = Burst::new();
         // Two slots of (outcome, key): the current group's (`g`) and the
         // packet's; a new group flips `g`, so neither is copied per packet.
@@ -495,7 +491,7 @@ impl<'a, P: PacketBuf> Exec<'a, '_, P> {
             let s = 1 - g;
             outs[s] = self.last_ct;
             let same_out = gx.is_some() && outs[s] == outs[g];
-            if uniform && same_out {
+            if same_out {
                 // The packet before again: same key after ct, same group;
                 // and the rest of the run may go with it at once.
                 group.push(pkt);
@@ -516,7 +512,7 @@ impl<'a, P: PacketBuf> Exec<'a, '_, P> {
             // A packet of a connection that was there before it (the memo
             // holds it): the rest of a uniform run gets what it got, so
             // one packet through the tracker is enough, not two.
-            if uniform && self.ct_memo.is_set() {
+            if self.ct_memo.is_set() {
                 self.ct_bulk(ct, &outs[s], &mut it, &mut group);
             }
         }
@@ -534,17 +530,9 @@ impl<'a, P: PacketBuf> Exec<'a, '_, P> {
     /// translation lookup and its outputs move as a block; packet by
     /// packet, the lookup and the single outputs were ~450 of the ~2000
     /// instructions per frame of rvs-ipp's 32-connection nat loop. A
-    /// translation that uses the tracker again runs packet by packet.
+    /// translation that uses the tracker again runs packet by packet. The
+    /// caller checked the recursion limit.
     fn ct_mixed(&mut self, ct: &CtOp, carry: &FlowKey, held: &mut Burst<P>) {
-        if self.depth >= MAX_RECIRC {
-            self.stats.drop(
-                DropReason::RecursionLimit,
-                Some(self.in_slot),
-                held.len() as u64,
-            );
-            held.clear();
-            return;
-        }
         let prior = self.prior;
         let mut group: Burst<P> = Burst::new();
         // The group's translation, key and ct outcome, and whether the
