@@ -106,6 +106,36 @@ fn out(p: u32) -> Action {
     }
 }
 
+/// ct(zone=`zone`[,commit][,table=`table`][,nat]) with, when given, NAT of
+/// `kind` to the one address `ip` (ports kept).
+fn ct_action(
+    commit: bool,
+    zone: u16,
+    table: Option<u8>,
+    nat: Option<(rvs_dataplane::conntrack::nat::NatKind, u32)>,
+) -> Action {
+    use rvs_dataplane::conntrack::nat::NatSpec;
+    use rvs_dataplane::flow::action::{CtAction, CtZone};
+    Action::Ct(Box::new(CtAction {
+        commit,
+        force: false,
+        zone: CtZone::Imm(zone),
+        table,
+        alg: 0,
+        nat: nat.map(|(kind, ip)| NatSpec {
+            kind,
+            ip_min: ip,
+            ip_max: ip,
+            port_min: 0,
+            port_max: 0,
+            persistent: false,
+            hash: false,
+            random: false,
+        }),
+        exec: Vec::new(),
+    }))
+}
+
 fn in_port(p: u32) -> Match {
     let mut m = Match::any();
     m.exact(Field::InPort, p as u64);
@@ -291,32 +321,11 @@ fn bursts_through_ct_and_nat_both_ways_count_exactly() {
     // rvs-bench's nat flows: two connections interleaved in one burst go
     // through the tracker, NAT and a recirculation as a held set; every
     // packet is rewritten, and each rule counts exactly its packets.
-    use rvs_dataplane::conntrack::nat::{NatKind, NatSpec};
+    use rvs_dataplane::conntrack::nat::NatKind;
     use rvs_dataplane::conntrack::state::{EST, NEW, TRK};
-    use rvs_dataplane::flow::action::{CtAction, CtZone};
     let mut l = lab(2);
     l.clear();
-    let nat = |kind| NatSpec {
-        kind,
-        ip_min: 0x0a00_0002,
-        ip_max: 0x0a00_0002,
-        port_min: 0,
-        port_max: 0,
-        persistent: false,
-        hash: false,
-        random: false,
-    };
-    let ct = |commit, table, kind| {
-        Action::Ct(Box::new(CtAction {
-            commit,
-            force: false,
-            zone: CtZone::Imm(1),
-            table,
-            alg: 0,
-            nat: Some(nat(kind)),
-            exec: Vec::new(),
-        }))
-    };
+    let ct = |commit, table, kind| ct_action(commit, 1, table, Some((kind, 0x0a00_0002)));
     let state = |bits: u8| {
         let mut m = Match::any();
         m.exact(Field::DlType, 0x800);
@@ -499,20 +508,9 @@ fn a_burst_of_many_connections_comes_back_from_ct_to_the_right_rules_in_order() 
     // the recirculated packets form, each goes where its own key says, in
     // arrival order, and each rule counts exactly its packets.
     use rvs_dataplane::conntrack::state::{NEW, TRK};
-    use rvs_dataplane::flow::action::{CtAction, CtZone};
     let mut l = lab(3);
     l.clear();
-    let ct = |commit, table| {
-        Action::Ct(Box::new(CtAction {
-            commit,
-            force: false,
-            zone: CtZone::Imm(0),
-            table,
-            alg: 0,
-            nat: None,
-            exec: Vec::new(),
-        }))
-    };
+    let ct = |commit, table| ct_action(commit, 0, table, None);
     let mut m = in_port(1);
     m.exact(Field::DlType, 0x800);
     l.flow(FlowMod::add(0, 10, m, vec![ct(false, Some(1))]));
@@ -585,32 +583,11 @@ fn a_burst_of_new_connections_through_ct_and_a_committing_nat_creates_each() {
     // The CloudStack static-NAT shape with every frame of the burst a new
     // connection: ct(nat,table=1), then +new commits with DNAT and goes
     // out. Each frame gets its own connection, translated.
-    use rvs_dataplane::conntrack::nat::{NatKind, NatSpec};
+    use rvs_dataplane::conntrack::nat::NatKind;
     use rvs_dataplane::conntrack::state::{EST, NEW, TRK};
-    use rvs_dataplane::flow::action::{CtAction, CtZone};
     let mut l = lab(2);
     l.clear();
-    let nat = |kind| NatSpec {
-        kind,
-        ip_min: 0x0a01_0005,
-        ip_max: 0x0a01_0005,
-        port_min: 0,
-        port_max: 0,
-        persistent: false,
-        hash: false,
-        random: false,
-    };
-    let ct = |commit, table, kind| {
-        Action::Ct(Box::new(CtAction {
-            commit,
-            force: false,
-            zone: CtZone::Imm(3),
-            table,
-            alg: 0,
-            nat: Some(nat(kind)),
-            exec: Vec::new(),
-        }))
-    };
+    let ct = |commit, table, kind| ct_action(commit, 3, table, Some((kind, 0x0a01_0005)));
     let mut m = in_port(1);
     m.exact(Field::DlType, 0x800);
     l.flow(FlowMod::add(
@@ -673,20 +650,9 @@ fn the_tracker_sees_a_connections_packets_in_order_within_a_mixed_burst() {
     // the first packet's commit comes before the second packet's first
     // ct, so the connection counts all four passes of its two packets.
     use rvs_dataplane::conntrack::state::{NEW, TRK};
-    use rvs_dataplane::flow::action::{CtAction, CtZone};
     let mut l = lab(2);
     l.clear();
-    let ct = |commit, table| {
-        Action::Ct(Box::new(CtAction {
-            commit,
-            force: false,
-            zone: CtZone::Imm(1),
-            table,
-            alg: 0,
-            nat: None,
-            exec: Vec::new(),
-        }))
-    };
+    let ct = |commit, table| ct_action(commit, 1, table, None);
     let mut m = in_port(1);
     m.exact(Field::DlType, 0x800);
     l.flow(FlowMod::add(0, 10, m, vec![ct(false, Some(1))]));
@@ -1014,20 +980,11 @@ fn pings_of_two_echo_ids_in_one_burst_are_two_connections() {
     // Echo requests of two IDs have the same flow key (ICMP type and
     // code); the tracker tells them apart by ID, so a burst of both is
     // counted on two connections, however it is batched.
-    use rvs_dataplane::flow::action::{CtAction, CtZone};
     let mut l = lab(2);
     l.clear();
     let mut m = in_port(1);
     m.exact(Field::DlType, 0x800);
-    let ct = Action::Ct(Box::new(CtAction {
-        commit: true,
-        force: false,
-        zone: CtZone::Imm(1),
-        table: Some(1),
-        alg: 0,
-        nat: None,
-        exec: Vec::new(),
-    }));
+    let ct = ct_action(true, 1, Some(1), None);
     l.flow(FlowMod::add(0, 10, m, vec![ct]));
     l.flow(FlowMod::add(1, 10, Match::any(), vec![out(2)]));
     let ping = |id: u16, seq: u16| {
