@@ -94,6 +94,16 @@ impl Lab {
     fn counts(&self) -> Vec<usize> {
         (0..self.devs.len()).map(|i| self.take(i).len()).collect()
     }
+    /// (table, priority, packets) of every rule, sorted.
+    fn rule_hits(&self) -> Vec<(u8, u16, u64)> {
+        let t = self.flows.tables.lock().unwrap();
+        let mut hits: Vec<(u8, u16, u64)> = t
+            .rules()
+            .map(|r| (r.table, r.priority, r.stats.get().0))
+            .collect();
+        hits.sort();
+        hits
+    }
     fn drops(&self, r: DropReason) -> u64 {
         self.sw.pmds[0].stats.drops[r as usize].get()
     }
@@ -134,6 +144,14 @@ fn ct_action(
         }),
         exec: Vec::new(),
     }))
+}
+
+/// IPv4 with all of ct_state's `bits` set.
+fn ip_in_state(bits: u8) -> Match {
+    let mut m = Match::any();
+    m.exact(Field::DlType, 0x800);
+    m.set(Field::CtState, bits as u64, bits as u64);
+    m
 }
 
 fn in_port(p: u32) -> Match {
@@ -326,12 +344,6 @@ fn bursts_through_ct_and_nat_both_ways_count_exactly() {
     let mut l = lab(2);
     l.clear();
     let ct = |commit, table, kind| ct_action(commit, 1, table, Some((kind, 0x0a00_0002)));
-    let state = |bits: u8| {
-        let mut m = Match::any();
-        m.exact(Field::DlType, 0x800);
-        m.set(Field::CtState, bits as u64, bits as u64);
-        m
-    };
     let ip_from = |p: u32, table| {
         let mut m = in_port(p);
         m.exact(Field::DlType, 0x800);
@@ -347,11 +359,11 @@ fn bursts_through_ct_and_nat_both_ways_count_exactly() {
     l.flow(FlowMod::add(
         1,
         10,
-        state(TRK | NEW),
+        ip_in_state(TRK | NEW),
         vec![ct(true, None, NatKind::Dst), out(2)],
     ));
-    l.flow(FlowMod::add(1, 20, state(TRK | EST), vec![out(2)]));
-    l.flow(FlowMod::add(2, 20, state(TRK | EST), vec![out(1)]));
+    l.flow(FlowMod::add(1, 20, ip_in_state(TRK | EST), vec![out(2)]));
+    l.flow(FlowMod::add(2, 20, ip_in_state(TRK | EST), vec![out(1)]));
     let sports = [
         1000u16, 1000, 1000, 2000, 2000, 1000, 1000, 2000, 1000, 1000, 1000, 1000,
     ];
@@ -478,12 +490,7 @@ fn bursts_through_ct_and_nat_both_ways_count_exactly() {
     assert_eq!(now.len(), 3);
     let c = now.iter().find(|c| c.0 == 3000).expect("new connection");
     assert_eq!((c.1, c.2), ([20, 0], [20 * 46, 0]));
-    let t = l.flows.tables.lock().unwrap();
-    let mut hits: Vec<(u8, u16, u64)> = t
-        .rules()
-        .map(|r| (r.table, r.priority, r.stats.get().0))
-        .collect();
-    hits.sort();
+    let hits = l.rule_hits();
     assert_eq!(
         hits,
         vec![
@@ -515,9 +522,7 @@ fn a_burst_of_many_connections_comes_back_from_ct_to_the_right_rules_in_order() 
     m.exact(Field::DlType, 0x800);
     l.flow(FlowMod::add(0, 10, m, vec![ct(false, Some(1))]));
     let new_from = |src: Option<u64>| {
-        let mut m = Match::any();
-        m.exact(Field::DlType, 0x800);
-        m.set(Field::CtState, (TRK | NEW) as u64, (TRK | NEW) as u64);
+        let mut m = ip_in_state(TRK | NEW);
         if let Some(ip) = src {
             m.exact(Field::NwSrc, ip);
         }
@@ -564,12 +569,7 @@ fn a_burst_of_many_connections_comes_back_from_ct_to_the_right_rules_in_order() 
         assert_eq!(tags(l.take(1)), want(false), "round {round}");
         assert_eq!(tags(l.take(2)), want(true), "round {round}");
         assert!(l.take(0).is_empty());
-        let t = l.flows.tables.lock().unwrap();
-        let mut hits: Vec<(u8, u16, u64)> = t
-            .rules()
-            .map(|r| (r.table, r.priority, r.stats.get().0))
-            .collect();
-        hits.sort();
+        let hits = l.rule_hits();
         assert_eq!(
             hits,
             vec![(0, 10, 12 * round), (1, 10, 8 * round), (1, 20, 4 * round)]
@@ -596,19 +596,13 @@ fn a_burst_of_new_connections_through_ct_and_a_committing_nat_creates_each() {
         m,
         vec![ct(false, Some(1), NatKind::Reverse)],
     ));
-    let state = |bits: u8| {
-        let mut m = Match::any();
-        m.exact(Field::DlType, 0x800);
-        m.set(Field::CtState, bits as u64, bits as u64);
-        m
-    };
     l.flow(FlowMod::add(
         1,
         10,
-        state(TRK | NEW),
+        ip_in_state(TRK | NEW),
         vec![ct(true, None, NatKind::Dst), out(2)],
     ));
-    l.flow(FlowMod::add(1, 20, state(TRK | EST), vec![out(2)]));
+    l.flow(FlowMod::add(1, 20, ip_in_state(TRK | EST), vec![out(2)]));
     let burst = |round: u16| -> Vec<HeapBuf> {
         (0..32u16)
             .map(|i| {
@@ -633,12 +627,7 @@ fn a_burst_of_new_connections_through_ct_and_a_committing_nat_creates_each() {
     l.send(0, burst(1));
     assert_eq!(l.take(1).len(), 32);
     assert_eq!(l.sw.ct.dump(Some(3)).len(), 96);
-    let t = l.flows.tables.lock().unwrap();
-    let mut hits: Vec<(u8, u16, u64)> = t
-        .rules()
-        .map(|r| (r.table, r.priority, r.stats.get().0))
-        .collect();
-    hits.sort();
+    let hits = l.rule_hits();
     assert_eq!(hits, vec![(0, 10, 128), (1, 10, 128), (1, 20, 0)]);
 }
 
@@ -656,10 +645,12 @@ fn the_tracker_sees_a_connections_packets_in_order_within_a_mixed_burst() {
     let mut m = in_port(1);
     m.exact(Field::DlType, 0x800);
     l.flow(FlowMod::add(0, 10, m, vec![ct(false, Some(1))]));
-    let mut m = Match::any();
-    m.exact(Field::DlType, 0x800);
-    m.set(Field::CtState, (TRK | NEW) as u64, (TRK | NEW) as u64);
-    l.flow(FlowMod::add(1, 10, m, vec![ct(true, None), out(2)]));
+    l.flow(FlowMod::add(
+        1,
+        10,
+        ip_in_state(TRK | NEW),
+        vec![ct(true, None), out(2)],
+    ));
     let with_tos = |src: u8, tos: u8| {
         let mut p = udp(src, 80);
         let d = p.data_mut();

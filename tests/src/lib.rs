@@ -64,12 +64,23 @@ pub fn sh(cmd: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+pub fn wait_for(what: &str, timeout: Duration, f: impl FnMut() -> bool) {
+    wait_for_or(what, timeout, f, String::new);
+}
+
+/// `wait_for`, saying `seen()` (what was there instead) when it times out.
+pub fn wait_for_or(
+    what: &str,
+    timeout: Duration,
+    mut f: impl FnMut() -> bool,
+    seen: impl Fn() -> String,
+) {
     let t0 = Instant::now();
     while !f() {
         assert!(
             t0.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}"
+            "timed out after {timeout:?} waiting for {what}{}",
+            seen()
         );
         std::thread::sleep(Duration::from_millis(50));
     }

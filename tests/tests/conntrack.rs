@@ -5,7 +5,7 @@
 //! translated connection come back translated (traceroute), the kernel
 //! stacks and tshark check every checksum, and ovs-appctl dpctl/ shows
 //! the connections.
-use rvs_tests::{http_server, ping, wait_for, Capture, Host, Netns};
+use rvs_tests::{http_server, ping, wait_for, wait_for_or, Capture, Host, Netns};
 use std::time::Duration;
 
 const GW: &str = "02:00:00:00:00:fe";
@@ -429,17 +429,19 @@ fn connection_table_fills_evicts_and_expires() {
     send(20000, 700);
     // Said with what was seen when it times out: frames lost before rvs
     // (a starved PMD's socket) and frames rvs dropped look alike here.
-    let t0 = std::time::Instant::now();
-    while nconns() != 2100 {
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "timed out waiting for 2100 connections: {} made; ctko {}; {}",
-            nconns(),
-            h.vsctl(&["get", "Interface", "ctko", "statistics"]).trim(),
-            h.appctl(&["dpctl/ct-stats-show"]).replace('\n', " ")
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_or(
+        "2100 connections",
+        Duration::from_secs(10),
+        || nconns() == 2100,
+        || {
+            format!(
+                ": {} made; ctko {}; {}",
+                nconns(),
+                h.vsctl(&["get", "Interface", "ctko", "statistics"]).trim(),
+                h.appctl(&["dpctl/ct-stats-show"]).replace('\n', " ")
+            )
+        },
+    );
     assert_eq!(stat("UDP"), 2100);
     // Each source address got its own 700 translated connections.
     let dump = h.appctl(&["dpctl/dump-conntrack", "zone=3"]);

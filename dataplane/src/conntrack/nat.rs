@@ -412,16 +412,23 @@ impl Prepared {
     #[inline]
     fn rewrite<const N: usize>(&self, h: &mut [u8; N], udp: bool) {
         h[12..24].copy_from_slice(&self.new);
-        let c = u16::from_be_bytes([h[10], h[11]]);
-        h[10..12].copy_from_slice(&update(c, self.ip_delta).to_be_bytes());
-        let c = u16::from_be_bytes([h[N - 2], h[N - 1]]);
-        // A UDP checksum of zero means none, and a computed zero is sent
-        // as all ones.
-        if !(udp && c == 0) {
-            let n = update(c, self.l4_delta);
-            let n = if udp && n == 0 { 0xffff } else { n };
-            h[N - 2..].copy_from_slice(&n.to_be_bytes());
-        }
+        update_checksums(h, self.ip_delta, self.l4_delta, udp);
+    }
+}
+
+/// Adds the folded deltas to the IPv4 checksum and to the transport
+/// checksum in the last two bytes of `h` (IPv4 and transport headers). A
+/// UDP checksum of zero means none, and a computed zero is sent as all
+/// ones.
+#[inline]
+fn update_checksums<const N: usize>(h: &mut [u8; N], ip_delta: u32, l4_delta: u32, udp: bool) {
+    let c = u16::from_be_bytes([h[10], h[11]]);
+    h[10..12].copy_from_slice(&update(c, ip_delta).to_be_bytes());
+    let c = u16::from_be_bytes([h[N - 2], h[N - 1]]);
+    if !(udp && c == 0) {
+        let n = update(c, l4_delta);
+        let n = if udp && n == 0 { 0xffff } else { n };
+        h[N - 2..].copy_from_slice(&n.to_be_bytes());
     }
 }
 
@@ -447,14 +454,7 @@ fn rewrite_ports<const N: usize>(h: &mut [u8; N], rw: &Rewrite, udp: bool) -> bo
     if let Some(e) = rw.dst {
         set(h, 16, 22, e);
     }
-    let c = u16::from_be_bytes([h[10], h[11]]);
-    h[10..12].copy_from_slice(&update(c, fold(ip_delta)).to_be_bytes());
-    let c = u16::from_be_bytes([h[N - 2], h[N - 1]]);
-    if !(udp && c == 0) {
-        let n = update(c, fold(ip_delta + port_delta));
-        let n = if udp && n == 0 { 0xffff } else { n };
-        h[N - 2..].copy_from_slice(&n.to_be_bytes());
-    }
+    update_checksums(h, fold(ip_delta), fold(ip_delta + port_delta), udp);
     true
 }
 
