@@ -10,6 +10,10 @@ use crate::wire::{gre, vxlan};
 const ETH: usize = 14;
 const IP: usize = 20;
 const MAX_HEADER: usize = 64;
+/// The two headers nearly every tunnel uses, copied as fixed-size blocks:
+/// GRE with a key and no checksum, and VXLAN.
+const GRE_KEY_LEN: usize = ETH + IP + 8;
+const VXLAN_LEN: usize = ETH + IP + 8 + vxlan::HEADER_LEN;
 /// OVS's default UDP source port range for tunnels.
 const SRC_PORT_MIN: u32 = 32768;
 const SRC_PORT_MAX: u32 = 61000;
@@ -35,6 +39,18 @@ pub struct Header {
     /// One's-complement sum of the IPv4 header without its total length
     /// and checksum: adding the length gives the checksum.
     ip_sum: u32,
+    shape: Shape,
+}
+
+/// The headers nearly every tunnel uses, pushed as fixed-size blocks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// GRE with a key and no checksum (42 bytes).
+    GreKey,
+    /// VXLAN (50 bytes).
+    Vxlan,
+    /// Any other: GRE without a key or with a checksum.
+    Other,
 }
 
 impl Header {
@@ -74,13 +90,20 @@ impl Header {
                 (l4 + 8 + vxlan::HEADER_LEN, Some((l4 + 8 + 4) as u8))
             }
         };
+        let gre_csum = conf.kind == TunnelKind::Gre && conf.csum;
+        let shape = match (conf.kind, len, key_at, gre_csum) {
+            (TunnelKind::Gre, GRE_KEY_LEN, Some(38), false) => Shape::GreKey,
+            (TunnelKind::Vxlan, VXLAN_LEN, Some(46), _) => Shape::Vxlan,
+            _ => Shape::Other,
+        };
         Header {
             bytes: b,
             len: len as u8,
             kind: conf.kind,
-            gre_csum: conf.kind == TunnelKind::Gre && conf.csum,
+            gre_csum,
             key_at,
             ip_sum,
+            shape,
         }
     }
 
@@ -109,7 +132,78 @@ impl Header {
     /// headroom, or when a GRE checksum is asked for a packet spread over
     /// several buffers.
     pub fn push<P: PacketBuf>(&self, pkt: &mut P, key: u64, flow_hash: u32) -> bool {
+        match self.shape {
+            Shape::GreKey => self.push_gre_key(pkt, key),
+            Shape::Vxlan => self.push_vxlan(pkt, key, flow_hash),
+            Shape::Other => {
+                let inner = pkt.wire_len();
+                self.push_general(pkt, inner, key, flow_hash)
+            }
+        }
+    }
+
+    /// Which of the fixed-size pushes this header takes, so a burst picks
+    /// it once.
+    pub fn shape(&self) -> Shape {
+        self.shape
+    }
+
+    /// `push` for `Shape::GreKey`: the header copied as one fixed-size
+    /// block and every field at a constant place (no bounds checks).
+    #[inline]
+    pub fn push_gre_key<P: PacketBuf>(&self, pkt: &mut P, key: u64) -> bool {
+        let Some(d) = self.prepend_block::<P, GRE_KEY_LEN>(pkt) else {
+            return false;
+        };
+        d[38..42].copy_from_slice(&(key as u32).to_be_bytes());
+        true
+    }
+
+    /// `push` for `Shape::Vxlan`.
+    #[inline]
+    pub fn push_vxlan<P: PacketBuf>(&self, pkt: &mut P, key: u64, flow_hash: u32) -> bool {
         let inner = pkt.wire_len();
+        let Some(d) = self.prepend_block::<P, VXLAN_LEN>(pkt) else {
+            return false;
+        };
+        let l4 = ETH + IP;
+        let port = SRC_PORT_MIN + flow_hash % (SRC_PORT_MAX - SRC_PORT_MIN);
+        d[l4..l4 + 2].copy_from_slice(&(port as u16).to_be_bytes());
+        let udp_len = (VXLAN_LEN - ETH - IP + inner) as u16;
+        d[l4 + 4..l4 + 6].copy_from_slice(&udp_len.to_be_bytes());
+        d[46..50].copy_from_slice(&(((key as u32) & 0xff_ffff) << 8).to_be_bytes());
+        true
+    }
+
+    /// Puts the first `N` bytes of the header (all of it) in front of
+    /// `pkt` with the IPv4 length and checksum filled; None (packet
+    /// unchanged) without headroom or when the outer packet would be too
+    /// long.
+    #[inline]
+    fn prepend_block<'p, P: PacketBuf, const N: usize>(
+        &self,
+        pkt: &'p mut P,
+    ) -> Option<&'p mut [u8; N]> {
+        let inner = pkt.wire_len();
+        let total = N - ETH + inner;
+        if total > u16::MAX as usize || !pkt.prepend(N as u16) {
+            return None;
+        }
+        let d = pkt.data_mut().first_chunk_mut::<N>()?;
+        d.copy_from_slice(self.bytes.first_chunk::<N>()?);
+        d[ETH + 2..ETH + 4].copy_from_slice(&(total as u16).to_be_bytes());
+        let sum = checksum::finish(self.ip_sum + total as u32);
+        d[ETH + 10..ETH + 12].copy_from_slice(&sum.to_be_bytes());
+        Some(d)
+    }
+
+    fn push_general<P: PacketBuf>(
+        &self,
+        pkt: &mut P,
+        inner: usize,
+        key: u64,
+        flow_hash: u32,
+    ) -> bool {
         let hl = self.len as usize;
         let total = hl - ETH + inner;
         if total > u16::MAX as usize
@@ -399,6 +493,21 @@ mod tests {
             0x12_3456
         );
         assert!(Ipv4Packet::new_checked(&d[14..]).unwrap().verify_checksum());
+    }
+
+    #[test]
+    fn the_fixed_size_headers_are_the_general_ones() {
+        for kind in [TunnelKind::Gre, TunnelKind::Vxlan] {
+            let h = Header::new(&conf(kind, Some(0xab_cdef), false), &EP);
+            for len in [14, 60, 64, 1514, 9000] {
+                let f = inner(len.max(24));
+                let (mut a, mut b) = (HeapBuf::new(&f), HeapBuf::new(&f));
+                assert!(h.push(&mut a, 0xab_cdef, 12345));
+                let n = b.wire_len();
+                assert!(h.push_general(&mut b, n, 0xab_cdef, 12345));
+                assert_eq!(a.data(), b.data(), "{kind:?} {len}");
+            }
+        }
     }
 
     #[test]
