@@ -246,6 +246,7 @@ impl Header {
 /// A hash of the inner frame's flow (addresses and ports), so one flow
 /// keeps one UDP source port and the underlay's ECMP keeps it in order.
 /// Word-sized reads and one multiply per word: it runs per packet.
+#[inline]
 pub fn inner_hash(frame: &[u8]) -> u32 {
     // Most frames hold an option-less IPv4 header and its ports within
     // their first 46 bytes: read at fixed places, without the short-frame
