@@ -132,11 +132,7 @@ mod tests {
     }
 
     fn meta(id: u64) -> TunnelMeta {
-        TunnelMeta {
-            id,
-            src: 1,
-            dst: 2,
-        }
+        TunnelMeta { id, src: 1, dst: 2 }
     }
 
     /// What `flush` hands over for `slot`: each packet's tag and fields.

@@ -74,6 +74,38 @@ impl<P: PacketBuf> TnlLocal<P> {
 }
 
 impl<P: PacketBuf> TnlLocal<P> {
+    /// Queues `pkts` (which it empties) as received on `slot` (counted
+    /// there), each with its tunnel fields in `metas` (which it empties).
+    fn push_group(
+        &mut self,
+        slot: u16,
+        pkts: &mut Burst<P>,
+        metas: &mut ArrayVec<TunnelMeta, BURST>,
+    ) {
+        if pkts.is_empty() {
+            return;
+        }
+        if let Some(g) = self.recirc.last_mut() {
+            if g.slot == slot
+                && g.count
+                && g.meta.len() == g.pkts.len()
+                && !g.meta.is_empty()
+                && g.pkts.remaining_capacity() >= pkts.len()
+            {
+                g.pkts.extend(pkts.drain(..));
+                let _ = g.meta.try_extend_from_slice(metas);
+                metas.clear();
+                return;
+            }
+        }
+        self.recirc.push(Recirc {
+            slot,
+            count: true,
+            pkts: std::mem::take(pkts),
+            meta: std::mem::take(metas),
+        });
+    }
+
     /// Queues `pkts` (which it empties) as received on `slot` without
     /// tunnel metadata.
     fn push_all(&mut self, slot: u16, count: bool, pkts: &mut Burst<P>) {
@@ -325,6 +357,9 @@ pub fn decap<P: PacketBuf>(
     // A burst is mostly one tunnel's frames: after the first, the next
     // are recognised by their header bytes.
     let mut same = SameOuter::default();
+    // Decapsulated frames wait here while they go to one tunnel port, and
+    // are handed on as one group (not one queueing per frame).
+    let (mut out, mut out_meta, mut out_slot) = (Burst::<P>::new(), ArrayVec::new(), 0u16);
     for mut pkt in pkts.drain(..) {
         let verdict = match same.matches(pkt.data()) {
             Some(o) => Verdict::Tunnel(o),
@@ -376,10 +411,16 @@ pub fn decap<P: PacketBuf>(
                     src: o.src,
                     dst: o.dst,
                 };
-                local.push(tslot, true, pkt, Some(meta));
+                if out_slot != tslot {
+                    local.push_group(out_slot, &mut out, &mut out_meta);
+                    out_slot = tslot;
+                }
+                out.push(pkt);
+                out_meta.push(meta);
             }
         }
     }
+    local.push_group(out_slot, &mut out, &mut out_meta);
     *pkts = keep;
 }
 
