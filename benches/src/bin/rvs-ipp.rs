@@ -514,7 +514,11 @@ fn whole_switch(tunnel: Option<(&str, bool)>) -> Box<dyn FnMut(u32)> {
         t.flow_mod(&FlowMod::add(0, 1, m, out), 0).expect("flow");
         f.publish(&mut t, || {});
     }
+    // 64 bytes, as testpmd sends them in the end-to-end benchmark.
     let mut f = udp(0x0a00_0001, 1000, 0x0a00_0002, 80);
+    f.resize(64, 0);
+    f[16..18].copy_from_slice(&50u16.to_be_bytes());
+    f[38..40].copy_from_slice(&30u16.to_be_bytes());
     if let Some((kind, _)) = tunnel {
         let opts: std::collections::BTreeMap<String, String> = [
             ("local_ip", "10.99.0.1"),
