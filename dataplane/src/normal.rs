@@ -193,6 +193,26 @@ pub fn forward_batch<P: PacketBuf>(
     normal.finish(stats);
 }
 
+/// As `forward_batch` for a batch whose frames all have the first one's
+/// Ethernet header and tag: one verdict for all, no frame compared.
+pub fn forward_uniform<P: PacketBuf>(
+    snap: &Snapshot<P>,
+    in_slot: u16,
+    pkts: &mut Burst<P>,
+    now: u32,
+    stats: &PmdStats,
+    tx: &mut TxBuffers<P>,
+) {
+    let Some(mut normal) = Normal::new(snap, in_slot, now) else {
+        stats.drop(DropReason::NoPort, None, pkts.len() as u64);
+        pkts.clear();
+        return;
+    };
+    debug_assert!(pkts.iter().all(|p| same_l2(pkts[0].data(), p.data())));
+    normal.forward_run(pkts, stats, tx);
+    normal.finish(stats);
+}
+
 /// Counts a received batch on its port and PMD. Returns its bytes.
 #[inline]
 pub fn count_rx<P: PacketBuf>(stats: &PmdStats, in_slot: u16, pkts: &Burst<P>) -> u64 {
@@ -223,7 +243,7 @@ fn egress_ok<P: PacketBuf>(snap: &Snapshot<P>, bridge_idx: u16, out: u16, vlan: 
 /// addresses and EtherType, and for a tagged frame the same tag (both long
 /// enough to hold it).
 #[inline]
-fn same_l2(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn same_l2(a: &[u8], b: &[u8]) -> bool {
     const ETH: usize = 14;
     if a.len() < ETH || b.len() < ETH || a[..ETH] != b[..ETH] {
         return false;

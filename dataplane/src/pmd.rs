@@ -2,7 +2,7 @@
 //! over bursts, never waiting for the control plane.
 use crate::flow::cache::{FlowCache, RecircCache};
 use crate::flow_batch;
-use crate::normal::{count_port_rx, count_rx, forward_batch};
+use crate::normal::{count_port_rx, count_rx, forward_batch, forward_uniform};
 use crate::packet::PacketBuf;
 use crate::qos::{self, Backlog};
 use crate::snapshot::{PmdShared, Snapshot, Switch};
@@ -214,7 +214,7 @@ pub fn poll_once<P: PacketBuf>(
             }
         }
         run_batch(
-            &snap, rq.slot, burst, None, bytes, now, stats, tx, cache, rcache,
+            &snap, rq.slot, burst, None, false, bytes, now, stats, tx, cache, rcache,
         );
         let mut d = Drain {
             snap: &snap,
@@ -321,6 +321,7 @@ fn run_batch<P: PacketBuf>(
     slot: u16,
     pkts: &mut Burst<P>,
     tun: Option<&[TunnelMeta]>,
+    uniform: bool,
     bytes: u64,
     now: u32,
     stats: &PmdStats,
@@ -337,7 +338,11 @@ fn run_batch<P: PacketBuf>(
     match &pipe.only_normal {
         Some(rule) => {
             rule.stats.hit(pkts.len() as u64, bytes, now);
-            forward_batch(snap, slot, pkts, now, stats, tx);
+            if uniform {
+                forward_uniform(snap, slot, pkts, now, stats, tx);
+            } else {
+                forward_batch(snap, slot, pkts, now, stats, tx);
+            }
         }
         None => {
             flow_batch::process_batch(snap, &pipe, slot, pkts, tun, now, stats, tx, cache, rcache)
@@ -406,6 +411,7 @@ impl<P: PacketBuf> Drain<'_, P> {
                     g.slot,
                     &mut g.pkts,
                     meta,
+                    g.uniform,
                     bytes,
                     self.now,
                     self.stats,

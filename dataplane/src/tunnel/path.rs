@@ -8,6 +8,7 @@ use super::decap::{classify, SameOuter, Verdict};
 use super::encap::{frag_needed, inner_hash, Shape};
 use super::state::{EncapPlan, Endpoint, TnlState, TunnelPort};
 use super::{TnlEvent, TunnelMeta};
+use crate::normal::same_l2;
 use crate::packet::PacketBuf;
 use crate::stats::{DropReason, PmdStats};
 use crate::wire::arp::{ArpPacket, OP_REPLY};
@@ -24,6 +25,10 @@ pub struct Recirc<P> {
     pub pkts: Burst<P>,
     /// Tunnel metadata per packet; empty when not from a tunnel.
     pub meta: ArrayVec<TunnelMeta, BURST>,
+    /// Every frame has the first one's Ethernet header (outer frames
+    /// encapsulated for one remote): a NORMAL bridge judges the first for
+    /// all without comparing each.
+    pub uniform: bool,
 }
 
 /// A PMD's tunnel state between flushes.
@@ -52,6 +57,7 @@ impl<P: PacketBuf> TnlLocal<P> {
                 && !g.pkts.is_full()
                 && g.meta.is_empty() == meta.is_none()
             {
+                g.uniform = false;
                 g.pkts.push(pkt);
                 if let Some(m) = meta {
                     g.meta.push(m);
@@ -64,6 +70,7 @@ impl<P: PacketBuf> TnlLocal<P> {
             count,
             pkts: Burst::new(),
             meta: ArrayVec::new(),
+            uniform: false,
         };
         g.pkts.push(pkt);
         if let Some(m) = meta {
@@ -103,21 +110,28 @@ impl<P: PacketBuf> TnlLocal<P> {
             count: true,
             pkts: std::mem::take(pkts),
             meta: std::mem::take(metas),
+            uniform: false,
         });
     }
 
     /// Queues `pkts` (which it empties) as received on `slot` without
-    /// tunnel metadata.
-    fn push_all(&mut self, slot: u16, count: bool, pkts: &mut Burst<P>) {
-        if pkts.is_empty() {
+    /// tunnel metadata; `uniform`: all have the first one's Ethernet
+    /// header.
+    fn push_all(&mut self, slot: u16, count: bool, pkts: &mut Burst<P>, uniform: bool) {
+        let Some(first) = pkts.first() else {
             return;
-        }
+        };
         if let Some(g) = self.recirc.last_mut() {
             if g.slot == slot
                 && g.count == count
                 && g.meta.is_empty()
                 && g.pkts.remaining_capacity() >= pkts.len()
             {
+                g.uniform = g.uniform
+                    && uniform
+                    && g.pkts
+                        .first()
+                        .is_some_and(|h| same_l2(h.data(), first.data()));
                 g.pkts.extend(pkts.drain(..));
                 return;
             }
@@ -127,6 +141,7 @@ impl<P: PacketBuf> TnlLocal<P> {
             count,
             pkts: std::mem::take(pkts),
             meta: ArrayVec::new(),
+            uniform,
         });
     }
 }
@@ -237,12 +252,12 @@ pub fn encap<P: PacketBuf>(
         // A fixed remote's frames all leave through one internal port:
         // they are handed on as one group.
         if !out.is_empty() && out_at != out_slot {
-            local.push_all(out_at, false, &mut out);
+            local.push_all(out_at, false, &mut out, false);
         }
         out_at = out_slot;
         out.push(pkt);
     }
-    local.push_all(out_at, false, &mut out);
+    local.push_all(out_at, false, &mut out, false);
     pc.tx_packets.add(sent);
     pc.tx_bytes.add(sent_bytes);
 }
@@ -306,7 +321,8 @@ fn encap_ready<P: PacketBuf>(
     row.encap.add(sent);
     pc.tx_packets.add(sent);
     pc.tx_bytes.add(bytes);
-    local.push_all(*out_slot, false, pkts);
+    // One header went in front of every frame.
+    local.push_all(*out_slot, false, pkts, true);
     true
 }
 
@@ -438,5 +454,48 @@ fn snoop_arp(frame: &[u8], ep: &Endpoint, slot: u16, events: &SyncSender<TnlEven
             ip: u32::from_be_bytes(a.spa()),
             mac: a.sha().0,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packet::HeapBuf;
+
+    fn burst(dst: u8, n: usize) -> Burst<HeapBuf> {
+        let mut f = vec![0u8; 64];
+        f[..6].copy_from_slice(&[2, 0, 0, 0, 0, dst]);
+        f[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 1]);
+        f[12] = 0x08;
+        (0..n).map(|_| HeapBuf::new(&f)).collect()
+    }
+
+    #[test]
+    fn a_group_stays_uniform_only_while_every_part_shares_one_header() {
+        let mut local = TnlLocal::<HeapBuf>::default();
+        local.push_all(3, false, &mut burst(9, 4), true);
+        local.push_all(3, false, &mut burst(9, 4), true);
+        assert_eq!(local.recirc.len(), 1);
+        assert_eq!(local.recirc[0].pkts.len(), 8);
+        assert!(local.recirc[0].uniform, "one header in both parts");
+        // Another next hop's header joins the group but ends its uniformity.
+        local.push_all(3, false, &mut burst(8, 4), true);
+        assert_eq!((local.recirc.len(), local.recirc[0].pkts.len()), (1, 12));
+        assert!(!local.recirc[0].uniform);
+        // A part not known to be uniform starts, or spoils, one.
+        local.recirc.clear();
+        local.push_all(4, false, &mut burst(9, 2), false);
+        local.push_all(4, false, &mut burst(9, 2), true);
+        assert_eq!((local.recirc.len(), local.recirc[0].pkts.len()), (1, 4));
+        assert!(!local.recirc[0].uniform);
+        // Another port starts its own group.
+        local.push_all(5, false, &mut burst(9, 2), true);
+        assert_eq!(local.recirc.len(), 2);
+        assert!(local.recirc[1].uniform);
+        // A single frame queued after a uniform group spoils it.
+        let mut one = burst(9, 1);
+        local.push(5, false, one.pop().expect("one"), None);
+        assert_eq!(local.recirc[1].pkts.len(), 3);
+        assert!(!local.recirc[1].uniform);
     }
 }
