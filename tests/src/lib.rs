@@ -1101,7 +1101,7 @@ impl Capture {
 /// and returns once it listens (its stderr in the panic when it does not
 /// within 10 s).
 pub fn http_server(ns: &Netns, addr: &str, port: &str, dir: &Path) -> Child {
-    let mut c = ns.spawn(&[
+    let c = ns.spawn(&[
         "python3",
         "-m",
         "http.server",
@@ -1111,6 +1111,55 @@ pub fn http_server(ns: &Netns, addr: &str, port: &str, dir: &Path) -> Child {
         dir.to_str().unwrap(),
         port,
     ]);
+    listening(ns, c, addr, port)
+}
+
+/// An HTTP server on `addr:port` in `ns` that answers every GET with
+/// `file`, sent no faster than `bytes_per_sec`: a download that lasts
+/// as long on a fast host as on a slow one.
+pub fn paced_http_server(
+    ns: &Netns,
+    addr: &str,
+    port: &str,
+    file: &Path,
+    bytes_per_sec: u64,
+) -> Child {
+    const SERVER: &str = r#"
+import http.server, os, sys, time
+addr, port, path, rate = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+class Paced(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", str(os.path.getsize(path)))
+        self.end_headers()
+        t0, sent = time.monotonic(), 0
+        with open(path, "rb") as f:
+            while chunk := f.read(65536):
+                self.wfile.write(chunk)
+                sent += len(chunk)
+                ahead = sent / rate - (time.monotonic() - t0)
+                if ahead > 0:
+                    time.sleep(ahead)
+    def log_message(self, *args):
+        pass
+http.server.HTTPServer((addr, port), Paced).serve_forever()
+"#;
+    let rate = bytes_per_sec.to_string();
+    let c = ns.spawn(&[
+        "python3",
+        "-c",
+        SERVER,
+        addr,
+        port,
+        file.to_str().unwrap(),
+        &rate,
+    ]);
+    listening(ns, c, addr, port)
+}
+
+/// Returns `c` once something listens on `addr:port` in `ns`; kills it
+/// and panics with its stderr when nothing does within 10 s.
+fn listening(ns: &Netns, mut c: Child, addr: &str, port: &str) -> Child {
     let t0 = Instant::now();
     while !ns
         .try_exec(&["sh", "-c", &format!("ss -ltn | grep -q {addr}:{port}")])
@@ -1120,7 +1169,7 @@ pub fn http_server(ns: &Netns, addr: &str, port: &str, dir: &Path) -> Child {
         if t0.elapsed() > Duration::from_secs(10) {
             let _ = c.kill();
             let out = c.wait_with_output().unwrap();
-            panic!("http.server: {}", String::from_utf8_lossy(&out.stderr));
+            panic!("http server: {}", String::from_utf8_lossy(&out.stderr));
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -1181,9 +1230,19 @@ pub fn drop_count(h: &Host, reason: &str) -> u64 {
 /// Frames dropped for `reason` (a name as pmd-stats-show prints it),
 /// summed over PMDs since the last pmd-stats-clear.
 pub fn pmd_drops(h: &Host, reason: &str) -> u64 {
+    pmd_sum(h, &format!("    {reason}: "))
+}
+
+/// A pmd-stats-show counter (`name` as it prints it, e.g. "packet
+/// recirculations"), summed over PMDs since the last pmd-stats-clear.
+pub fn pmd_stat(h: &Host, name: &str) -> u64 {
+    pmd_sum(h, &format!("  {name}: "))
+}
+
+fn pmd_sum(h: &Host, prefix: &str) -> u64 {
     h.appctl(&["dpif-netdev/pmd-stats-show"])
         .lines()
-        .filter_map(|l| l.strip_prefix(&format!("    {reason}: ")))
+        .filter_map(|l| l.strip_prefix(prefix))
         .map(|v| v.trim().parse::<u64>().unwrap())
         .sum()
 }

@@ -6,7 +6,7 @@
 //! it and it keeps downloading.
 use rvs_tests::cloudstack::{create_tunnel, join_underlay, setup_ovs_bridge, underlay};
 use rvs_tests::guest::{agent_port, nic, received, Guest, Mode};
-use rvs_tests::{http_server, key_counts, ping, reachable, tenant, Host, Netns};
+use rvs_tests::{key_counts, paced_http_server, ping, reachable, tenant, Host, Netns};
 use std::time::{Duration, Instant};
 
 const KEY: u64 = 1001;
@@ -170,8 +170,9 @@ fn migrate(mode: Mode, tag: &str) {
         },
     );
 
-    // The download (slow enough to span the migration: TCG guest) and the
-    // pings, both running when the migration starts.
+    // The download (paced to last at least 8 s: a fast host's TCG guest
+    // fetched the 64 MiB before its 1 s migration began) and the pings,
+    // both running when the migration starts.
     let www = a.dir.join("www");
     std::fs::create_dir_all(&www).unwrap();
     let blob: Vec<u8> = (0u32..64 << 20)
@@ -179,7 +180,13 @@ fn migrate(mode: Mode, tag: &str) {
         .collect();
     std::fs::write(www.join("blob"), &blob).unwrap();
     let want = rvs_tests::sh("md5sum", &[www.join("blob").to_str().unwrap()]);
-    let mut srv = http_server(&client, "192.168.62.100", "8080", &www);
+    let mut srv = paced_http_server(
+        &client,
+        "192.168.62.100",
+        "8080",
+        &www.join("blob"),
+        8 << 20,
+    );
     // Typed on the source's console; its result is printed by whichever
     // side runs the guest when it ends.
     let mark = src.type_cmd("wget -q -O - http://192.168.62.100:8080/blob | md5sum");
@@ -211,14 +218,18 @@ fn migrate(mode: Mode, tag: &str) {
 
     // The guest runs on host 2 now: the download ends there (whole), the
     // client reaches it through the tunnel.
-    let spanned = src.take_mark(&mark).is_none();
+    let early = src.take_mark(&mark);
+    let spanned = early.is_none();
     src.kill();
     let (rc, sum) = if spanned {
         dst.await_mark(&mark, Duration::from_secs(300))
     } else {
         (0, String::new())
     };
-    assert!(spanned, "the download ended before the migration did");
+    assert!(
+        spanned,
+        "the download ended before the migration ({took:?}) did: {early:?}"
+    );
     assert_eq!(rc, 0, "{sum}");
     assert_eq!(
         sum.split_whitespace().next(),
