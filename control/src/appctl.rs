@@ -25,6 +25,7 @@ struct PmdBase {
     emc_misses: u64,
     mega_hits: u64,
     held: u64,
+    recirc: u64,
     drops: [u64; DropReason::ALL.len()],
     /// When these were read (None: rvsd's start).
     at: Option<std::time::Instant>,
@@ -49,6 +50,7 @@ fn read(s: &PmdStats) -> PmdBase {
         emc_misses: s.emc_misses.get(),
         mega_hits: s.megaflow_hits.get(),
         held: s.tx_held.get(),
+        recirc: s.recirculations.get(),
         drops,
         at: Some(std::time::Instant::now()),
     }
@@ -97,6 +99,15 @@ pub fn register<P: PacketBuf + 'static>(cmds: &mut Commands, ctx: Arc<AppCtx<P>>
             let total = busy + idle;
             let _ = writeln!(out, "pmd thread numa_id {} core_id {}:", p.numa, p.core);
             let _ = writeln!(out, "  packets received: {rx}");
+            // OVS's two lines: how many passes through the tables a
+            // received packet took on average.
+            let recirc = now.recirc - base.recirc;
+            let _ = writeln!(out, "  packet recirculations: {recirc}");
+            let _ = writeln!(
+                out,
+                "  avg. datapath passes per packet: {:.2}",
+                per(rx + recirc, rx)
+            );
             let _ = writeln!(out, "  packets sent: {}", now.tx - base.tx);
             // Sent late rather than dropped: a receiver's ring was full.
             let _ = writeln!(out, "  packets held: {}", now.held - base.held);

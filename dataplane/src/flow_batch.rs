@@ -474,6 +474,7 @@ impl<'a, P: PacketBuf> Exec<'a, '_, P> {
     /// packet whose ct outcome equals the one before is not parsed again
     /// (its key is that packet's).
     fn ct_held(&mut self, ct: &CtOp, carry: &FlowKey, held: &mut Burst<P>) {
+        self.stats.recirculations.add(held.len() as u64);
         let mut group: Burst<P> = Burst::new();
         // Two slots of (outcome, key): the current group's (`g`) and the
         // packet's; a new group flips `g`, so neither is copied per packet.
@@ -533,6 +534,7 @@ impl<'a, P: PacketBuf> Exec<'a, '_, P> {
     /// translation that uses the tracker again runs packet by packet. The
     /// caller checked the recursion limit.
     fn ct_mixed(&mut self, ct: &CtOp, carry: &FlowKey, held: &mut Burst<P>) {
+        self.stats.recirculations.add(held.len() as u64);
         let prior = self.prior;
         let mut group: Burst<P> = Burst::new();
         // The group's translation, key and ct outcome, and whether the
@@ -812,6 +814,7 @@ impl<'a, P: PacketBuf> Exec<'a, '_, P> {
                 .drop(DropReason::RecursionLimit, Some(self.in_slot), 1);
             return;
         }
+        self.stats.recirculations.add(1);
         let mut key = FlowKey::default();
         if !self.recirc_key(carry, out, &pkt, &mut key) {
             return;

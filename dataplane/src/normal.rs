@@ -26,6 +26,21 @@ pub struct Normal<'a, P: PacketBuf> {
     misses: u64,
 }
 
+/// What NORMAL does with a run of frames that share an Ethernet header.
+enum Judged {
+    Drop(DropReason),
+    /// To one learned port, as VLAN `vlan` (`tagged`: they carry a tag now).
+    Out {
+        out: u16,
+        vlan: u16,
+        tagged: bool,
+    },
+    Flood {
+        vlan: u16,
+        tagged: bool,
+    },
+}
+
 impl<'a, P: PacketBuf> Normal<'a, P> {
     /// None when the slot holds no port (it is being removed).
     pub fn new(snap: &'a Snapshot<P>, in_slot: u16, now: u32) -> Option<Self> {
@@ -79,22 +94,40 @@ impl<'a, P: PacketBuf> Normal<'a, P> {
         let Some(head) = run.first() else {
             return;
         };
-        let (dst, src, vid) = match EthernetFrame::new_checked(head.data()) {
-            Ok(f) => (f.dst(), f.src(), f.vlan_tci().map(|t| t & 0xfff)),
-            Err(_) => {
-                stats.drop(DropReason::Malformed, Some(in_slot), n);
+        match self.judge(head.data(), n) {
+            Judged::Drop(r) => {
+                stats.drop(r, Some(in_slot), n);
                 run.clear();
-                return;
             }
+            Judged::Out { out, vlan, tagged } => {
+                output_all(self.snap, stats, tx, out, vlan, tagged, run)
+            }
+            Judged::Flood { vlan, tagged } => flood(
+                self.snap,
+                self.bridge,
+                stats,
+                tx,
+                in_slot,
+                vlan,
+                tagged,
+                run,
+            ),
+        }
+    }
+
+    /// NORMAL's verdict for `n` frames with Ethernet header and tag
+    /// `head`'s: learns their source and looks up their destination,
+    /// counting the lookup as a hit or a miss.
+    #[inline(always)]
+    fn judge(&mut self, head: &[u8], n: u64) -> Judged {
+        let in_slot = self.in_slot;
+        let (dst, src, vid) = match EthernetFrame::new_checked(head) {
+            Ok(f) => (f.dst(), f.src(), f.vlan_tci().map(|t| t & 0xfff)),
+            Err(_) => return Judged::Drop(DropReason::Malformed),
         };
         let tagged = vid.is_some();
-        let vlan = match self.port.vlan.ingress(vid) {
-            Some(v) => v,
-            None => {
-                stats.drop(DropReason::VlanDenied, Some(in_slot), n);
-                run.clear();
-                return;
-            }
+        let Some(vlan) = self.port.vlan.ingress(vid) else {
+            return Judged::Drop(DropReason::VlanDenied);
         };
         if !src.is_multicast() && self.last_learned != Some((vlan, src)) {
             self.bridge.macs.learn(vlan, src, in_slot, self.now);
@@ -116,34 +149,17 @@ impl<'a, P: PacketBuf> Normal<'a, P> {
                 out
             }
         };
-        match known {
-            Some(out) if out == in_slot => {
-                self.hits += n;
-                stats.drop(DropReason::SamePort, Some(in_slot), n);
-                run.clear();
-            }
-            Some(out) if self.port.tunnel && self.snap.port(out).is_some_and(|p| p.tunnel) => {
-                self.hits += n;
-                stats.drop(DropReason::SplitHorizon, Some(in_slot), n);
-                run.clear();
-            }
-            Some(out) => {
-                self.hits += n;
-                output_all(self.snap, stats, tx, out, vlan, tagged, run);
-            }
-            _ => {
-                self.misses += n;
-                flood(
-                    self.snap,
-                    self.bridge,
-                    stats,
-                    tx,
-                    in_slot,
-                    vlan,
-                    tagged,
-                    run,
-                );
-            }
+        let Some(out) = known else {
+            self.misses += n;
+            return Judged::Flood { vlan, tagged };
+        };
+        self.hits += n;
+        if out == in_slot {
+            Judged::Drop(DropReason::SamePort)
+        } else if self.port.tunnel && self.snap.port(out).is_some_and(|p| p.tunnel) {
+            Judged::Drop(DropReason::SplitHorizon)
+        } else {
+            Judged::Out { out, vlan, tagged }
         }
     }
 
@@ -213,6 +229,41 @@ pub fn forward_uniform<P: PacketBuf>(
     normal.finish(stats);
 }
 
+/// NORMAL for a batch received on `in_slot` whose frames all have the
+/// first one's Ethernet header and tag, when it sends them all to one
+/// port that is not a tunnel (learned there, or the only one a flood
+/// reaches): learns, counts the lookup (and the flood), tags them as that
+/// port wants and returns it, leaving them for the caller to send
+/// straight there. None (nothing counted, `pkts` untouched) for any other
+/// verdict: the caller runs the bridge as usual.
+pub fn one_port_uniform<P: PacketBuf>(
+    snap: &Snapshot<P>,
+    in_slot: u16,
+    pkts: &mut Burst<P>,
+    now: u32,
+    stats: &PmdStats,
+) -> Option<u16> {
+    let mut normal = Normal::new(snap, in_slot, now)?;
+    let head = pkts.first()?;
+    let n = pkts.len() as u64;
+    let (out, vlan, tagged) = match normal.judge(head.data(), n) {
+        Judged::Out { out, vlan, tagged } => (out, vlan, tagged),
+        Judged::Flood { vlan, tagged } => {
+            let mut to = flood_members(snap, normal.bridge, in_slot, vlan);
+            let (Some(out), None) = (to.next(), to.next()) else {
+                return None;
+            };
+            stats.flood_packets.add(n);
+            (out, vlan, tagged)
+        }
+        Judged::Drop(_) => return None,
+    };
+    let port = snap.port(out).filter(|p| !p.tunnel)?;
+    tag_all(port, stats, out, vlan, tagged, pkts);
+    normal.finish(stats);
+    Some(out)
+}
+
 /// Counts a received batch on its port and PMD. Returns its bytes.
 #[inline]
 pub fn count_rx<P: PacketBuf>(stats: &PmdStats, in_slot: u16, pkts: &Burst<P>) -> u64 {
@@ -265,17 +316,8 @@ fn flood<P: PacketBuf>(
 ) {
     let n = run.len() as u64;
     stats.flood_packets.add(n);
-    // Split horizon: what came out of a tunnel never floods into another.
-    let from_tunnel = snap.port(in_slot).is_some_and(|p| p.tunnel);
     let mut pending: Option<u16> = None;
-    for &s in &bridge.ports {
-        if s == in_slot {
-            continue;
-        }
-        match snap.port(s) {
-            Some(p) if p.vlan.member(vlan) && !(from_tunnel && p.tunnel) => {}
-            _ => continue,
-        }
+    for s in flood_members(snap, bridge, in_slot, vlan) {
         // Send copies to the previous member and keep the originals for
         // the last one: n members cost n-1 copies.
         if let Some(prev) = pending.replace(s) {
@@ -298,6 +340,22 @@ fn flood<P: PacketBuf>(
     }
 }
 
+/// The ports a frame of VLAN `vlan` received on `in_slot` floods to.
+#[inline]
+fn flood_members<'a, P: PacketBuf>(
+    snap: &'a Snapshot<P>,
+    bridge: &'a BridgeEntry,
+    in_slot: u16,
+    vlan: u16,
+) -> impl Iterator<Item = u16> + 'a {
+    // Split horizon: what came out of a tunnel never floods into another.
+    let from_tunnel = snap.port(in_slot).is_some_and(|p| p.tunnel);
+    bridge.ports.iter().copied().filter(move |&s| {
+        s != in_slot
+            && matches!(snap.port(s), Some(p) if p.vlan.member(vlan) && !(from_tunnel && p.tunnel))
+    })
+}
+
 /// Queues `pkts` (which it empties) for port `out`, each tagged as `out`
 /// wants `vlan` sent.
 #[allow(clippy::too_many_arguments)]
@@ -316,6 +374,28 @@ pub(crate) fn output_all<P: PacketBuf>(
         pkts.clear();
         return;
     };
+    tag_all(port, stats, out, vlan, tagged, pkts);
+    let refused = if port.tunnel {
+        tx.push_tunnel_all(out, pkts, Default::default())
+    } else {
+        tx.push_all(out, pkts)
+    };
+    if refused > 0 {
+        stats.tx_drop(DropReason::TxFull, out, refused);
+    }
+}
+
+/// Tags `pkts`, leaving for port `out` as VLAN `vlan`, as the port wants
+/// them sent (`tagged`: they carry a tag now); drops what cannot be.
+#[inline]
+fn tag_all<P: PacketBuf>(
+    port: &PortEntry<P>,
+    stats: &PmdStats,
+    out: u16,
+    vlan: u16,
+    tagged: bool,
+    pkts: &mut Burst<P>,
+) {
     let want = port.vlan.egress_vid(vlan);
     if tagged || want.is_some() {
         pkts.retain(|pkt| {
@@ -325,13 +405,5 @@ pub(crate) fn output_all<P: PacketBuf>(
             }
             ok
         });
-    }
-    let refused = if port.tunnel {
-        tx.push_tunnel_all(out, pkts, Default::default())
-    } else {
-        tx.push_all(out, pkts)
-    };
-    if refused > 0 {
-        stats.tx_drop(DropReason::TxFull, out, refused);
     }
 }

@@ -2,7 +2,7 @@
 //! over bursts, never waiting for the control plane.
 use crate::flow::cache::{FlowCache, RecircCache};
 use crate::flow_batch;
-use crate::normal::{count_port_rx, count_rx, forward_batch, forward_uniform};
+use crate::normal::{count_port_rx, count_rx, forward_batch, forward_uniform, one_port_uniform};
 use crate::packet::PacketBuf;
 use crate::qos::{self, Backlog};
 use crate::snapshot::{PmdShared, Snapshot, Switch};
@@ -400,6 +400,7 @@ impl<P: PacketBuf> Drain<'_, P> {
                         .drop(DropReason::RecursionLimit, None, g.pkts.len() as u64);
                     continue;
                 }
+                self.stats.recirculations.add(g.pkts.len() as u64);
                 let bytes = if g.count {
                     count_port_rx(self.stats, g.slot, &g.pkts)
                 } else {
@@ -429,40 +430,114 @@ impl<P: PacketBuf> Drain<'_, P> {
 
     #[inline]
     fn flush(&mut self, st: &TnlState, tx: &mut TxBuffers<P>, tnl: &mut TnlLocal<P>) {
-        let (snap, txq, stats, now_ns) = (self.snap, self.txq, self.stats, self.now_ns);
-        let backlog = &mut *self.backlog;
-        let hold = &mut *self.hold;
-        tx.flush(|slot, b, metas| {
-            let n = b.len() as u64;
-            let Some(port) = snap.port(slot) else {
-                stats.drop(DropReason::NoPort, None, n);
+        tx.flush(|slot, b, metas| self.send(st, slot, b, metas, tnl));
+    }
+
+    /// Sends burst `b` queued for port `slot` (`metas`: its tunnel fields
+    /// when a tunnel port): encapsulates it for a tunnel port, takes the
+    /// tunnel traffic out of it for an endpoint's internal port, and
+    /// sends the rest.
+    #[inline]
+    fn send(
+        &mut self,
+        st: &TnlState,
+        slot: u16,
+        b: &mut Burst<P>,
+        metas: &[TunnelMeta],
+        tnl: &mut TnlLocal<P>,
+    ) {
+        let Some(port) = self.snap.port(slot) else {
+            self.stats.drop(DropReason::NoPort, None, b.len() as u64);
+            return;
+        };
+        if !port.tunnel {
+            return self.send_plain(st, port, slot, b, tnl);
+        }
+        let Some(tp) = st.ports.get(&slot) else {
+            self.stats
+                .tx_drop(DropReason::TunnelNoRoute, slot, b.len() as u64);
+            return;
+        };
+        let Some(under) = tnl_path::encap(
+            st,
+            tp,
+            slot,
+            b,
+            metas,
+            self.now,
+            self.stats,
+            tnl,
+            self.events,
+        ) else {
+            return;
+        };
+        // One outer header went in front of every frame.
+        if !self.straight_on(st, under, b, tnl) {
+            tnl.push_all(under, false, b, true);
+        }
+    }
+
+    /// Sends `b`, outer frames with one Ethernet header (one remote's)
+    /// leaving through underlay port `under`, straight to the port the
+    /// underlay bridge's NORMAL picks for them, when that bridge has only
+    /// NORMAL and NORMAL picks one port: no pass through the bridge per
+    /// burst. OVS's native tunnelling likewise settles the underlay's
+    /// output when it translates the flow. False (nothing done) otherwise:
+    /// the frames take their pass.
+    #[inline]
+    fn straight_on(
+        &mut self,
+        st: &TnlState,
+        under: u16,
+        b: &mut Burst<P>,
+        tnl: &mut TnlLocal<P>,
+    ) -> bool {
+        let (snap, stats, now) = (self.snap, self.stats, self.now);
+        let Some(port) = snap.port(under) else {
+            return false;
+        };
+        let pipe = snap.bridges[port.bridge as usize].flows.published.load();
+        let Some(rule) = &pipe.only_normal else {
+            return false;
+        };
+        let n = b.len() as u64;
+        let bytes = b.iter().map(|p| p.wire_len() as u64).sum();
+        let Some(out) = one_port_uniform(snap, under, b, now, stats) else {
+            return false;
+        };
+        rule.stats.hit(n, bytes, now);
+        if let Some(port) = snap.port(out) {
+            self.send_plain(st, port, out, b, tnl);
+        }
+        true
+    }
+
+    /// Sends burst `b` to port `slot` (`port`), not a tunnel; what is left
+    /// in `b` is freed by the caller.
+    #[inline(always)]
+    fn send_plain(
+        &mut self,
+        st: &TnlState,
+        port: &crate::snapshot::PortEntry<P>,
+        slot: u16,
+        b: &mut Burst<P>,
+        tnl: &mut TnlLocal<P>,
+    ) {
+        let (txq, stats, now_ns) = (self.txq, self.stats, self.now_ns);
+        if let Some(ep) = st.endpoints.get(&slot) {
+            tnl_path::decap(st, ep, slot, b, stats, tnl, self.events);
+            if b.is_empty() {
                 return;
-            };
-            if port.tunnel {
-                match st.ports.get(&slot) {
-                    Some(tp) => {
-                        tnl_path::encap(st, tp, slot, b, metas, self.now, stats, tnl, self.events)
-                    }
-                    None => {
-                        stats.tx_drop(DropReason::TunnelNoRoute, slot, n);
-                    }
-                }
+            }
+        }
+        if let Some(sh) = &port.qos.shaper {
+            self.backlog
+                .shape(sh, port.qos.shaper_queue, now_ns, slot, b, stats);
+            if b.is_empty() {
                 return;
             }
-            if let Some(ep) = st.endpoints.get(&slot) {
-                tnl_path::decap(st, ep, slot, b, stats, tnl, self.events);
-                if b.is_empty() {
-                    return;
-                }
-            }
-            if let Some(sh) = &port.qos.shaper {
-                backlog.shape(sh, port.qos.shaper_queue, now_ns, slot, b, stats);
-                if b.is_empty() {
-                    return;
-                }
-            }
-            hold.send(port, slot, txq, stats, b, now_ns);
-        });
+        }
+        self.hold.send(port, slot, txq, stats, b, now_ns);
     }
 }
 

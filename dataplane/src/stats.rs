@@ -200,6 +200,10 @@ pub struct PmdStats {
     pub megaflow_hits: Counter,
     /// Frames held for a port with no room (`txhold`).
     pub tx_held: Counter,
+    /// Frames run through a bridge's tables again: after ct(table=...),
+    /// and outer or inner frames after a tunnel's encap or decap (those
+    /// an encap sends straight on are not).
+    pub recirculations: Counter,
     pub drops: [Counter; DropReason::ALL.len()],
     pub ports: Box<[PortCounters]>,
     /// Per tunnel key/VNI.
@@ -222,6 +226,7 @@ impl Default for PmdStats {
             emc_misses: Counter::default(),
             megaflow_hits: Counter::default(),
             tx_held: Counter::default(),
+            recirculations: Counter::default(),
             drops: Default::default(),
             ports: (0..MAX_PORTS).map(|_| PortCounters::default()).collect(),
             tunnels: Default::default(),

@@ -1,7 +1,8 @@
 //! Tunnels against real peers: the Linux kernel's VXLAN on the far side of
 //! a veth underlay, namespaces as tenants, tshark reading the underlay.
 use rvs_tests::{
-    drop_count, key_counts, ping, reachable, tenant, underlay, wait_for, Capture, Host, Netns,
+    drop_count, key_counts, ping, pmd_stat, reachable, tenant, underlay, wait_for, Capture, Host,
+    Netns,
 };
 
 fn http_get(client: &Netns, server: &Netns, addr: &str, dir: &std::path::Path) -> String {
@@ -129,6 +130,7 @@ fn vxlan_with_the_linux_kernel() {
         4,
     );
     let before = key_counts(&h, "vxlan", 4242);
+    let recirc = pmd_stat(&h, "packet recirculations");
     let out = ping(&t, "192.168.31.2", 5, &[]);
     assert!(out.contains("5 packets transmitted, 5 received"), "{out}");
     let after = key_counts(&h, "vxlan", 4242);
@@ -136,6 +138,10 @@ fn vxlan_with_the_linux_kernel() {
         (after.0 - before.0, after.1 - before.1, after.2 - before.2),
         (5, 5, 0)
     );
+    // The 5 replies, decapsulated, take a second pass through br-t; the 5
+    // requests, encapsulated, go straight to the underlay port br-phy's
+    // NORMAL has learned for the far host, without a pass through br-phy.
+    assert_eq!(pmd_stat(&h, "packet recirculations") - recirc, 5);
     let lines = cap.finish();
     assert_eq!(lines.len(), 10, "{lines:?}");
     for l in &lines {

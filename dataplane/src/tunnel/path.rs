@@ -117,7 +117,7 @@ impl<P: PacketBuf> TnlLocal<P> {
     /// Queues `pkts` (which it empties) as received on `slot` without
     /// tunnel metadata; `uniform`: all have the first one's Ethernet
     /// header.
-    fn push_all(&mut self, slot: u16, count: bool, pkts: &mut Burst<P>, uniform: bool) {
+    pub fn push_all(&mut self, slot: u16, count: bool, pkts: &mut Burst<P>, uniform: bool) {
         let Some(first) = pkts.first() else {
             return;
         };
@@ -147,7 +147,13 @@ impl<P: PacketBuf> TnlLocal<P> {
 }
 
 /// Encapsulates `pkts`, sent to tunnel port `slot` (`metas`: the flow's
-/// tunnel fields per packet, for `flow` options).
+/// tunnel fields per packet, for `flow` options). In the common case, a
+/// fixed remote whose next hop is resolved, the burst is encapsulated in
+/// place, every frame with one outer header, and left in `pkts`: returns
+/// the underlay port they leave through (as if received there), for the
+/// caller to hand on. Otherwise returns None, the results queued in
+/// `local` (or dropped and counted).
+#[must_use]
 #[allow(clippy::too_many_arguments)]
 pub fn encap<P: PacketBuf>(
     st: &TnlState,
@@ -159,9 +165,9 @@ pub fn encap<P: PacketBuf>(
     stats: &PmdStats,
     local: &mut TnlLocal<P>,
     events: &SyncSender<TnlEvent>,
-) {
-    if encap_ready(tp, slot, pkts, stats, local) {
-        return;
+) -> Option<u16> {
+    if let Some(under) = encap_ready(tp, slot, pkts, stats) {
+        return Some(under);
     }
     let c = &tp.conf;
     let pc = &stats.ports[slot as usize];
@@ -260,20 +266,21 @@ pub fn encap<P: PacketBuf>(
     local.push_all(out_at, false, &mut out, false);
     pc.tx_packets.add(sent);
     pc.tx_bytes.add(sent_bytes);
+    None
 }
 
 /// `encap` for the common case, a tunnel to a fixed remote whose next hop
 /// is resolved and whose key is fixed, when every frame fits the MTU:
-/// the burst is encapsulated in place and handed on whole, its counters
-/// added once. False (nothing done) in any other case.
+/// the burst is encapsulated in place, its counters added once; returns
+/// the underlay port it leaves through. None (nothing done) in any other
+/// case.
 #[inline]
 fn encap_ready<P: PacketBuf>(
     tp: &TunnelPort,
     slot: u16,
     pkts: &mut Burst<P>,
     stats: &PmdStats,
-    local: &mut TnlLocal<P>,
-) -> bool {
+) -> Option<u16> {
     let c = &tp.conf;
     let EncapPlan::Ready {
         header,
@@ -281,18 +288,18 @@ fn encap_ready<P: PacketBuf>(
         mtu,
     } = &tp.plan
     else {
-        return false;
+        return None;
     };
     let key = match c.out_key {
         Some(Param::Fixed(k)) => k,
         None => 0,
-        Some(Param::Flow) => return false,
+        Some(Param::Flow) => return None,
     };
     if pkts
         .iter()
         .any(|p| header.outer_ip_len(p.wire_len()) > *mtu as usize)
     {
-        return false;
+        return None;
     }
     let vxlan = c.kind == super::TunnelKind::Vxlan;
     let offered = pkts.len() as u64;
@@ -321,9 +328,7 @@ fn encap_ready<P: PacketBuf>(
     row.encap.add(sent);
     pc.tx_packets.add(sent);
     pc.tx_bytes.add(bytes);
-    // One header went in front of every frame.
-    local.push_all(*out_slot, false, pkts, true);
-    true
+    Some(*out_slot)
 }
 
 /// Runs `push` on each of `pkts`, keeping those it succeeds on; returns
