@@ -1,6 +1,7 @@
 //! The poll-mode worker loop: one thread per pinned core, run to completion
 //! over bursts, never waiting for the control plane.
 use crate::flow::cache::{FlowCache, RecircCache};
+use crate::flow::rule::Pipeline;
 use crate::flow_batch;
 use crate::normal::{count_port_rx, count_rx, forward_batch, forward_uniform, one_port_uniform};
 use crate::packet::PacketBuf;
@@ -39,9 +40,42 @@ impl Clock {
     }
 }
 
+/// What a PMD forwards by, as of one epoch: the snapshot, its tunnel
+/// state and each bridge's pipeline (indexed as `snap.bridges`). Held
+/// as counted references and refreshed only when the epoch changes, so a
+/// turn reads them with plain loads; every publication (ports, tunnels,
+/// flows) bumps the epoch and waits for the PMDs to announce it, and a
+/// PMD lets go of its view before announcing, so what was replaced is
+/// still freed by the control thread. (Loading each through `ArcSwap` per
+/// batch cost ~2.6 cycles per packet: thread-local debt slots, perf
+/// sampling, benches/RESULTS.md 2026-11-24.)
+pub struct View<P: PacketBuf> {
+    epoch: u64,
+    pub snap: Arc<Snapshot<P>>,
+    pub tnl: Arc<TnlState>,
+    pub pipes: Vec<Arc<Pipeline>>,
+}
+
+impl<P: PacketBuf> View<P> {
+    fn load(switch: &Switch<P>, epoch: u64) -> Self {
+        let snap = switch.snap.load_full();
+        View {
+            epoch,
+            tnl: snap.tnl.load_full(),
+            pipes: snap
+                .bridges
+                .iter()
+                .map(|b| b.flows.published.load_full())
+                .collect(),
+            snap,
+        }
+    }
+}
+
 /// What one PMD thread owns: its tx buffers, rx burst, flow cache and
 /// tunnel recirculation.
 pub struct PmdLocal<P: PacketBuf> {
+    view: Option<View<P>>,
     pub tx: TxBuffers<P>,
     pub burst: Burst<P>,
     pub cache: FlowCache,
@@ -79,6 +113,7 @@ pub struct PmdLocal<P: PacketBuf> {
 impl<P: PacketBuf> PmdLocal<P> {
     pub fn new(cache_entries: usize) -> Self {
         PmdLocal {
+            view: None,
             tx: TxBuffers::default(),
             burst: Burst::new(),
             cache: FlowCache::new(cache_entries),
@@ -110,6 +145,7 @@ pub fn poll_once<P: PacketBuf>(
     now: u32,
 ) -> usize {
     let PmdLocal {
+        view,
         tx,
         burst,
         cache,
@@ -132,10 +168,17 @@ pub fn poll_once<P: PacketBuf>(
     // thread sees it, we hold nothing older than its swap. An unchanged
     // epoch was announced already, so the common case is one plain load.
     let epoch = switch.epoch.load(Ordering::Acquire);
-    if me.seen_epoch.load(Ordering::Relaxed) != epoch {
+    if view.as_ref().is_none_or(|v| v.epoch != epoch) {
+        // Let go of the old view before announcing: the control thread
+        // frees what it replaced once every PMD has announced.
+        *view = None;
         me.seen_epoch.store(epoch, Ordering::SeqCst);
+        *view = Some(View::load(switch, epoch));
     }
-    let snap = switch.snap.load();
+    let Some(view) = view.as_ref() else {
+        return 0;
+    };
+    let snap = &view.snap;
     let t0 = (clock.cycles)();
     let stats = &me.stats;
     // The previous turn ends where this one starts. A gap longer than
@@ -162,16 +205,16 @@ pub fn poll_once<P: PacketBuf>(
     };
     *has_queues = !rxqs.is_empty();
     if *live_turns == 0 || *live_epoch != epoch {
-        *live = live_queues(&snap, rxqs);
+        *live = live_queues(snap, rxqs);
         *live_epoch = epoch;
         *live_turns = LIVE_REFRESH;
     }
     *live_turns -= 1;
     if !hold.is_empty() {
-        hold.release(&snap, me.index as u16, stats, now_ns);
+        hold.release(snap, me.index as u16, stats, now_ns);
     }
     if !backlog.is_empty() {
-        release_shaped(&snap, me.index as u16, now_ns, stats, backlog, hold);
+        release_shaped(snap, me.index as u16, now_ns, stats, backlog, hold);
     }
     let (gap_min, gap_max) = (
         clock.hz / 1_000_000 * LAZY_POLL_MIN_US,
@@ -214,10 +257,22 @@ pub fn poll_once<P: PacketBuf>(
             }
         }
         run_batch(
-            &snap, rq.slot, burst, None, false, bytes, now, stats, tx, cache, rcache,
+            snap,
+            &view.pipes,
+            rq.slot,
+            burst,
+            None,
+            false,
+            bytes,
+            now,
+            stats,
+            tx,
+            cache,
+            rcache,
         );
         let mut d = Drain {
-            snap: &snap,
+            snap,
+            view,
             txq: me.index as u16,
             now,
             now_ns,
@@ -236,11 +291,12 @@ pub fn poll_once<P: PacketBuf>(
         });
     }
     if me.index == 0 {
-        let n = inject_packet_outs(switch, &snap, now, stats, tx, rcache);
+        let n = inject_packet_outs(switch, snap, now, stats, tx, rcache);
         if n > 0 {
             got += n;
             let mut d = Drain {
-                snap: &snap,
+                snap,
+                view,
                 txq: 0,
                 now,
                 now_ns,
@@ -318,6 +374,7 @@ fn inject_packet_outs<P: PacketBuf>(
 #[inline]
 fn run_batch<P: PacketBuf>(
     snap: &Snapshot<P>,
+    pipes: &[Arc<Pipeline>],
     slot: u16,
     pkts: &mut Burst<P>,
     tun: Option<&[TunnelMeta]>,
@@ -334,7 +391,11 @@ fn run_batch<P: PacketBuf>(
         pkts.clear();
         return;
     };
-    let pipe = snap.bridges[port.bridge as usize].flows.published.load();
+    let Some(pipe) = pipes.get(port.bridge as usize) else {
+        stats.drop(DropReason::NoPort, None, pkts.len() as u64);
+        pkts.clear();
+        return;
+    };
     match &pipe.only_normal {
         Some(rule) => {
             rule.stats.hit(pkts.len() as u64, bytes, now);
@@ -345,7 +406,7 @@ fn run_batch<P: PacketBuf>(
             }
         }
         None => {
-            flow_batch::process_batch(snap, &pipe, slot, pkts, tun, now, stats, tx, cache, rcache)
+            flow_batch::process_batch(snap, pipe, slot, pkts, tun, now, stats, tx, cache, rcache)
         }
     }
 }
@@ -369,6 +430,7 @@ const MAX_PASSES: usize = 4;
 /// bridge) until nothing is left.
 struct Drain<'a, P: PacketBuf> {
     snap: &'a Snapshot<P>,
+    view: &'a View<P>,
     txq: u16,
     now: u32,
     now_ns: u64,
@@ -387,7 +449,8 @@ impl<P: PacketBuf> Drain<'_, P> {
         tnl: &mut TnlLocal<P>,
         spare: &mut Vec<tnl_path::Recirc<P>>,
     ) {
-        let st = self.snap.tnl.load();
+        let view = self.view;
+        let st: &TnlState = &view.tnl;
         self.flush(&st, tx, tnl);
         let mut pass = 0;
         while !tnl.recirc.is_empty() {
@@ -409,6 +472,7 @@ impl<P: PacketBuf> Drain<'_, P> {
                 let meta = (!g.meta.is_empty()).then_some(&g.meta[..]);
                 run_batch(
                     self.snap,
+                    &self.view.pipes,
                     g.slot,
                     &mut g.pkts,
                     meta,
@@ -496,8 +560,12 @@ impl<P: PacketBuf> Drain<'_, P> {
         let Some(port) = snap.port(under) else {
             return false;
         };
-        let pipe = snap.bridges[port.bridge as usize].flows.published.load();
-        let Some(rule) = &pipe.only_normal else {
+        let Some(rule) = self
+            .view
+            .pipes
+            .get(port.bridge as usize)
+            .and_then(|p| p.only_normal.as_ref())
+        else {
             return false;
         };
         let n = b.len() as u64;

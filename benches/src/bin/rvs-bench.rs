@@ -72,7 +72,14 @@ struct Args {
     /// Seconds measured per latency load (after 1 s of warm-up).
     #[arg(long, default_value_t = 3.0)]
     latency_window: f64,
+    /// Open_vSwitch other_config settings (KEY=VALUE) for `rvs` only, not
+    /// `rvs-b`: with RVSD_B the same binary, an A/B of a setting.
+    #[arg(long, value_delimiter = ',')]
+    rvs_other_config: Vec<String>,
 }
+
+/// `--rvs-other-config`, for the hosts that start `rvs`.
+static RVS_OTHER_CONFIG: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
 
 /// Seconds for `ovs-ofctl add-flows` of `n` distinct flows, and for the
 /// `del-flows` that removes them, on switch `kind`.
@@ -624,6 +631,17 @@ fn switch_host(kind: &str, tag: &str) -> Host {
     let mut h = Host::without_rvsd(&format!("{tag}-{kind}"));
     configure(&h);
     if kind == "rvs" {
+        let extra: Vec<String> = RVS_OTHER_CONFIG
+            .get()
+            .into_iter()
+            .flatten()
+            .map(|kv| format!("other_config:{kv}"))
+            .collect();
+        if !extra.is_empty() {
+            let mut args = vec!["--no-wait", "set", "Open_vSwitch", "."];
+            args.extend(extra.iter().map(String::as_str));
+            h.vsctl(&args);
+        }
         h.start_rvsd();
     } else if kind == "rvs-b" {
         // A second rvsd build for A/B runs inside one bench run (per-run
@@ -985,6 +1003,11 @@ fn sh(cmd: &str) -> String {
 
 fn main() {
     let a = Args::parse();
+    if let Some(bad) = a.rvs_other_config.iter().find(|kv| !kv.contains('=')) {
+        eprintln!("rvs-bench: --rvs-other-config {bad}: expected KEY=VALUE");
+        std::process::exit(2);
+    }
+    let _ = RVS_OTHER_CONFIG.set(a.rvs_other_config.clone());
     let started = sh("date -u '+%Y-%m-%d %H:%M UTC'");
     let mut table = String::new();
     let _ = writeln!(table, "| scenario | size | ceiling Mpps | OVS-DPDK Mpps | rvs Mpps | rvs/OVS | rvs/ceiling | rvs cyc/pkt | OVS cyc/pkt |");
