@@ -451,7 +451,7 @@ impl<P: PacketBuf> Drain<'_, P> {
     ) {
         let view = self.view;
         let st: &TnlState = &view.tnl;
-        self.flush(&st, tx, tnl);
+        self.flush(st, tx, tnl);
         let mut pass = 0;
         while !tnl.recirc.is_empty() {
             pass += 1;
@@ -486,7 +486,7 @@ impl<P: PacketBuf> Drain<'_, P> {
                 );
                 // One group at a time: a burst per output port, as for
                 // what the port's own rx queue brings.
-                self.flush(&st, tx, tnl);
+                self.flush(st, tx, tnl);
             }
             spare.clear();
         }
