@@ -47,7 +47,7 @@ impl Clock {
 /// flows) bumps the epoch and waits for the PMDs to announce it, and a
 /// PMD lets go of its view before announcing, so what was replaced is
 /// still freed by the control thread. (Loading each through `ArcSwap` per
-/// batch cost ~2.6 cycles per packet: thread-local debt slots, perf
+/// batch cost ~2.5 cycles per packet: thread-local debt slots, perf
 /// sampling, benches/RESULTS.md 2026-11-24.)
 pub struct View<P: PacketBuf> {
     epoch: u64,
@@ -271,7 +271,6 @@ pub fn poll_once<P: PacketBuf>(
             rcache,
         );
         let mut d = Drain {
-            snap,
             view,
             txq: me.index as u16,
             now,
@@ -295,7 +294,6 @@ pub fn poll_once<P: PacketBuf>(
         if n > 0 {
             got += n;
             let mut d = Drain {
-                snap,
                 view,
                 txq: 0,
                 now,
@@ -429,7 +427,6 @@ const MAX_PASSES: usize = 4;
 /// frames through the underlay bridge, inner frames through the tenant
 /// bridge) until nothing is left.
 struct Drain<'a, P: PacketBuf> {
-    snap: &'a Snapshot<P>,
     view: &'a View<P>,
     txq: u16,
     now: u32,
@@ -471,8 +468,8 @@ impl<P: PacketBuf> Drain<'_, P> {
                 };
                 let meta = (!g.meta.is_empty()).then_some(&g.meta[..]);
                 run_batch(
-                    self.snap,
-                    &self.view.pipes,
+                    &view.snap,
+                    &view.pipes,
                     g.slot,
                     &mut g.pkts,
                     meta,
@@ -510,7 +507,7 @@ impl<P: PacketBuf> Drain<'_, P> {
         metas: &[TunnelMeta],
         tnl: &mut TnlLocal<P>,
     ) {
-        let Some(port) = self.snap.port(slot) else {
+        let Some(port) = self.view.snap.port(slot) else {
             self.stats.drop(DropReason::NoPort, None, b.len() as u64);
             return;
         };
@@ -556,12 +553,12 @@ impl<P: PacketBuf> Drain<'_, P> {
         b: &mut Burst<P>,
         tnl: &mut TnlLocal<P>,
     ) -> bool {
-        let (snap, stats, now) = (self.snap, self.stats, self.now);
+        let (view, stats, now) = (self.view, self.stats, self.now);
+        let snap: &Snapshot<P> = &view.snap;
         let Some(port) = snap.port(under) else {
             return false;
         };
-        let Some(rule) = self
-            .view
+        let Some(rule) = view
             .pipes
             .get(port.bridge as usize)
             .and_then(|p| p.only_normal.as_ref())
