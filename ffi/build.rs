@@ -77,7 +77,7 @@ fn main() {
         .allowlist_function("rte_eth_(dev_configure|dev_start|dev_stop|dev_close|rx_queue_setup|tx_queue_setup|dev_info_get|dev_socket_id|stats_get|stats_reset|link_get_nowait|macaddr_get|dev_get_port_by_name|dev_set_mtu|dev_get_mtu|promiscuous_enable|dev_count_avail|dev_is_valid_port|dev_set_link_up|dev_set_link_down)")
         .allowlist_function("rte_dev_(probe|remove)")
         .allowlist_function("rte_eal_hotplug_(add|remove)")
-        .allowlist_function("rte_vhost_(driver_register|driver_unregister|driver_callback_register|driver_start|driver_disable_features|driver_set_features|driver_get_features|driver_get_queue_num|get_ifname|enqueue_burst|dequeue_burst|get_negotiated_features|get_vring_num|get_numa_node|get_mtu|get_vhost_vring|get_mem_table|get_vring_base|set_vring_base|extern_callback_register)")
+        .allowlist_function("rte_vhost_(driver_register|driver_unregister|driver_callback_register|driver_start|driver_disable_features|driver_set_features|driver_get_features|driver_get_queue_num|get_ifname|enqueue_burst|dequeue_burst|get_negotiated_features|get_vring_num|get_numa_node|get_mtu|get_vhost_vring|get_mem_table|get_vring_base|set_vring_base|extern_callback_register|enable_guest_notification)")
         .allowlist_type("rte_vhost_device_ops|rte_vhost_user_extern_ops|rte_vhost_vring|rte_vhost_memory|rte_vhost_msg_result")
         .allowlist_type("rte_eth_conf|rte_eth_dev_info|rte_eth_stats|rte_eth_link|rte_ether_addr|rte_eth_rxconf|rte_eth_txconf")
         .allowlist_var("RTE_VHOST_USER_.*|RTE_ETH_.*|RTE_MBUF_DEFAULT_.*|RTE_PKTMBUF_HEADROOM|RTE_MAX_ETHPORTS|SOCKET_ID_ANY|LCORE_ID_ANY|RTE_VERSION.*")

@@ -841,6 +841,17 @@ impl TestPmd {
         self.cmd("start");
     }
 
+    /// write(2) calls testpmd has made so far, all threads (/proc/PID/io
+    /// syscw): a virtio-user port's kick is one, an eventfd write.
+    pub fn write_syscalls(&self) -> u64 {
+        let io = std::fs::read_to_string(format!("/proc/{}/io", self.child.id()))
+            .expect("/proc/PID/io of testpmd");
+        io.lines()
+            .find_map(|l| l.strip_prefix("syscw: "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no syscw in {io}"))
+    }
+
     /// Waits until testpmd's own counters stop changing, then returns them.
     pub fn settle(&mut self) -> Vec<PortCounts> {
         let mut last = self.counts();

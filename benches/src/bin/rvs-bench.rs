@@ -29,8 +29,8 @@ struct Args {
     /// a `-mf` suffix makes the generator vary the source address, 256
     /// connections instead of one); flows-1k, flows-100k, flows-1m (the
     /// l2 rules, that many distinct 5-tuples) and nat-100k, pf-100k,
-    /// lb-100k: a `-<N>k`/`-<N>m` suffix replays N distinct UDP flows from
-    /// a pcap into p0 (one way, see `replay_generator`); gre-encap,
+    /// lb-100k: a `-<N>k`/`-<N>m` suffix sends N distinct UDP flows from
+    /// rvs-loadgen into p0, one way (see `one_way_stream`); gre-encap,
     /// gre-decap, vxlan-encap, vxlan-decap: the tunnel configuration with
     /// one-way traffic from rvs-loadgen, plain frames into the VM port or
     /// encapsulated ones into the "NIC" port (see `one_way`).
@@ -242,8 +242,9 @@ fn mac_bytes(m: &str) -> Vec<u8> {
         .collect()
 }
 
-/// Frame `i` of the replayed set: UDP 198.19.x.y:sport -> 198.18.0.2:9,
-/// (address, port) distinct per i, `size` bytes.
+/// Flow `i` of a many-flow scenario: UDP 198.19.x.y:sport -> 198.18.0.2:9,
+/// (address, port) distinct per i, `size` bytes. rvs-loadgen --flows
+/// steps from frame 0 through the same numbering.
 fn flow_frame(i: usize, size: usize) -> Vec<u8> {
     let mut f = vec![0u8; size.max(60)];
     f[0..6].copy_from_slice(&mac_bytes(MAC1));
@@ -338,6 +339,8 @@ struct OneWay {
     tx: String,
     rx: String,
     frame: Vec<u8>,
+    /// Distinct 5-tuples rvs-loadgen cycles through (`flow_frame`).
+    flows: usize,
 }
 
 /// The one-way stream for `scenario`: the scenario's usual frame from p0 to
@@ -353,11 +356,13 @@ fn one_way_stream(dir: &std::path::Path, size: usize, scenario: &str, bridge_mac
             tx: p1,
             rx: p0,
             frame: tunnel_frame(kind, &inner, bridge_mac),
+            flows: 1,
         },
         _ => OneWay {
             tx: p0,
             rx: p1,
             frame: inner,
+            flows: replay_flows(scenario).unwrap_or(1),
         },
     }
 }
@@ -395,6 +400,7 @@ fn loadgen(
     let mut child = std::process::Command::new(&exe)
         .args(["--tx", &ow.tx, "--rx", &ow.rx, "--frame", &frame])
         .args(["--rate-mpps", &rate_mpps.to_string()])
+        .args(["--flows", &ow.flows.to_string()])
         .args([
             "--warmup",
             &warmup.to_string(),
@@ -444,52 +450,7 @@ fn loadgen(
 /// on transmit); Mpps = what comes back from the switch on p1. Frames a
 /// loop would keep circling cannot carry 100,000 connections: a replay
 /// can, at the price of one-way traffic.
-fn replay_generator(h_dir: &std::path::Path, size: usize, n: usize) -> Gen {
-    let pcap = std::path::PathBuf::from(format!("/tmp/rvs-bench-{n}-{size}.pcap"));
-    if !pcap.exists() {
-        rvs_tests::write_pcap(&pcap, (0..n).map(|i| flow_frame(i, size)));
-    }
-    let pcap_dev = format!("net_pcap0,rx_pcap={},infinite_rx=1", pcap.display());
-    let p0 = rvs_tests::virtio_user(1, &h_dir.join("p0"), MAC0);
-    let p1 = rvs_tests::virtio_user(2, &h_dir.join("p1"), MAC1);
-    // virtio-user wants room for a full frame in every receive buffer.
-    let mbuf = (size.max(2048) + 128).div_ceil(64) * 64;
-    let mbufs = n + 32_768;
-    let mem_mb = 512 + (mbufs * (mbuf + 256) / (1 << 20)) as u32;
-    let nb = format!("--total-num-mbufs={mbufs}");
-    let ms = format!("--mbuf-size={mbuf}");
-    let tp = TestPmd::virtio(
-        "gen",
-        &[pcap_dev, p0, p1],
-        mem_mb,
-        &[
-            "-i",
-            "--nb-cores=1",
-            "--forward-mode=io",
-            "--port-topology=chained",
-            "--rxd=1024",
-            "--txd=1024",
-            &nb,
-            &ms,
-        ],
-    );
-    let mut g = Gen {
-        tp,
-        start: "start",
-        rx_ports: vec![2],
-    };
-    g.tp.cmd("stop");
-    if std::env::var_os("RVS_BENCH_VERBOSE").is_some() {
-        eprintln!("{}", g.tp.cmd("show config fwd"));
-        eprintln!("{}", g.tp.cmd("show port summary all"));
-    }
-    g
-}
-
-fn generator(h_dir: &std::path::Path, size: usize, scenario: &str) -> Gen {
-    if let Some(n) = replay_flows(scenario) {
-        return replay_generator(h_dir, size, n);
-    }
+fn generator(h_dir: &std::path::Path, size: usize, scenario: &str) -> TestPmd {
     let p0 = rvs_tests::virtio_user(0, &h_dir.join("p0"), MAC0);
     let p1 = rvs_tests::virtio_user(1, &h_dir.join("p1"), MAC1);
     // Each generator port reflects what it receives (macswap, loop
@@ -518,51 +479,38 @@ fn generator(h_dir: &std::path::Path, size: usize, scenario: &str) -> Gen {
     tp.cmd(&format!("set eth-peer 1 {MAC0}"));
     tp.cmd(&format!("set txpkts {size}"));
     tp.cmd("set burst 32");
-    Gen {
-        tp,
-        start: "start tx_first 16",
-        rx_ports: vec![0, 1],
-    }
+    tp
 }
 
-/// Runs the loop and measures what comes back to the generator.
 /// Runs an ovs-appctl command against the switch under test.
 type Appctl<'a> = &'a dyn Fn(&[&str]) -> String;
 
-/// Where a scenario's traffic comes from: testpmd (loops, replays) or
-/// rvs-loadgen (one-way tunnel scenarios).
+/// Where a scenario's traffic comes from: testpmd (loops) or rvs-loadgen
+/// (one-way tunnel and many-flow scenarios).
 enum Source {
-    Pmd(Gen),
+    Pmd(TestPmd),
     Load(OneWay),
 }
 
 impl Source {
     fn quit(self) {
-        if let Source::Pmd(g) = self {
-            g.tp.quit();
+        if let Source::Pmd(tp) = self {
+            tp.quit();
         }
     }
 }
 
 fn source(dir: &std::path::Path, size: usize, scenario: &str, bridge_mac: &[u8]) -> Source {
-    if one_way(scenario).is_some() {
+    if one_way(scenario).is_some() || replay_flows(scenario).is_some() {
         Source::Load(one_way_stream(dir, size, scenario, bridge_mac))
     } else {
         Source::Pmd(generator(dir, size, scenario))
     }
 }
 
-/// How a generator is started and which of its ports receive what the
-/// switch sends.
-struct Gen {
-    tp: TestPmd,
-    start: &'static str,
-    rx_ports: Vec<usize>,
-}
-
 fn measure(src: &mut Source, a: &Args, pmd_stats: Option<Appctl>) -> Sample {
-    let g = match src {
-        Source::Pmd(g) => g,
+    let tp = match src {
+        Source::Pmd(tp) => tp,
         Source::Load(ow) => {
             let mut clear = || {
                 if let Some(ctl) = pmd_stats {
@@ -577,8 +525,8 @@ fn measure(src: &mut Source, a: &Args, pmd_stats: Option<Appctl>) -> Sample {
             };
         }
     };
-    let tp = &mut g.tp;
-    tp.cmd(g.start);
+    // 512 frames in flight per port, circling.
+    tp.cmd("start tx_first 16");
     std::thread::sleep(Duration::from_secs(a.warmup));
     if let Some(ctl) = pmd_stats {
         if std::env::var_os("RVS_BENCH_VERBOSE").is_some() {
@@ -586,11 +534,7 @@ fn measure(src: &mut Source, a: &Args, pmd_stats: Option<Appctl>) -> Sample {
         }
         ctl(&["dpif-netdev/pmd-stats-clear"]);
     }
-    let ports = g.rx_ports.clone();
-    let rx = |tp: &mut TestPmd| {
-        let c = tp.counts();
-        ports.iter().map(|&p| c[p].rx).sum::<u64>()
-    };
+    let rx = |tp: &mut TestPmd| tp.counts().iter().map(|c| c.rx).sum::<u64>();
     let (r0, t0) = (rx(tp), Instant::now());
     std::thread::sleep(Duration::from_secs(a.window));
     let (r1, t1) = (rx(tp), Instant::now());
@@ -1102,10 +1046,11 @@ fn main() {
                     c(least("rvs-b"))
                 );
             }
-            // One flow from rvs-loadgen: not what replays and -mf measure.
-            let single_flow = replay_flows(scenario).is_none() && !scenario.ends_with("-mf");
+            // rvs-loadgen sends one flow or a `-<N>k` scenario's N, not
+            // the 256 connections of `-mf`.
+            let loadgen_like = !scenario.ends_with("-mf");
             for (kind, max) in [("ceiling", ce), ("ovs", ov), ("rvs", rv)] {
-                if a.latency_loads.is_empty() || !single_flow || !max.is_finite() || max <= 0.0 {
+                if a.latency_loads.is_empty() || !loadgen_like || !max.is_finite() || max <= 0.0 {
                     continue;
                 }
                 for (load, r) in latency(kind, scenario, size, max, &a) {
@@ -1160,7 +1105,7 @@ fn main() {
         sh("git rev-parse --short HEAD")
     );
     let _ = writeln!(out, "- command: `{}`", cmdline.join(" "));
-    let _ = writeln!(out, "- method: generator testpmd on CPU 0, the switch's single PMD on CPU 1. Loop scenarios: 2 virtio-user ports reflecting what they receive (macswap; 5tswap for nat/pf/lb, so replies come back), loop topology, 512 frames in flight per port. `-<N>k`/`-<N>m` scenarios: a pcap of N distinct flows replayed into p0 (io, chained), counted as they come out of p1. `-encap`/`-decap` scenarios: rvs-loadgen sends one flow one way as fast as the ring takes it (plain frames p0 -> p1 for encap, encapsulated frames p1 -> p0 for decap). Mpps = frames the generator received per second over {} s after {} s warm-up; median (min-max) of {} runs, switches alternating\n", a.window, a.warmup, a.runs);
+    let _ = writeln!(out, "- method: generator testpmd on CPU 0, the switch's single PMD on CPU 1. Loop scenarios: 2 virtio-user ports reflecting what they receive (macswap; 5tswap for nat/pf/lb, so replies come back), loop topology, 512 frames in flight per port. `-<N>k`/`-<N>m` scenarios: rvs-loadgen cycles through N distinct UDP 5-tuples one way p0 -> p1, as fast as the ring takes them. `-encap`/`-decap` scenarios: rvs-loadgen sends one flow one way as fast as the ring takes it (plain frames p0 -> p1 for encap, encapsulated frames p1 -> p0 for decap). Mpps = frames the generator received per second over {} s after {} s warm-up; median (min-max) of {} runs, switches alternating\n", a.window, a.warmup, a.runs);
     out.push_str(&table);
     if !ab.is_empty() {
         let _ = writeln!(
@@ -1172,7 +1117,7 @@ fn main() {
         out.push_str(&ab);
     }
     if !lat.is_empty() {
-        let _ = writeln!(out, "\nLatency and loss, one way p0 -> p1 (rvs-loadgen: one flow, each frame stamped with the TSC at send and read back on receive by the same process; -decap: into p1, out of p0), offered at a percentage of each switch's median Mpps above; 1 s warm-up, {} s window. lost = sent - received; dropped by switch = what the switch counted as dropped from the window's start to the run's end: OVS-DPDK, the rx and tx `dropped` counters of `ovs-appctl dpctl/show -s` over its ports (a vhost-user ring the receiver left full counts there); rvs, `packets dropped` of pmd-stats-show with, in brackets, how many of them were a receiver's full ring (`tx-queue-full`) and how many frames waited for room instead of being dropped (`packets held`)\n", a.latency_window);
+        let _ = writeln!(out, "\nLatency and loss, one way p0 -> p1 (rvs-loadgen: one flow, or a `-<N>k` scenario's N, each frame stamped with the TSC at send and read back on receive by the same process; -decap: into p1, out of p0), offered at a percentage of each switch's median Mpps above; 1 s warm-up, {} s window. lost = sent - received; dropped by switch = what the switch counted as dropped from the window's start to the run's end: OVS-DPDK, the rx and tx `dropped` counters of `ovs-appctl dpctl/show -s` over its ports (a vhost-user ring the receiver left full counts there); rvs, `packets dropped` of pmd-stats-show with, in brackets, how many of them were a receiver's full ring (`tx-queue-full`) and how many frames waited for room instead of being dropped (`packets held`)\n", a.latency_window);
         let _ = writeln!(out, "| scenario | size | switch | load | offered Mpps | received Mpps | frames sent | lost | dropped by switch | p50 us | p99 us | p99.9 us |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
         out.push_str(&lat);
     }

@@ -44,6 +44,79 @@ struct Args {
     /// first, so that a learning switch knows where the receiver is.
     #[arg(long, default_value_t = 8)]
     learn: usize,
+    /// Distinct UDP 5-tuples to cycle through (1: the template as it is).
+    /// Frame k carries flow k mod N: the template's IPv4 source plus
+    /// i / 60000 and UDP source port 1024 + i % 60000 (rvs-bench's
+    /// `flow_frame` numbering); the template must be IPv4 without options
+    /// carrying UDP, right after the Ethernet header.
+    #[arg(long, default_value_t = 1)]
+    flows: u32,
+}
+
+/// The template's 5-tuple stepped through `n` flows, one per frame.
+struct FlowCycle {
+    n: u32,
+    i: u32,
+    base_src: u32,
+    src: u32,
+    sport: u16,
+}
+
+const PORTS_PER_SRC: u16 = 60_000;
+const FIRST_SPORT: u16 = 1024;
+
+impl FlowCycle {
+    fn new(frame: &mut [u8], n: u32) -> Result<Option<FlowCycle>, String> {
+        if n <= 1 {
+            return Ok(None);
+        }
+        if frame.len() < 42 + 16
+            || frame[12..14] != [0x08, 0x00]
+            || frame[14] != 0x45
+            || frame[23] != 17
+        {
+            return Err(
+                "--flows: the frame must be IPv4 without options carrying UDP right after \
+                 the Ethernet header, with room for the 16-byte stamp after the UDP header"
+                    .into(),
+            );
+        }
+        // No UDP checksum (allowed over IPv4): the port changes per frame.
+        frame[40..42].fill(0);
+        let base_src = u32::from_be_bytes([frame[26], frame[27], frame[28], frame[29]]);
+        Ok(Some(FlowCycle {
+            n,
+            i: 0,
+            base_src,
+            src: base_src,
+            sport: FIRST_SPORT,
+        }))
+    }
+
+    /// Writes the next flow's source address, port and IPv4 checksum.
+    #[inline]
+    fn stamp(&mut self, d: &mut [u8]) {
+        d[26..30].copy_from_slice(&self.src.to_be_bytes());
+        d[34..36].copy_from_slice(&self.sport.to_be_bytes());
+        d[24..26].fill(0);
+        let mut sum: u32 = d[14..34]
+            .chunks_exact(2)
+            .map(|c| u16::from_be_bytes([c[0], c[1]]) as u32)
+            .sum();
+        sum = (sum & 0xffff) + (sum >> 16);
+        sum = (sum & 0xffff) + (sum >> 16);
+        d[24..26].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+        self.i += 1;
+        self.sport += 1;
+        if self.i == self.n {
+            self.i = 0;
+            self.src = self.base_src;
+            self.sport = FIRST_SPORT;
+        } else if self.sport == FIRST_SPORT + PORTS_PER_SRC {
+            self.src = self.src.wrapping_add(1);
+            self.sport = FIRST_SPORT;
+        }
+    }
 }
 
 const MAGIC: u32 = 0x5256_534c; // "RVSL"
@@ -103,13 +176,14 @@ fn main() {
 }
 
 fn run(a: Args) -> Result<(), String> {
-    let frame = hex(&a.frame)?;
+    let mut frame = hex(&a.frame)?;
     if frame.len() < 60 || frame.len() > 9000 {
         return Err(format!(
             "--frame: {} bytes; want 60 to 9000 (the stamp takes the last 16)",
             frame.len()
         ));
     }
+    let mut flows = FlowCycle::new(&mut frame, a.flows)?;
     let prefix = format!("loadgen-{}", std::process::id());
     eal::init(&[
         "-l".into(),
@@ -206,7 +280,11 @@ fn run(a: Args) -> Result<(), String> {
             };
             for _ in 0..due {
                 fill(&mut burst, &mut spare, &frame)?;
-                let tail = &mut burst.last_mut().expect("pushed").data_mut()[len - 16..];
+                let d = burst.last_mut().expect("pushed").data_mut();
+                if let Some(fc) = flows.as_mut() {
+                    fc.stamp(d);
+                }
+                let tail = &mut d[len - 16..];
                 tail[0..4].copy_from_slice(&MAGIC.to_be_bytes());
                 tail[4..8].copy_from_slice(&seq.to_be_bytes());
                 tail[8..16].copy_from_slice(&now.to_ne_bytes());
