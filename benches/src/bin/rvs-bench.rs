@@ -242,25 +242,23 @@ fn mac_bytes(m: &str) -> Vec<u8> {
         .collect()
 }
 
-/// Flow `i` of a many-flow scenario: UDP 198.19.x.y:sport -> 198.18.0.2:9,
-/// (address, port) distinct per i, `size` bytes. rvs-loadgen --flows
-/// steps from frame 0 through the same numbering.
-fn flow_frame(i: usize, size: usize) -> Vec<u8> {
+/// The scenarios' frame: UDP 198.19.0.1:1024 -> 198.18.0.2:9, `size`
+/// bytes. rvs-loadgen --flows N steps its source address and port through
+/// N distinct pairs.
+fn flow_frame(size: usize) -> Vec<u8> {
     let mut f = vec![0u8; size.max(60)];
     f[0..6].copy_from_slice(&mac_bytes(MAC1));
     f[6..12].copy_from_slice(&mac_bytes(MAC0));
     f[12..14].copy_from_slice(&[0x08, 0x00]);
     let ip_len = (f.len() - 14) as u16;
-    let src = 0xc613_0001u32 + (i / 60_000) as u32;
-    let sport = 1024 + (i % 60_000) as u16;
     f[14..34].copy_from_slice(&ipv4_header(
         ip_len,
         17,
-        src.to_be_bytes(),
+        [198, 19, 0, 1],
         0xc612_0002u32.to_be_bytes(),
     ));
     let udp = &mut f[34..42];
-    udp[0..2].copy_from_slice(&sport.to_be_bytes());
+    udp[0..2].copy_from_slice(&1024u16.to_be_bytes());
     udp[2..4].copy_from_slice(&9u16.to_be_bytes());
     udp[4..6].copy_from_slice(&(ip_len - 20).to_be_bytes());
     f
@@ -275,14 +273,8 @@ fn ipv4_header(total_len: u16, proto: u8, src: [u8; 4], dst: [u8; 4]) -> [u8; 20
     ip[9] = proto;
     ip[12..16].copy_from_slice(&src);
     ip[16..20].copy_from_slice(&dst);
-    let mut sum: u32 = ip
-        .chunks(2)
-        .map(|c| u16::from_be_bytes([c[0], c[1]]) as u32)
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    ip[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    let sum = rvs_dataplane::wire::checksum::checksum(&ip);
+    ip[10..12].copy_from_slice(&sum.to_be_bytes());
     ip
 }
 
@@ -350,7 +342,7 @@ struct OneWay {
 fn one_way_stream(dir: &std::path::Path, size: usize, scenario: &str, bridge_mac: &[u8]) -> OneWay {
     let p0 = rvs_tests::virtio_user(0, &dir.join("p0"), MAC0);
     let p1 = rvs_tests::virtio_user(1, &dir.join("p1"), MAC1);
-    let inner = flow_frame(0, size);
+    let inner = flow_frame(size);
     match one_way(scenario) {
         Some((kind, false)) => OneWay {
             tx: p1,

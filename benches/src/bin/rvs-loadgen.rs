@@ -13,6 +13,7 @@
 //! receive minus TSC at send, one clock, one process) goes into a 10 ns
 //! histogram. Prints `WARM` when the window opens and one `RESULT` line.
 use clap::Parser;
+use rvs_dataplane::wire::checksum::checksum;
 use rvs_ffi::{eal, ethdev::EthDev, mbuf::Mbuf, mempool::Mempool};
 
 #[derive(Parser)]
@@ -45,10 +46,10 @@ struct Args {
     #[arg(long, default_value_t = 8)]
     learn: usize,
     /// Distinct UDP 5-tuples to cycle through (1: the template as it is).
-    /// Frame k carries flow k mod N: the template's IPv4 source plus
-    /// i / 60000 and UDP source port 1024 + i % 60000 (rvs-bench's
-    /// `flow_frame` numbering); the template must be IPv4 without options
-    /// carrying UDP, right after the Ethernet header.
+    /// Frame k carries flow i = k mod N: the template's IPv4 source plus
+    /// i / 60000 and UDP source port 1024 + i % 60000; the template must
+    /// be IPv4 without options carrying UDP, right after the Ethernet
+    /// header.
     #[arg(long, default_value_t = 1)]
     flows: u32,
 }
@@ -99,13 +100,8 @@ impl FlowCycle {
         d[26..30].copy_from_slice(&self.src.to_be_bytes());
         d[34..36].copy_from_slice(&self.sport.to_be_bytes());
         d[24..26].fill(0);
-        let mut sum: u32 = d[14..34]
-            .chunks_exact(2)
-            .map(|c| u16::from_be_bytes([c[0], c[1]]) as u32)
-            .sum();
-        sum = (sum & 0xffff) + (sum >> 16);
-        sum = (sum & 0xffff) + (sum >> 16);
-        d[24..26].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+        let sum = checksum(&d[14..34]);
+        d[24..26].copy_from_slice(&sum.to_be_bytes());
         self.i += 1;
         self.sport += 1;
         if self.i == self.n {
