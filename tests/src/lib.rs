@@ -841,6 +841,11 @@ impl TestPmd {
         self.cmd("start");
     }
 
+    /// Frames received over all ports (testpmd's own counters).
+    pub fn rx_total(&mut self) -> u64 {
+        self.counts().iter().map(|c| c.rx).sum()
+    }
+
     /// write(2) calls testpmd has made so far, all threads (/proc/PID/io
     /// syscw): a virtio-user port's kick is one, an eventfd write.
     pub fn write_syscalls(&self) -> u64 {

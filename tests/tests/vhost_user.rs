@@ -337,15 +337,14 @@ fn a_polling_switch_asks_the_guest_not_to_kick() {
     tp.cmd("set burst 32");
     tp.cmd("start tx_first 4");
     std::thread::sleep(std::time::Duration::from_millis(500));
-    let rx = |tp: &mut TestPmd| tp.counts().iter().map(|c| c.rx).sum::<u64>();
-    let rx0 = rx(&mut tp);
+    let rx0 = tp.rx_total();
     // testpmd writes its prompt and answers: read syscw only between
     // commands.
     std::thread::sleep(std::time::Duration::from_millis(200));
     let w0 = tp.write_syscalls();
     std::thread::sleep(std::time::Duration::from_secs(1));
     let w1 = tp.write_syscalls();
-    let rx1 = rx(&mut tp);
+    let rx1 = tp.rx_total();
     let frames = rx1 - rx0;
     assert!(
         frames > 100_000,

@@ -215,7 +215,7 @@ const MAC0: &str = "02:00:00:00:00:01";
 const MAC1: &str = "02:00:00:00:00:02";
 
 /// N in a scenario's `-<N>k` / `-<N>m` suffix.
-fn replay_flows(scenario: &str) -> Option<usize> {
+fn flow_count(scenario: &str) -> Option<usize> {
     let tail = scenario.rsplit('-').next()?;
     let (n, mul) = if let Some(n) = tail.strip_suffix('k') {
         (n, 1_000)
@@ -230,7 +230,7 @@ fn replay_flows(scenario: &str) -> Option<usize> {
 /// The scenario without its generator suffix.
 fn base(scenario: &str) -> &str {
     let s = scenario.trim_end_matches("-mf");
-    match replay_flows(s) {
+    match flow_count(s) {
         Some(_) => s.rsplit_once('-').map_or(s, |(b, _)| b),
         None => s,
     }
@@ -354,7 +354,7 @@ fn one_way_stream(dir: &std::path::Path, size: usize, scenario: &str, bridge_mac
             tx: p0,
             rx: p1,
             frame: inner,
-            flows: replay_flows(scenario).unwrap_or(1),
+            flows: flow_count(scenario).unwrap_or(1),
         },
     }
 }
@@ -436,12 +436,10 @@ fn loadgen(
     r
 }
 
-/// Many flows: testpmd replays a pcap of `n` distinct flows endlessly
-/// (net_pcap, infinite_rx, its frames held in mbufs) into p0 with io
-/// forwarding in a chain (pcap -> p0, p0 -> p1, p1 -> pcap, which drops
-/// on transmit); Mpps = what comes back from the switch on p1. Frames a
-/// loop would keep circling cannot carry 100,000 connections: a replay
-/// can, at the price of one-way traffic.
+/// The loop scenarios' generator: testpmd with two virtio-user ports on
+/// the switch's sockets p0 and p1. Many-flow scenarios use rvs-loadgen
+/// instead (`one_way_stream`): frames a loop keeps circling cannot carry
+/// 100,000 connections.
 fn generator(h_dir: &std::path::Path, size: usize, scenario: &str) -> TestPmd {
     let p0 = rvs_tests::virtio_user(0, &h_dir.join("p0"), MAC0);
     let p1 = rvs_tests::virtio_user(1, &h_dir.join("p1"), MAC1);
@@ -493,7 +491,7 @@ impl Source {
 }
 
 fn source(dir: &std::path::Path, size: usize, scenario: &str, bridge_mac: &[u8]) -> Source {
-    if one_way(scenario).is_some() || replay_flows(scenario).is_some() {
+    if one_way(scenario).is_some() || flow_count(scenario).is_some() {
         Source::Load(one_way_stream(dir, size, scenario, bridge_mac))
     } else {
         Source::Pmd(generator(dir, size, scenario))
@@ -526,10 +524,9 @@ fn measure(src: &mut Source, a: &Args, pmd_stats: Option<Appctl>) -> Sample {
         }
         ctl(&["dpif-netdev/pmd-stats-clear"]);
     }
-    let rx = |tp: &mut TestPmd| tp.counts().iter().map(|c| c.rx).sum::<u64>();
-    let (r0, t0) = (rx(tp), Instant::now());
+    let (r0, t0) = (tp.rx_total(), Instant::now());
     std::thread::sleep(Duration::from_secs(a.window));
-    let (r1, t1) = (rx(tp), Instant::now());
+    let (r1, t1) = (tp.rx_total(), Instant::now());
     let cycles = pmd_stats.and_then(|ctl| cycles(&ctl(&["dpif-netdev/pmd-stats-show"])));
     tp.cmd("stop");
     Sample {
