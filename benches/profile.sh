@@ -3,7 +3,9 @@
 # machine without hardware counters: perf's cpu-clock event samples by
 # timer. Runs SCENARIO (64-byte frames) on SWITCH (rvs or ovs) alone and
 # samples the PMD's core (CPU 1) in the middle of the window; prints the
-# share of samples per library and per symbol. RVSD=<rvsd> picks the build.
+# share of samples per library and per symbol. RVSD=<rvsd> picks the build;
+# RVS_OTHER_CONFIG=KEY=VALUE[,...] sets rvs's other_config (rvs-bench's
+# --rvs-other-config), e.g. vhost-own-rx=true.
 #   usage: bash benches/profile.sh rvs|ovs SCENARIO [perf.data]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +23,7 @@ cargo build --release -p rvs-benches -p rvs-control --locked
 log=$(mktemp)
 ./target/release/rvs-bench --scenarios "$sc" --sizes 64 --runs 1 --window 12 --warmup 2 \
   --switches "$sw" --latency-loads --port-ops 0 --flow-mods 0 \
+  ${RVS_OTHER_CONFIG:+--rvs-other-config "$RVS_OTHER_CONFIG"} \
   --results /dev/null --plot /dev/null >"$log" 2>&1 &
 bench=$!
 # The window opens 2 s after the switch is up: sample 6 s inside it.

@@ -209,6 +209,20 @@ fn svg(rows: &[(String, f64, f64, f64)]) -> String {
 struct Sample {
     mpps: f64,
     cycles_per_pkt: Option<f64>,
+    /// Share of the PMD's cycles spent in turns that received nothing: a
+    /// switch that idles (or only waits on a full guest ring) was held
+    /// back by the generator, and its Mpps is the generator's, not its own.
+    idle_pct: Option<f64>,
+}
+
+impl Sample {
+    fn from_stats(mpps: f64, stats: Option<String>) -> Sample {
+        Sample {
+            mpps,
+            cycles_per_pkt: stats.as_deref().and_then(cycles),
+            idle_pct: stats.as_deref().and_then(idle_pct),
+        }
+    }
 }
 
 const MAC0: &str = "02:00:00:00:00:01";
@@ -508,11 +522,8 @@ fn measure(src: &mut Source, a: &Args, pmd_stats: Option<Appctl>) -> Sample {
                 }
             };
             let r = loadgen(ow, 0.0, a.warmup as f64, a.window as f64, &mut clear);
-            return Sample {
-                mpps: r.rx_mpps,
-                cycles_per_pkt: pmd_stats
-                    .and_then(|ctl| cycles(&ctl(&["dpif-netdev/pmd-stats-show"]))),
-            };
+            let stats = pmd_stats.map(|ctl| ctl(&["dpif-netdev/pmd-stats-show"]));
+            return Sample::from_stats(r.rx_mpps, stats);
         }
     };
     // 512 frames in flight per port, circling.
@@ -527,12 +538,23 @@ fn measure(src: &mut Source, a: &Args, pmd_stats: Option<Appctl>) -> Sample {
     let (r0, t0) = (tp.rx_total(), Instant::now());
     std::thread::sleep(Duration::from_secs(a.window));
     let (r1, t1) = (tp.rx_total(), Instant::now());
-    let cycles = pmd_stats.and_then(|ctl| cycles(&ctl(&["dpif-netdev/pmd-stats-show"])));
+    let stats = pmd_stats.map(|ctl| ctl(&["dpif-netdev/pmd-stats-show"]));
     tp.cmd("stop");
-    Sample {
-        mpps: (r1 - r0) as f64 / (t1 - t0).as_secs_f64() / 1e6,
-        cycles_per_pkt: cycles,
-    }
+    Sample::from_stats((r1 - r0) as f64 / (t1 - t0).as_secs_f64() / 1e6, stats)
+}
+
+/// The percentage in "idle cycles: N (P%)" from pmd-stats-show (the first
+/// PMD's: the benchmark runs one).
+fn idle_pct(s: &str) -> Option<f64> {
+    s.split("idle cycles: ")
+        .nth(1)?
+        .split('(')
+        .nth(1)?
+        .split('%')
+        .next()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// "avg processing cycles per packet" from pmd-stats-show.
@@ -947,10 +969,10 @@ fn main() {
     // host whose speed jumps between states from one process start to the
     // next, medians can pair one switch's slow runs with the other's fast
     // ones; the fastest runs are each switch in the host's better state.
-    let _ = writeln!(table, "| scenario | size | ceiling Mpps | OVS-DPDK Mpps | rvs Mpps | rvs/OVS | best rvs/OVS | rvs/ceiling | rvs cyc/pkt | OVS cyc/pkt |");
+    let _ = writeln!(table, "| scenario | size | ceiling Mpps | OVS-DPDK Mpps | rvs Mpps | rvs/OVS | best rvs/OVS | rvs/ceiling | rvs cyc/pkt | OVS cyc/pkt | idle % in best run, rvs / OVS |");
     let _ = writeln!(
         table,
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
     );
     let mut rows: Vec<(String, f64, f64, f64)> = Vec::new();
     let mut lat = String::new();
@@ -968,8 +990,8 @@ fn main() {
                 for sw in &order {
                     let s = run_switch(sw, scenario, size, &a);
                     eprintln!(
-                        "run {run} {scenario} {size}B {sw}: {:.2} Mpps, {:?} cycles/pkt",
-                        s.mpps, s.cycles_per_pkt
+                        "run {run} {scenario} {size}B {sw}: {:.2} Mpps, {:?} cycles/pkt, {:?} % idle",
+                        s.mpps, s.cycles_per_pkt, s.idle_pct
                     );
                     got.entry(sw.clone()).or_default().push(s);
                 }
@@ -987,6 +1009,14 @@ fn main() {
                 };
                 (median(&mut m), lo, hi, cyc)
             };
+            // Idle share of the switch's fastest run: the run the best
+            // ratio is taken from.
+            let fastest_idle = |k: &str| {
+                got.get(k)?
+                    .iter()
+                    .max_by(|x, y| x.mpps.total_cmp(&y.mpps))?
+                    .idle_pct
+            };
             let (ce, cel, ceh, _) = stat("ceiling");
             let (ov, ovl, ovh, ovc) = stat("ovs");
             let (rv, rvl, rvh, rvc) = stat("rvs");
@@ -999,6 +1029,7 @@ fn main() {
                 }
             };
             let c = |x: Option<f64>| x.map(|v| format!("{v:.0}")).unwrap_or_else(|| "-".into());
+            let idle = |x: Option<f64>| x.map(|v| format!("{v:.1}")).unwrap_or_else(|| "-".into());
             let r = |x: f64, y: f64| {
                 if !(x.is_finite() && y.is_finite()) {
                     "-".to_string()
@@ -1008,7 +1039,7 @@ fn main() {
             };
             let _ = writeln!(
                 table,
-                "| {scenario} | {size} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {scenario} | {size} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} |",
                 f(ce, cel, ceh),
                 f(ov, ovl, ovh),
                 f(rv, rvl, rvh),
@@ -1016,7 +1047,9 @@ fn main() {
                 r(rvh, ovh),
                 r(rv, ce),
                 c(rvc),
-                c(ovc)
+                c(ovc),
+                idle(fastest_idle("rvs")),
+                idle(fastest_idle("ovs"))
             );
             if got.contains_key("rvs-b") {
                 let (bv, bvl, bvh, bvc) = stat("rvs-b");
@@ -1163,4 +1196,32 @@ fn main() {
         .open(&a.results)
         .expect("results file");
     f.write_all(out.as_bytes()).unwrap();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{cycles, idle_pct};
+
+    /// The lines rvs-bench reads, as rvsd and ovs-vswitchd 3.1 print them
+    /// (OVS adds a "main thread" block without cycle lines).
+    const RVS: &str = "pmd thread numa_id 0 core_id 1:\n  packets received: 23348512\n  \
+        packets held: 14290560\n  idle cycles: 1527229340 (18.20%)\n  \
+        processing cycles: 6865795196 (81.80%)\n  \
+        avg cycles per packet: 359.47 (8393024536/23348512)\n  \
+        avg processing cycles per packet: 294.06 (6865795196/23348512)\n";
+    const OVS: &str = "pmd thread numa_id 0 core_id 1:\n  emc hits: 0\n  \
+        idle cycles: 644396379 (7.72%)\n  processing cycles: 7704259953 (92.28%)\n  \
+        avg cycles per packet: 219.87 (8348656332/37970016)\n  \
+        avg processing cycles per packet: 202.90 (7704259953/37970016)\n\
+        main thread:\n  packets received: 0\n";
+
+    #[test]
+    fn reads_the_pmds_idle_share_and_cycles_per_packet() {
+        assert_eq!(idle_pct(RVS), Some(18.20));
+        assert_eq!(cycles(RVS), Some(294.06));
+        assert_eq!(idle_pct(OVS), Some(7.72));
+        assert_eq!(cycles(OVS), Some(202.90));
+        assert_eq!(idle_pct("no pmd threads"), None);
+        assert_eq!(cycles("no pmd threads"), None);
+    }
 }
