@@ -260,8 +260,8 @@ impl<P: PacketBuf + 'static> Reconciler<P> {
             }
             Err(e) => log::warn!("{e} (the previous list stays)"),
         }
-        // Who reads guests' transmit rings: rte_vhost's dequeue (the
-        // default) or rvs itself. A bad value changes nothing.
+        // Who reads guests' transmit rings: rvs itself (the default) or
+        // rte_vhost's dequeue. A bad value changes nothing.
         let own = match d.global.get("vhost-own-rx") {
             None => rvs_ffi::vhost::OWN_RX_DEFAULT,
             Some("true") => true,

@@ -28,13 +28,13 @@ const DISABLED_FEATURES: u64 = (1 << 0) // VIRTIO_NET_F_CSUM
     | (1 << 14); // HOST_UFO
 
 /// Whether PMDs read guests' transmit rings themselves (`vring`) instead
-/// of through rte_vhost's dequeue (off by default: not yet measured ahead,
-/// docs/ARCHITECTURE.md decision 49). Each ring decides when it is next
+/// of through rte_vhost's dequeue (on by default since it measured ahead
+/// in every scenario, docs/ARCHITECTURE.md decision 49). Each ring decides when it is next
 /// opened; `set_own_rx` makes every ring decide again.
 static OWN_RX: AtomicBool = AtomicBool::new(OWN_RX_DEFAULT);
 
 /// `other_config:vhost-own-rx` when it is not set.
-pub const OWN_RX_DEFAULT: bool = false;
+pub const OWN_RX_DEFAULT: bool = true;
 
 /// Queue pairs whose transmit ring rvs may read itself; beyond them the
 /// library always does.

@@ -303,7 +303,8 @@ fn a_vm_posting_descriptors_outside_its_memory_hurts_only_itself() {
     let sock = h.dir.join("evil");
     // With vhost-own-rx rvs reads the ring itself: a chain it cannot
     // follow is returned to the guest unread and counted, and the guest's
-    // queue goes on. rte_vhost's dequeue (the default) leaves it posted.
+    // queue goes on. rte_vhost's dequeue (vhost-own-rx=false) leaves it
+    // posted.
     // A frame longer than an mbuf is returned and counted as such.
     h.vsctl(&["set", "Open_vSwitch", ".", "other_config:vhost-own-rx=true"]);
     let out = rvs_tests::sh("python3", &[script, sock.to_str().unwrap(), "long", "2"]);

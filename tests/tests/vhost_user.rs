@@ -361,12 +361,11 @@ fn a_polling_switch_asks_the_guest_not_to_kick() {
 
 #[test]
 fn own_ring_reader_hands_the_ring_back_and_forth_without_losing_a_frame() {
-    // With vhost-own-rx rvs takes frames off a guest's transmit ring
-    // itself (ffi/src/vring.rs); switching to rte_vhost's dequeue and back
-    // hands the ring over at the frame rvs reached, so nothing is read
-    // twice or skipped.
+    // By default (vhost-own-rx unset) rvs takes frames off a guest's
+    // transmit ring itself (ffi/src/vring.rs); switching to rte_vhost's
+    // dequeue and back hands the ring over at the frame rvs reached, so
+    // nothing is read twice or skipped.
     let h = Host::start("vhor");
-    h.vsctl(&["set", "Open_vSwitch", ".", "other_config:vhost-own-rx=true"]);
     h.add_vhost_ports("br0", &["oa", "ob"]);
     let mut tp = TestPmd::start(
         "vhor",
@@ -417,9 +416,33 @@ fn own_ring_reader_hands_the_ring_back_and_forth_without_losing_a_frame() {
     ]);
     tp.send(0, B, 4);
     let c = tp.settle();
-    assert_eq!(c[1].rx, want_rx + 4);
+    want_rx += 4;
+    assert_eq!(c[1].rx, want_rx);
     reader("rvs");
-    let s = h.wait_stats("oa", "rx counted", |s| s["rx_packets"] == want_rx + 4);
+    // Given to the library, then the key removed: back to the default.
+    h.vsctl(&[
+        "set",
+        "Open_vSwitch",
+        ".",
+        "other_config:vhost-own-rx=false",
+    ]);
+    reader("rte_vhost");
+    h.vsctl(&[
+        "remove",
+        "Open_vSwitch",
+        ".",
+        "other_config",
+        "vhost-own-rx",
+    ]);
+    reader("rvs");
+    tp.send(0, B, 6);
+    let c = tp.settle();
+    want_rx += 6;
+    assert_eq!(
+        c[1].rx, want_rx,
+        "every frame once after the default came back"
+    );
+    let s = h.wait_stats("oa", "rx counted", |s| s["rx_packets"] == want_rx);
     assert_eq!(
         (s["rx_bad_descriptors"], s["rx_oversize_errors"]),
         (0, 0),
