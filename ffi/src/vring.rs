@@ -197,6 +197,7 @@ impl SplitRing {
     /// Copies the frame of the chain at `head` (after its virtio-net
     /// header) into `m`'s data room. False for a malformed chain or a
     /// frame that does not fit (counted).
+    #[inline(always)]
     fn copy_chain(&mut self, head: u16, m: &mut raw::rte_mbuf) -> bool {
         let mask = self.size - 1;
         if head > mask {
@@ -204,7 +205,36 @@ impl SplitRing {
             return false;
         }
         // SAFETY: head is within the table of `size` descriptors.
-        let mut d = unsafe { *self.desc.add(head as usize) };
+        let d = unsafe { *self.desc.add(head as usize) };
+        // What virtio-user and Linux guests send without offloads: one
+        // descriptor holding the header and the frame. Copied inline; any
+        // other chain takes the general walk.
+        let room = (m.buf_len - m.data_off) as u32;
+        if d.flags & (F_NEXT | F_INDIRECT) == 0
+            && d.len > self.hdr_len
+            && d.len - self.hdr_len <= room
+        {
+            let take = d.len - self.hdr_len;
+            if let Some(src) = self.guest(d.addr + self.hdr_len as u64, take) {
+                // SAFETY: buf_addr + data_off is the mbuf's data area, room
+                // bytes (take <= room); src maps take bytes of guest memory
+                // (checked against its region).
+                unsafe {
+                    let dst = (m.buf_addr as *mut u8).add(m.data_off as usize);
+                    copy_frame(src, dst, take as usize);
+                }
+                m.data_len = take as u16;
+                m.pkt_len = take;
+                return true;
+            }
+        }
+        self.copy_walk(d, m)
+    }
+
+    /// `copy_chain` for any chain: several descriptors, an indirect table,
+    /// a header in a descriptor of its own, and every malformed one.
+    #[inline(never)]
+    fn copy_walk(&mut self, mut d: Desc, m: &mut raw::rte_mbuf) -> bool {
         // An indirect chain lives in its own table in guest memory.
         let mut table = self.desc;
         let mut tlen = self.size as u32;
@@ -296,6 +326,18 @@ impl SplitRing {
         let mask = self.size - 1;
         // u16 offset of used->ring.
         let used_ring = 2usize;
+        // The used entries written below sit in lines the guest last read:
+        // ask for them now, for writing, so that transfer overlaps the
+        // copies instead of stalling the first write to each line.
+        for i in (0..n).step_by(8) {
+            let u = self.last_used.wrapping_add(i as u16) & mask;
+            // SAFETY: u < size: an element of the used ring (a prefetch
+            // does not fault anyway).
+            prefetch_write(
+                unsafe { (self.used.add(used_ring) as *const u32).add(2 * u as usize) }
+                    as *const u8,
+            );
+        }
         // The guest wrote the descriptors and frames on another core: each
         // first touch is a cache miss. Ask for all of them before copying
         // any, so the misses overlap instead of following one another
@@ -393,4 +435,69 @@ fn prefetch(p: *const u8) {
     };
     #[cfg(not(target_arch = "x86_64"))]
     let _ = p;
+}
+
+/// A prefetch for writing (PREFETCHW: the line comes in exclusive state,
+/// so the write that follows needs no second transfer). CPUs without it
+/// (Intel before Broadwell) execute it as a no-op.
+#[inline(always)]
+fn prefetch_write(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch never faults, whatever the address, and touches
+    // no register or flag.
+    unsafe {
+        std::arch::asm!("prefetchw [{}]", in(reg) p, options(nostack, preserves_flags, readonly))
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
+/// Copies `len` bytes of a frame from guest memory into an mbuf. Frames
+/// up to 128 bytes (most of a switch's) are copied in 16-byte pieces, the
+/// last one overlapping, without the library call and its size dispatch
+/// (6 % of the PMD's samples in an l2 profile); longer ones by `memcpy`.
+///
+/// # Safety
+/// `src` is readable and `dst` writable for `len` bytes, not overlapping.
+#[inline(always)]
+unsafe fn copy_frame(src: *const u8, dst: *mut u8, len: usize) {
+    type Piece = [u8; 16];
+    if (16..=128).contains(&len) {
+        let mut at = 0;
+        while at + 16 < len {
+            // SAFETY: at + 16 < len: inside both buffers.
+            unsafe {
+                dst.add(at)
+                    .cast::<Piece>()
+                    .write_unaligned(src.add(at).cast::<Piece>().read_unaligned())
+            };
+            at += 16;
+        }
+        // SAFETY: len >= 16: the last 16 bytes are inside both buffers.
+        unsafe {
+            dst.add(len - 16)
+                .cast::<Piece>()
+                .write_unaligned(src.add(len - 16).cast::<Piece>().read_unaligned())
+        };
+    } else {
+        // SAFETY: the caller's contract.
+        unsafe { std::ptr::copy_nonoverlapping(src, dst, len) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::copy_frame;
+
+    #[test]
+    fn copy_frame_copies_exactly_len_bytes_at_every_length() {
+        let src: Vec<u8> = (0..300u32).map(|i| (i * 7 + 3) as u8).collect();
+        for len in 0..=260 {
+            let mut dst = vec![0xeeu8; 300];
+            // SAFETY: both buffers hold 300 bytes >= len.
+            unsafe { copy_frame(src.as_ptr(), dst.as_mut_ptr(), len) };
+            assert_eq!(&dst[..len], &src[..len], "len {len}");
+            assert!(dst[len..].iter().all(|&b| b == 0xee), "len {len}: wrote past the end");
+        }
+    }
 }
