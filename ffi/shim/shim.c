@@ -20,7 +20,26 @@ int rvs_pktmbuf_alloc_bulk(struct rte_mempool *mp, struct rte_mbuf **pkts, unsig
 
 void rvs_pktmbuf_free(struct rte_mbuf *m) { rte_pktmbuf_free(m); }
 
-void rvs_pktmbuf_free_bulk(struct rte_mbuf **pkts, unsigned n) { rte_pktmbuf_free_bulk(pkts, n); }
+/* A switch mostly frees bursts of plain mbufs (one segment, direct, not
+ * shared, one pool): those go back to the pool's per-lcore cache in one
+ * put, without rte_pktmbuf_free_bulk's per-segment walk and pending array
+ * (5.5 % of the PMD's samples in an l2 profile). Anything else takes the
+ * library's full path. */
+void rvs_pktmbuf_free_bulk(struct rte_mbuf **pkts, unsigned n)
+{
+	if (n == 0)
+		return;
+	struct rte_mempool *mp = pkts[0]->pool;
+	for (unsigned i = 0; i < n; i++) {
+		const struct rte_mbuf *m = pkts[i];
+		if (m->pool != mp || m->nb_segs != 1 || m->next != NULL ||
+		    rte_mbuf_refcnt_read(m) != 1 || !RTE_MBUF_DIRECT(m)) {
+			rte_pktmbuf_free_bulk(pkts, n);
+			return;
+		}
+	}
+	rte_mempool_put_bulk(mp, (void **)pkts, n);
+}
 
 unsigned rvs_mempool_avail_count(const struct rte_mempool *mp) { return rte_mempool_avail_count(mp); }
 
