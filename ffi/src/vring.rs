@@ -497,7 +497,10 @@ mod tests {
             // SAFETY: both buffers hold 300 bytes >= len.
             unsafe { copy_frame(src.as_ptr(), dst.as_mut_ptr(), len) };
             assert_eq!(&dst[..len], &src[..len], "len {len}");
-            assert!(dst[len..].iter().all(|&b| b == 0xee), "len {len}: wrote past the end");
+            assert!(
+                dst[len..].iter().all(|&b| b == 0xee),
+                "len {len}: wrote past the end"
+            );
         }
     }
 }
