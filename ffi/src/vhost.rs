@@ -29,8 +29,9 @@ const DISABLED_FEATURES: u64 = (1 << 0) // VIRTIO_NET_F_CSUM
 
 /// Whether PMDs read guests' transmit rings themselves (`vring`) instead
 /// of through rte_vhost's dequeue (on by default since it measured ahead
-/// in every scenario, docs/ARCHITECTURE.md decision 49). Each ring decides when it is next
-/// opened; `set_own_rx` makes every ring decide again.
+/// in every scenario, docs/ARCHITECTURE.md decision 49). Each ring
+/// decides when it is next opened; `set_own_rx` makes every ring decide
+/// again.
 static OWN_RX: AtomicBool = AtomicBool::new(OWN_RX_DEFAULT);
 
 /// `other_config:vhost-own-rx` when it is not set.
