@@ -260,26 +260,45 @@ impl<P: PacketBuf + 'static> Reconciler<P> {
             }
             Err(e) => log::warn!("{e} (the previous list stays)"),
         }
-        // Who reads guests' transmit rings: rvs itself (the default) or
-        // rte_vhost's dequeue. A bad value changes nothing.
-        let own = match d.global.get("vhost-own-rx") {
-            None => rvs_ffi::vhost::OWN_RX_DEFAULT,
-            Some("true") => true,
-            Some("false") => false,
-            Some(v) => {
-                log::warn!(
-                    "other_config:vhost-own-rx={v}: expected true or false (stays {})",
-                    rvs_ffi::vhost::own_rx()
+        // Who reads guests' transmit rings (rvs itself by default) and
+        // writes their receive rings (rte_vhost by default). A bad value
+        // changes nothing.
+        let rings = [
+            (
+                "vhost-own-rx",
+                rvs_ffi::vhost::OWN_RX_DEFAULT,
+                rvs_ffi::vhost::own_rx as fn() -> bool,
+                rvs_ffi::vhost::set_own_rx as fn(bool),
+                "guests' transmit rings read by",
+            ),
+            (
+                "vhost-own-tx",
+                rvs_ffi::vhost::OWN_TX_DEFAULT,
+                rvs_ffi::vhost::own_tx,
+                rvs_ffi::vhost::set_own_tx,
+                "guests' receive rings written by",
+            ),
+        ];
+        for (key, default, get, set, what) in rings {
+            let own = match d.global.get(key) {
+                None => default,
+                Some("true") => true,
+                Some("false") => false,
+                Some(v) => {
+                    log::warn!(
+                        "other_config:{key}={v}: expected true or false (stays {})",
+                        get()
+                    );
+                    get()
+                }
+            };
+            if own != get() {
+                log::info!(
+                    "{key}={own}: {what} {}",
+                    if own { "rvs" } else { "rte_vhost" }
                 );
-                rvs_ffi::vhost::own_rx()
+                set(own);
             }
-        };
-        if own != rvs_ffi::vhost::own_rx() {
-            log::info!(
-                "vhost-own-rx={own}: guests' transmit rings read by {}",
-                if own { "rvs" } else { "rte_vhost" }
-            );
-            rvs_ffi::vhost::set_own_rx(own);
         }
         let hold = d.global.get("flow-restore-wait") == Some("true");
         if hold != self.hold {
@@ -650,7 +669,10 @@ impl<P: PacketBuf + 'static> Reconciler<P> {
 
     /// Counters of a live port since it got its slot.
     pub fn port_stats(&self, lp: &LivePort<P>) -> PortTotals {
-        port_totals(self.switch.pmds.iter().map(|p| &p.stats), lp.slot).minus(&lp.baseline)
+        let mut t =
+            port_totals(self.switch.pmds.iter().map(|p| &p.stats), lp.slot).minus(&lp.baseline);
+        t.tx_dropped += lp.dev.device_tx_dropped();
+        t
     }
 
     /// Status columns (link, mtu, statistics ...) of every live port.

@@ -181,6 +181,8 @@ pub struct VhostPort {
     /// Retries made (OVS's ovs_tx_retries): a guest slow to drain shows here
     /// before it shows as drops.
     tx_retries: AtomicU64,
+    /// Frames rvs's own writer of the guest's receive ring dropped.
+    tx_ring_drops: AtomicU64,
 }
 
 /// OVS's default vhost-user tx-retries-max.
@@ -207,6 +209,7 @@ impl VhostPort {
             client,
             tx_retries_max: AtomicU32::new(tx_retries_max.min(VHOST_TX_RETRIES_MAX)),
             tx_retries: AtomicU64::new(0),
+            tx_ring_drops: AtomicU64::new(0),
         }
     }
 
@@ -218,9 +221,13 @@ impl VhostPort {
         // PMD's own is not.
         let q = if self.dev.queue_enabled(q) { q } else { 0 };
         let retries = self.tx_retries_max.load(Ordering::Relaxed);
-        let (sent, tries) = self.dev.enqueue(q, pkts, retries);
+        let (sent, tries, dropped) = self.dev.enqueue(q, pkts, retries);
         if tries > 0 {
             self.tx_retries.fetch_add(tries as u64, Ordering::Relaxed);
+        }
+        if dropped > 0 {
+            self.tx_ring_drops
+                .fetch_add(dropped as u64, Ordering::Relaxed);
         }
         sent
     }
@@ -262,12 +269,25 @@ impl NetDev<Mbuf> for VhostPort {
 
     fn device_stats(&self) -> Vec<(&'static str, u64)> {
         let e = &self.dev.state.ring_errors;
+        let t = &self.dev.state.tx_ring_errors;
         vec![
             ("ovs_tx_retries", self.tx_retries.load(Ordering::Relaxed)),
             // Chains rvs's own ring reader returned unread (vring.rs).
             ("rx_bad_descriptors", e.bad_desc.load(Ordering::Relaxed)),
             ("rx_oversize_errors", e.too_long.load(Ordering::Relaxed)),
+            // Frames rvs's own ring writer dropped: longer than the
+            // guest's buffers (OVS's name), or for a chain it could not
+            // write (returned to the guest empty).
+            (
+                "ovs_tx_mtu_exceeded_drops",
+                t.too_long.load(Ordering::Relaxed),
+            ),
+            ("tx_bad_descriptors", t.bad_desc.load(Ordering::Relaxed)),
         ]
+    }
+
+    fn device_tx_dropped(&self) -> u64 {
+        self.tx_ring_drops.load(Ordering::Relaxed)
     }
 
     fn rxq_live(&self, q: u16) -> bool {
@@ -302,6 +322,17 @@ impl NetDev<Mbuf> for VhostPort {
                 (
                     "rx_ring_reader".into(),
                     if self.dev.reads_own_ring(0) {
+                        "rvs"
+                    } else {
+                        "rte_vhost"
+                    }
+                    .into(),
+                ),
+                // Who puts frames on queue pair 0's receive ring (once it
+                // has been sent to): rvs itself or rte_vhost's enqueue.
+                (
+                    "tx_ring_writer".into(),
+                    if self.dev.writes_own_ring(0) {
                         "rvs"
                     } else {
                         "rte_vhost"

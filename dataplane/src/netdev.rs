@@ -61,6 +61,11 @@ pub trait NetDev<P: PacketBuf>: Send + Sync {
     fn device_stats(&self) -> Vec<(&'static str, u64)> {
         Vec::new()
     }
+    /// Frames the device took and then dropped itself (counted in
+    /// `device_stats` by reason), added to the Interface's tx_dropped.
+    fn device_tx_dropped(&self) -> u64 {
+        0
+    }
 }
 
 /// An in-memory port: tests push frames in and collect what was sent.

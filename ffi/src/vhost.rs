@@ -37,11 +37,19 @@ static OWN_RX: AtomicBool = AtomicBool::new(OWN_RX_DEFAULT);
 /// `other_config:vhost-own-rx` when it is not set.
 pub const OWN_RX_DEFAULT: bool = true;
 
-/// Queue pairs whose transmit ring rvs may read itself; beyond them the
-/// library always does.
+/// Whether PMDs write guests' receive rings themselves (`vring`) instead
+/// of through rte_vhost's enqueue (docs/ARCHITECTURE.md decision 56).
+static OWN_TX: AtomicBool = AtomicBool::new(OWN_TX_DEFAULT);
+
+/// `other_config:vhost-own-tx` when it is not set.
+pub const OWN_TX_DEFAULT: bool = true;
+
+/// Queue pairs whose rings rvs may handle itself; beyond them the library
+/// always does.
 const OWN_RINGS: usize = 16;
 
-/// Who reads a guest's transmit ring.
+/// Who handles a guest's ring: its transmit ring (rvs reads it) or its
+/// receive ring (rvs writes it).
 enum Reader {
     /// Nobody since the device (re)started or changed: decided at the next
     /// dequeue.
@@ -58,18 +66,18 @@ enum Reader {
 /// setting `paused`) to hand the ring back to the library before any
 /// message changes the device, and while rxqs move between PMDs a second
 /// poller finds it taken and moves on.
-struct RxRing {
+struct OwnRing {
     busy: AtomicBool,
     paused: AtomicBool,
     reader: UnsafeCell<Reader>,
 }
 
 // SAFETY: `reader` is only touched by whoever holds `busy`.
-unsafe impl Sync for RxRing {}
+unsafe impl Sync for OwnRing {}
 
-impl RxRing {
-    fn new() -> RxRing {
-        RxRing {
+impl OwnRing {
+    fn new() -> OwnRing {
+        OwnRing {
             busy: AtomicBool::new(false),
             paused: AtomicBool::new(false),
             reader: UnsafeCell::new(Reader::Undecided),
@@ -113,20 +121,28 @@ pub struct VhostState {
     enabled: AtomicU64,
     /// Times a guest connected, for status reporting.
     pub connects: AtomicU64,
-    rings: Box<[RxRing]>,
+    /// The guest's transmit rings, per queue pair.
+    rings: Box<[OwnRing]>,
+    /// The guest's receive rings, per queue pair.
+    rx_rings: Box<[OwnRing]>,
+    /// Bit q set: the guest enabled queue pair q's receive ring.
+    rx_enabled: AtomicU64,
     /// What the guest's transmit rings held that was not a frame.
     pub ring_errors: Arc<RingErrors>,
+    /// What rvs's writer of the guest's receive rings dropped: frames
+    /// longer than the guest's buffers, chains it could not write.
+    pub tx_ring_errors: Arc<RingErrors>,
 }
 
 impl VhostState {
     fn pause_rings(&self, sync: bool) {
-        for r in self.rings.iter() {
+        for r in self.rings.iter().chain(self.rx_rings.iter()) {
             r.pause(sync);
         }
     }
 
     fn resume_rings(&self) {
-        for r in self.rings.iter() {
+        for r in self.rings.iter().chain(self.rx_rings.iter()) {
             r.paused.store(false, Ordering::SeqCst);
         }
     }
@@ -151,6 +167,27 @@ pub fn set_own_rx(on: bool) {
 /// Whether PMDs read guests' transmit rings themselves.
 pub fn own_rx() -> bool {
     OWN_RX.load(Ordering::Relaxed)
+}
+
+/// Makes PMDs write guests' receive rings themselves (`on`) or through
+/// the library, from each ring's next enqueue.
+pub fn set_own_tx(on: bool) {
+    if OWN_TX.swap(on, Ordering::SeqCst) == on {
+        return;
+    }
+    let states: Vec<Arc<VhostState>> = match registry().lock() {
+        Ok(r) => r.values().cloned().collect(),
+        Err(_) => return,
+    };
+    for s in states {
+        s.pause_rings(true);
+        s.resume_rings();
+    }
+}
+
+/// Whether PMDs write guests' receive rings themselves.
+pub fn own_tx() -> bool {
+    OWN_TX.load(Ordering::Relaxed)
 }
 
 type Hook = Box<dyn Fn() + Send + Sync>;
@@ -202,6 +239,17 @@ unsafe extern "C" fn new_device(vid: i32) -> i32 {
                 };
                 s.enabled.store(mask, Ordering::Release);
             }
+            if s.rx_enabled.load(Ordering::Acquire) == 0 {
+                // SAFETY: as above.
+                let rings = unsafe { raw::rte_vhost_get_vring_num(vid) } as u32;
+                let pairs = (rings.div_ceil(2)).min(64);
+                let mask = if pairs >= 64 {
+                    u64::MAX
+                } else {
+                    (1u64 << pairs) - 1
+                };
+                s.rx_enabled.store(mask, Ordering::Release);
+            }
             // Every message the guest sends from now on first hands the
             // rings back to the library (`pre_msg`).
             // SAFETY: vid is the device being announced; EXTERN is 'static.
@@ -240,6 +288,7 @@ unsafe extern "C" fn destroy_device(vid: i32) {
     if let Some(s) = state_of(vid) {
         s.vid.store(-1, Ordering::Release);
         s.enabled.store(0, Ordering::Release);
+        s.rx_enabled.store(0, Ordering::Release);
         // The library unmaps the rings when we return.
         s.pause_rings(false);
         // The library frees the virtqueues when we return: wait until no PMD
@@ -259,11 +308,16 @@ unsafe extern "C" fn vring_state_changed(vid: i32, queue_id: u16, enable: i32) -
         // Virtqueue 2q is the guest's rx ring, 2q+1 its tx ring: track pairs
         // by the guest's tx ring, which is what rvs polls.
         let pair = (queue_id / 2) as u64;
-        if queue_id % 2 == 1 && pair < 64 {
-            if enable != 0 {
-                s.enabled.fetch_or(1 << pair, Ordering::AcqRel);
+        if pair < 64 {
+            let mask = if queue_id % 2 == 1 {
+                &s.enabled
             } else {
-                s.enabled.fetch_and(!(1 << pair), Ordering::AcqRel);
+                &s.rx_enabled
+            };
+            if enable != 0 {
+                mask.fetch_or(1 << pair, Ordering::AcqRel);
+            } else {
+                mask.fetch_and(!(1 << pair), Ordering::AcqRel);
             }
         }
     }
@@ -341,8 +395,11 @@ impl VhostDev {
             vid: AtomicI32::new(-1),
             enabled: AtomicU64::new(0),
             connects: AtomicU64::new(0),
-            rings: (0..OWN_RINGS).map(|_| RxRing::new()).collect(),
+            rings: (0..OWN_RINGS).map(|_| OwnRing::new()).collect(),
+            rx_rings: (0..OWN_RINGS).map(|_| OwnRing::new()).collect(),
+            rx_enabled: AtomicU64::new(0),
             ring_errors: Arc::default(),
+            tx_ring_errors: Arc::default(),
         });
         {
             let mut reg = registry().lock().map_err(|_| "vhost registry poisoned")?;
@@ -462,37 +519,62 @@ impl VhostDev {
     /// While the guest's ring takes some but not all, tries again up to
     /// `retries` times (OVS's tx-retries-max: the guest may be draining
     /// the ring right now; a call that takes nothing ends it). Returns how
-    /// many the guest took and the retries made.
+    /// many the guest took, the retries made, and how many frames rvs's
+    /// own writer dropped (taken out of `pkts` and counted in
+    /// `tx_ring_errors`: too long for the guest's buffers, or a chain it
+    /// could not write).
     #[inline]
     pub fn enqueue<const N: usize>(
         &self,
         q: u16,
         pkts: &mut ArrayVec<Mbuf, N>,
         retries: u32,
-    ) -> (usize, u32) {
+    ) -> (usize, u32, usize) {
         let vid = self.vid();
-        let (mut sent, mut tries) = (0usize, 0u32);
-        let n = pkts.len();
-        if vid >= 0 {
-            while sent < n {
-                // SAFETY: as in library_dequeue; pkts[sent..] are owned
-                // mbufs; enqueue copies their data and leaves them with us.
-                let took = unsafe {
-                    raw::rte_vhost_enqueue_burst(
-                        vid,
-                        q * 2,
-                        (pkts.as_mut_ptr() as *mut *mut raw::rte_mbuf).add(sent),
-                        (n - sent) as u16,
-                    )
-                } as usize;
-                sent += took;
-                if took == 0 || sent == n || tries >= retries {
-                    break;
-                }
-                tries += 1;
-            }
+        if vid < 0 {
+            return (0, 0, 0);
         }
-        (sent, tries)
+        let Some(r) = self.state.rx_rings.get(q as usize) else {
+            return library_enqueue(vid, q, pkts, retries);
+        };
+        // Several PMDs may send to one queue (the library locks it too);
+        // the holder keeps it for one enqueue.
+        while r.busy.swap(true, Ordering::SeqCst) {
+            std::hint::spin_loop();
+        }
+        if r.paused.load(Ordering::SeqCst) {
+            r.busy.store(false, Ordering::Release);
+            return (0, 0, 0);
+        }
+        // SAFETY: busy is ours, and the device was live after we took it:
+        // destroy_device pauses the ring (waiting for busy) before the
+        // library frees anything.
+        let writer = unsafe { &mut *r.reader.get() };
+        if matches!(writer, Reader::Undecided) {
+            *writer = open_writer(vid, q, &self.state);
+        }
+        if let Reader::Own(ring) = writer {
+            let out = if self.state.rx_enabled.load(Ordering::Relaxed) & (1u64 << (q & 63)) != 0 {
+                own_enqueue(ring, pkts, retries)
+            } else {
+                (0, 0, 0)
+            };
+            r.busy.store(false, Ordering::Release);
+            return out;
+        }
+        // The library's enqueue waits for the queue's lock, which its
+        // message handling may hold while `pre_msg` waits for `busy`.
+        r.busy.store(false, Ordering::Release);
+        library_enqueue(vid, q, pkts, retries)
+    }
+
+    /// Whether rvs writes queue pair `q`'s receive ring itself now (for
+    /// status reporting; false while undecided).
+    pub fn writes_own_ring(&self, q: u16) -> bool {
+        self.state
+            .rx_rings
+            .get(q as usize)
+            .is_some_and(|r| r.with(|x| matches!(x, Reader::Own(_))))
     }
 
     /// The guest's MTU when it told one (VIRTIO_NET_F_MTU).
@@ -522,6 +604,83 @@ fn open_reader(vid: i32, qid: u16, errors: &Arc<RingErrors>) -> Reader {
         Some(ring) => Reader::Own(ring),
         None => Reader::Library,
     }
+}
+
+/// rvs's own writer of queue pair `q`'s receive ring when rvs writes
+/// rings itself and can write this one, else the library.
+fn open_writer(vid: i32, q: u16, s: &VhostState) -> Reader {
+    if !OWN_TX.load(Ordering::Relaxed) {
+        return Reader::Library;
+    }
+    match SplitRing::open(vid, q * 2, s.tx_ring_errors.clone()) {
+        Some(ring) => Reader::Own(ring),
+        None => Reader::Library,
+    }
+}
+
+/// Frames into the guest's receive ring, retried as `VhostDev::enqueue`
+/// says; the frames the ring dropped are taken out of `pkts` (freed) and
+/// counted in the third number.
+#[inline]
+fn own_enqueue<const N: usize>(
+    ring: &mut SplitRing,
+    pkts: &mut ArrayVec<Mbuf, N>,
+    retries: u32,
+) -> (usize, u32, usize) {
+    let mut dropped: ArrayVec<usize, N> = ArrayVec::new();
+    let (sent, tries) = with_retries(pkts.len(), retries, |sent| {
+        let (took, mask) = ring.enqueue(&pkts[sent..]);
+        let mut bits = mask;
+        while bits != 0 {
+            // Indices below N: bits name frames of pkts[sent..].
+            let _ = dropped.try_push(sent + bits.trailing_zeros() as usize);
+            bits &= bits - 1;
+        }
+        took
+    });
+    // Rare (a frame too long for the guest, a broken chain): the frames
+    // after each keep their order, so `sent` frames still lead.
+    for &i in dropped.iter().rev() {
+        pkts.remove(i);
+    }
+    (sent - dropped.len(), tries, dropped.len())
+}
+
+/// rte_vhost's enqueue of `pkts` into queue pair `q`'s receive ring, as
+/// `VhostDev::enqueue` says.
+#[inline]
+fn library_enqueue<const N: usize>(
+    vid: i32,
+    q: u16,
+    pkts: &mut ArrayVec<Mbuf, N>,
+    retries: u32,
+) -> (usize, u32, usize) {
+    let n = pkts.len();
+    let base = pkts.as_mut_ptr() as *mut *mut raw::rte_mbuf;
+    let (sent, tries) = with_retries(n, retries, |sent| {
+        // SAFETY: as in library_dequeue; pkts[sent..] are owned mbufs;
+        // enqueue copies their data and leaves them with us.
+        let took =
+            unsafe { raw::rte_vhost_enqueue_burst(vid, q * 2, base.add(sent), (n - sent) as u16) };
+        took as usize
+    });
+    (sent, tries, 0)
+}
+
+/// Calls `send(sent)` until all `n` frames went, a call took none, or
+/// `retries` more calls were made; returns the frames sent and retries.
+#[inline(always)]
+fn with_retries(n: usize, retries: u32, mut send: impl FnMut(usize) -> usize) -> (usize, u32) {
+    let (mut sent, mut tries) = (0usize, 0u32);
+    while sent < n {
+        let took = send(sent);
+        sent += took;
+        if took == 0 || sent == n || tries >= retries {
+            break;
+        }
+        tries += 1;
+    }
+    (sent, tries)
 }
 
 /// rte_vhost's dequeue of queue pair `q` into `out`.

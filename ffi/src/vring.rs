@@ -68,6 +68,8 @@ pub struct SplitRing {
     last_used: u16,
     callfd: i32,
     event_idx: bool,
+    /// VIRTIO_NET_F_MRG_RXBUF: a received frame may take several buffers.
+    mergeable: bool,
     hdr_len: u32,
     regions: Vec<Region>,
     last_region: usize,
@@ -153,6 +155,7 @@ impl SplitRing {
             last_used,
             callfd: vr.callfd,
             event_idx: features & EVENT_IDX != 0,
+            mergeable: features & MRG_RXBUF != 0,
             hdr_len: if features & (VERSION_1 | MRG_RXBUF) != 0 {
                 12
             } else {
@@ -326,18 +329,7 @@ impl SplitRing {
         let mask = self.size - 1;
         // u16 offset of used->ring.
         let used_ring = 2usize;
-        // The used entries written below sit in lines the guest last read:
-        // ask for them now, for writing, so that transfer overlaps the
-        // copies instead of stalling the first write to each line.
-        for i in (0..n).step_by(8) {
-            let u = self.last_used.wrapping_add(i as u16) & mask;
-            // SAFETY: u < size: an element of the used ring (a prefetch
-            // does not fault anyway).
-            prefetch_write(
-                unsafe { (self.used.add(used_ring) as *const u32).add(2 * u as usize) }
-                    as *const u8,
-            );
-        }
+        self.prefetch_used(n);
         // The guest wrote the descriptors and frames on another core: each
         // first touch is a cache miss. Ask for all of them before copying
         // any, so the misses overlap instead of following one another
@@ -399,6 +391,261 @@ impl SplitRing {
         got
     }
 
+    /// Copies frames from the front of `pkts` (up to BURST) into the
+    /// buffers the guest made available on its receive ring, returns the
+    /// buffers in the used ring and tells the guest when it asked. Returns
+    /// how many frames were dealt with, and which of them (bit i: frame i)
+    /// were dropped, counted in the ring's errors: a frame longer than the
+    /// guest's buffers without mergeable buffers, or a malformed chain.
+    /// The mbufs stay with the caller. Fewer than offered means the ring
+    /// is out of buffers.
+    pub fn enqueue(&mut self, pkts: &[Mbuf]) -> (usize, u32) {
+        let free = self.avail_idx().wrapping_sub(self.last_avail) as usize;
+        let n = free.min(crate::BURST);
+        if n == 0 || pkts.is_empty() {
+            return (0, 0);
+        }
+        let mask = self.size - 1;
+        self.prefetch_used(n);
+        // As in `dequeue`: every avail entry and descriptor of the burst is
+        // asked for before the first is used. The buffers themselves are
+        // not (decision 49: prefetching lines that are then written moved
+        // the stall without shrinking it).
+        let mut heads = [0u16; crate::BURST];
+        for (i, h) in heads.iter_mut().take(n).enumerate() {
+            let slot = self.last_avail.wrapping_add(i as u16) & mask;
+            // SAFETY: slot < size: an entry of the avail ring.
+            *h = unsafe { self.avail.add(2 + slot as usize).read_volatile() };
+            // SAFETY: masked below size: a descriptor of the table.
+            prefetch(unsafe { self.desc.add((*h & mask) as usize) } as *const u8);
+        }
+        let heads = &heads[..n];
+        let mut used = Used::default();
+        let (mut sent, mut dropped) = (0, 0u32);
+        for (i, p) in pkts.iter().take(crate::BURST).enumerate() {
+            if used.n >= n {
+                break;
+            }
+            // SAFETY: the caller owns the mbuf for the call.
+            let m = unsafe { &*p.as_ptr() };
+            if self.put_one(m, heads[used.n], &mut used) {
+                sent += 1;
+                continue;
+            }
+            match self.put_walk(m, heads, &mut used) {
+                Put::Done => sent += 1,
+                Put::Dropped => {
+                    sent += 1;
+                    dropped |= 1 << i;
+                }
+                Put::NoRoom => break,
+            }
+        }
+        if used.n == 0 {
+            return (sent, dropped);
+        }
+        let used_ring = 2usize;
+        for (i, &(id, len)) in used.e.iter().take(used.n).enumerate() {
+            let u = self.last_used.wrapping_add(i as u16) & mask;
+            // SAFETY: u < size: an element (8 bytes: id, len) of the used
+            // ring; the guest reads it only after the idx store below.
+            unsafe {
+                let e = (self.used.add(used_ring) as *mut u32).add(2 * u as usize);
+                e.write_volatile(id);
+                e.add(1).write_volatile(len);
+            }
+        }
+        let old = self.last_used;
+        self.last_avail = self.last_avail.wrapping_add(used.n as u16);
+        self.last_used = self.last_used.wrapping_add(used.n as u16);
+        // SAFETY: as in `dequeue`: Release publishes the entries.
+        unsafe {
+            (*(self.used.add(1) as *const AtomicU16)).store(self.last_used, Ordering::Release)
+        };
+        self.notify(old);
+        (sent, dropped)
+    }
+
+    /// What Linux guests and virtio-user post: one descriptor per buffer,
+    /// large enough for the header and the frame, and a frame in one mbuf.
+    /// False leaves the frame to `put_walk`.
+    #[inline(always)]
+    fn put_one(&mut self, m: &raw::rte_mbuf, head: u16, used: &mut Used) -> bool {
+        if head > self.size - 1 || !m.next.is_null() {
+            return false;
+        }
+        // SAFETY: head is within the table of `size` descriptors.
+        let d = unsafe { *self.desc.add(head as usize) };
+        let total = self.hdr_len + m.pkt_len;
+        if d.flags & (F_NEXT | F_INDIRECT) != 0 || d.len < total {
+            return false;
+        }
+        let Some(dst) = self.guest(d.addr, total) else {
+            return false;
+        };
+        let dst = dst as *mut u8;
+        // SAFETY: dst maps `total` bytes of guest memory (checked against
+        // its region), the header's and the frame's; the frame is the
+        // mbuf's data_len (= pkt_len, one segment) bytes.
+        unsafe {
+            self.write_hdr(dst, 1);
+            let src = (m.buf_addr as *const u8).add(m.data_off as usize);
+            copy_frame(src, dst.add(self.hdr_len as usize), m.pkt_len as usize);
+        }
+        used.push(head as u32, total);
+        true
+    }
+
+    /// The virtio-net header of a received frame: no offload (rvs offers
+    /// none), and `num_buffers` where the header has it.
+    ///
+    /// # Safety
+    /// `dst` is writable for `hdr_len` bytes.
+    #[inline(always)]
+    unsafe fn write_hdr(&self, dst: *mut u8, num_buffers: u16) {
+        // SAFETY: the caller's contract; 10 or 12 bytes.
+        unsafe {
+            dst.cast::<u64>().write_unaligned(0);
+            if self.hdr_len == 12 {
+                dst.add(8)
+                    .cast::<u32>()
+                    .write_unaligned(((num_buffers as u32) << 16).to_le());
+            } else {
+                dst.add(8).cast::<u16>().write_unaligned(0);
+            }
+        }
+    }
+
+    /// `put_one` for every other case: an mbuf chain, descriptor chains
+    /// and indirect tables, a frame spread over several buffers (mergeable
+    /// receive buffers), and malformed chains. Takes heads from
+    /// `heads[used.n..]`; on `NoRoom` nothing of the frame is taken.
+    #[inline(never)]
+    fn put_walk(&mut self, m: &raw::rte_mbuf, heads: &[u16], used: &mut Used) -> Put {
+        let start = used.n;
+        let mergeable = self.mergeable;
+        let mut src = Source::new(m);
+        let mut first_hdr: *mut u8 = std::ptr::null_mut();
+        loop {
+            let Some(&head) = heads.get(used.n) else {
+                used.n = start;
+                return Put::NoRoom;
+            };
+            match self.fill_chain(head, &mut src, &mut first_hdr) {
+                Some(len) => used.push(head as u32, len),
+                None => {
+                    // A chain the guest got wrong: it gets back every buffer
+                    // this frame took, empty, and the frame is dropped.
+                    self.errors.bad_desc.fetch_add(1, Ordering::Relaxed);
+                    used.push(head as u32, 0);
+                    for e in used.e[start..used.n].iter_mut() {
+                        e.1 = 0;
+                    }
+                    return Put::Dropped;
+                }
+            }
+            if src.left == 0 {
+                let nbuf = (used.n - start) as u16;
+                if nbuf > 1 && self.hdr_len == 12 {
+                    // SAFETY: first_hdr maps the header (fill_chain checked
+                    // the first descriptor holds it).
+                    unsafe { self.write_hdr(first_hdr, nbuf) };
+                }
+                return Put::Done;
+            }
+            if !mergeable {
+                // The guest's buffers are all this size: the frame can
+                // never fit, so it is dropped rather than left to block
+                // the queue, and the chain stays with the guest.
+                self.errors.too_long.fetch_add(1, Ordering::Relaxed);
+                used.n = start;
+                return Put::Dropped;
+            }
+        }
+    }
+
+    /// Writes what fits of `src` (after the header, when `first_hdr` is
+    /// still null) into the chain at `head`; the bytes written, or None for
+    /// a malformed chain.
+    fn fill_chain(&mut self, head: u16, src: &mut Source, first_hdr: &mut *mut u8) -> Option<u32> {
+        if head > self.size - 1 {
+            return None;
+        }
+        let mut table = self.desc;
+        let mut tlen = self.size as u32;
+        // SAFETY: head < size.
+        let mut d = unsafe { *self.desc.add(head as usize) };
+        if d.flags & F_INDIRECT != 0 {
+            let n = d.len / 16;
+            let p = self
+                .guest(d.addr, d.len)
+                .filter(|_| n > 0 && n <= u16::MAX as u32)?;
+            table = p as *const Desc;
+            tlen = n;
+            // SAFETY: p maps n >= 1 descriptors (checked against the region).
+            d = unsafe { table.read_unaligned() };
+        }
+        let mut written = 0u32;
+        for _ in 0..tlen {
+            let mut at = 0u32;
+            if first_hdr.is_null() {
+                // The header is written whole into the frame's first
+                // descriptor (guests never split it).
+                if d.len < self.hdr_len {
+                    return None;
+                }
+                let dst = self.guest(d.addr, self.hdr_len)? as *mut u8;
+                // SAFETY: dst maps hdr_len bytes (checked).
+                unsafe { self.write_hdr(dst, 1) };
+                *first_hdr = dst;
+                at = self.hdr_len;
+                written += at;
+            }
+            while at < d.len && src.left > 0 {
+                let (p, avail) = src.chunk();
+                if avail == 0 {
+                    // Segments shorter than pkt_len says: what they hold
+                    // is the frame.
+                    src.left = 0;
+                    break;
+                }
+                let take = avail.min(d.len - at);
+                let dst = self.guest(d.addr + at as u64, take)? as *mut u8;
+                // SAFETY: dst maps `take` bytes of guest memory (checked);
+                // p is readable for `avail` >= take bytes of the mbuf.
+                unsafe { std::ptr::copy_nonoverlapping(p, dst, take as usize) };
+                src.advance(take);
+                at += take;
+                written += take;
+            }
+            if d.flags & F_NEXT == 0 || src.left == 0 {
+                return Some(written);
+            }
+            if d.next as u32 >= tlen {
+                return None;
+            }
+            // SAFETY: next < tlen, the length of `table`.
+            d = unsafe { table.add(d.next as usize).read_unaligned() };
+        }
+        // Longer than its table: a loop.
+        None
+    }
+
+    /// Asks for the used-ring lines the next `n` entries go in, for writing:
+    /// the guest last read them, and the first write to each line stalled.
+    #[inline(always)]
+    fn prefetch_used(&self, n: usize) {
+        let mask = self.size - 1;
+        for i in (0..n).step_by(8) {
+            let u = self.last_used.wrapping_add(i as u16) & mask;
+            // SAFETY: u < size: an element of the used ring (a prefetch
+            // does not fault anyway).
+            prefetch_write(
+                unsafe { (self.used.add(2) as *const u32).add(2 * u as usize) } as *const u8,
+            );
+        }
+    }
+
     /// Signals the guest's call eventfd when it wants to hear of used
     /// buffers (VIRTIO 1.x 2.7.10: used_event with EVENT_IDX, else the
     /// NO_INTERRUPT flag). A poll-mode guest asks for nothing.
@@ -423,6 +670,79 @@ impl SplitRing {
             // SAFETY: callfd is the guest's eventfd; an 8-byte write of 1.
             unsafe { libc::write(self.callfd, &one as *const u64 as *const libc::c_void, 8) };
         }
+    }
+}
+
+/// The used entries an enqueue fills, published together at its end.
+struct Used {
+    e: [(u32, u32); crate::BURST],
+    n: usize,
+}
+
+impl Default for Used {
+    fn default() -> Used {
+        Used {
+            e: [(0, 0); crate::BURST],
+            n: 0,
+        }
+    }
+}
+
+impl Used {
+    #[inline(always)]
+    fn push(&mut self, id: u32, len: u32) {
+        // n < BURST: one entry per head, and there are at most BURST heads.
+        if let Some(e) = self.e.get_mut(self.n) {
+            *e = (id, len);
+            self.n += 1;
+        }
+    }
+}
+
+enum Put {
+    Done,
+    /// Dealt with by dropping it (counted).
+    Dropped,
+    /// Not enough buffers for the whole frame: nothing was taken.
+    NoRoom,
+}
+
+/// Where the next byte of a (possibly chained) mbuf's frame is.
+struct Source {
+    seg: *const raw::rte_mbuf,
+    off: u32,
+    left: u32,
+}
+
+impl Source {
+    fn new(m: &raw::rte_mbuf) -> Source {
+        Source {
+            seg: m,
+            off: 0,
+            left: m.pkt_len,
+        }
+    }
+
+    /// The rest of the current segment (moving to the next non-empty one).
+    fn chunk(&mut self) -> (*const u8, u32) {
+        // SAFETY: seg is a segment of the caller's mbuf chain; pkt_len
+        // bytes remain over the chain while left > 0 (DPDK's invariant),
+        // so a next segment exists while this one is spent.
+        unsafe {
+            while self.off >= (*self.seg).data_len as u32 && !(*self.seg).next.is_null() {
+                self.seg = (*self.seg).next;
+                self.off = 0;
+            }
+            let s = &*self.seg;
+            let avail = (s.data_len as u32).saturating_sub(self.off).min(self.left);
+            let p = (s.buf_addr as *const u8).add(s.data_off as usize + self.off as usize);
+            (p, avail)
+        }
+    }
+
+    fn advance(&mut self, n: u32) {
+        self.off += n;
+        self.left -= n;
     }
 }
 

@@ -10,9 +10,18 @@ usage: hostile_vhost.py SOCKET MODE SECONDS
   MODE loop:    a descriptor chain that points back at itself
   MODE long:    a proper descriptor holding a 4000-byte frame
   MODE valid:   a proper 60-byte frame (the control)
+  MODE rx-valid:   a proper 2048-byte receive buffer
+  MODE rx-outside: a receive buffer outside the shared memory
+  MODE rx-badnext: a 20-byte receive buffer chained to a descriptor past
+                   the table
+  MODE rx-short:   a proper receive buffer of 30 bytes (no mergeable
+                   buffers were negotiated: a frame must fit in one)
 It prints "posted" once the descriptor is out, keeps the connection for
 SECONDS, then prints the used ring's index (how many descriptors the
-switch gave back) and exits.
+switch gave back) and exits. The rx- modes post on the receive queue
+instead and print "rxused N len L data HEX": the receive ring's used
+index, its first entry's length, and the first 12 bytes after the
+10-byte header in the buffer.
 """
 import mmap
 import os
@@ -76,6 +85,9 @@ def main():
         msg(s, SET_VRING_CALL, struct.pack("<Q", q), [call])
     time.sleep(1.0)
 
+    if mode.startswith("rx-"):
+        receive(mem, kicks, mode, secs)
+        return
     # The transmit queue (1): one descriptor, as the mode says.
     desc, avail, used = RINGS[1]
     if mode == "outside":
@@ -102,6 +114,33 @@ def main():
     time.sleep(secs)
     (used_idx,) = struct.unpack("<H", mem[used + 2 : used + 4])
     print(f"used {used_idx} offered 0x{offered:x}", flush=True)
+
+
+def receive(mem, kicks, mode, secs):
+    """One receive buffer (device-writable) on queue 0, as the mode says."""
+    desc, avail, used = RINGS[0]
+    buf = BUF + 0x1000
+    write = 2
+    if mode == "rx-valid":
+        d = struct.pack("<QIHH", buf, 2048, write, 0)
+    elif mode == "rx-outside":
+        d = struct.pack("<QIHH", 0x4000_0000, 2048, write, 0)
+    elif mode == "rx-badnext":
+        d = struct.pack("<QIHH", buf, 20, write | 1, QSIZE + 44)
+    elif mode == "rx-short":
+        d = struct.pack("<QIHH", buf, 30, write, 0)
+    else:
+        sys.exit(f"unknown mode {mode}")
+    mem[desc : desc + 16] = d
+    mem[avail + 4 : avail + 6] = struct.pack("<H", 0)
+    mem[avail + 2 : avail + 4] = struct.pack("<H", 1)
+    os.eventfd_write(kicks[0], 1)
+    print("posted", flush=True)
+    time.sleep(secs)
+    (used_idx,) = struct.unpack("<H", mem[used + 2 : used + 4])
+    (length,) = struct.unpack("<I", mem[used + 8 : used + 12])
+    data = mem[buf + 10 : buf + 22].hex()
+    print(f"rxused {used_idx} len {length} data {data}", flush=True)
 
 
 if __name__ == "__main__":

@@ -290,6 +290,74 @@ fn malformed_unixctl_requests_get_errors_and_the_socket_stays_up() {
 }
 
 #[test]
+fn a_vm_posting_bad_receive_buffers_hurts_only_itself() {
+    // rvs writes guests' receive rings itself (vhost-own-tx, the
+    // default): tests/peers/hostile_vhost.py posts one receive buffer per
+    // run, as each mode says, and one broadcast ARP from a tenant is
+    // flooded to it. A buffer rvs cannot write goes back empty and the
+    // frame is counted; a frame longer than a legacy guest's buffer is
+    // dropped and counted and the buffer stays with the guest.
+    let mut h = Host::start("hostrx");
+    h.vsctl(&["add-br", "br0"]);
+    h.add_vhost_ports("br0", &["evil"]);
+    let a = tenant(&h, "br0", "hra", "10.7.0.1/24");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/peers/hostile_vhost.py");
+    let sock = h.dir.join("evil");
+    let mac = [0x02, 0, 0, 0, 0x0f, 0x01];
+    let arp = rvs_tests::arp_request_hex(mac, None, [10, 7, 0, 1], [10, 7, 0, 9]);
+    for (connects, (mode, want)) in [
+        (
+            "rx-valid",
+            "rxused 1 len 70 data ffffffffffff020000000f01\n",
+        ),
+        ("rx-outside", "rxused 1 len 0 "),
+        ("rx-badnext", "rxused 1 len 0 "),
+        ("rx-short", "rxused 0 len 0 "),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let connects = connects + 1;
+        let mut child = std::process::Command::new("python3")
+            .args([script, sock.to_str().unwrap(), mode, "3"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3");
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+        assert_eq!(line, "posted\n", "{mode}");
+        rvs_tests::wait_for("evil connected", std::time::Duration::from_secs(5), || {
+            h.log().matches("evil: guest connected").count() == connects
+        });
+        send_raw(&a, "hrai", std::slice::from_ref(&arp));
+        line.clear();
+        std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+        assert!(child.wait().unwrap().success(), "{mode}");
+        assert!(line.starts_with(want), "{mode}: {line}");
+        assert!(h.rvsd_running(), "{mode}: rvsd died\n{}", h.log_tail());
+        rvs_tests::wait_for(
+            "evil disconnected",
+            std::time::Duration::from_secs(5),
+            || h.log().matches("evil: guest disconnected").count() == connects,
+        );
+    }
+    let s = h.wait_stats("evil", "4 frames counted", |s| {
+        s["tx_packets"] + s["tx_dropped"] == 4
+    });
+    assert_eq!(
+        (
+            s["tx_packets"],
+            s["tx_dropped"],
+            s["tx_bad_descriptors"],
+            s["ovs_tx_mtu_exceeded_drops"]
+        ),
+        (1, 3, 2, 1),
+        "one written, two bad buffers, one frame too long"
+    );
+}
+
+#[test]
 fn a_vm_posting_descriptors_outside_its_memory_hurts_only_itself() {
     // tests/peers/hostile_vhost.py: a vhost-user frontend that shares its
     // memory properly and then posts a transmit descriptor pointing

@@ -117,6 +117,22 @@ fn a_guest_in_each_vhost_user_mode_reaches_the_host_and_the_other_guest() {
             Some("rvs"),
             "{port}"
         );
+        // Their receive rings (mergeable buffers, event index) were
+        // written by rvs too, and every frame fitted.
+        assert_eq!(
+            status.get("tx_ring_writer").map(String::as_str),
+            Some("rvs"),
+            "{port}"
+        );
+        assert_eq!(
+            (
+                got["tx_dropped"],
+                got["tx_bad_descriptors"],
+                got["ovs_tx_mtu_exceeded_drops"]
+            ),
+            (before["tx_dropped"], 0, 0),
+            "{port}"
+        );
     }
 }
 

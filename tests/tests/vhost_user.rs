@@ -1,7 +1,7 @@
 //! vhost-user in both modes against dpdk-testpmd's virtio-user (the VM side
 //! as QEMU would be): exact counts on both sides and in the database, MAC
 //! learning, flooding, a VM-side restart.
-use rvs_tests::{virtio_user, virtio_user_server, Host, TestPmd};
+use rvs_tests::{virtio_user, virtio_user_server, Capture, Host, TestPmd};
 
 const A: &str = "02:00:00:00:00:0a";
 const B: &str = "02:00:00:00:00:0b";
@@ -365,10 +365,100 @@ fn own_ring_reader_hands_the_ring_back_and_forth_without_losing_a_frame() {
     // transmit ring itself (ffi/src/vring.rs); switching to rte_vhost's
     // dequeue and back hands the ring over at the frame rvs reached, so
     // nothing is read twice or skipped.
-    let h = Host::start("vhor");
+    ring_handed_back_and_forth("vhor", "vhost-own-rx", "oa", "rx_ring_reader");
+}
+
+#[test]
+fn own_ring_writer_hands_the_ring_back_and_forth_without_losing_a_frame() {
+    // The same for guests' receive rings (vhost-own-tx, on by default):
+    // rvs writes the frames for ob itself or through rte_vhost's
+    // enqueue, and each switch hands the ring over at the buffer reached.
+    ring_handed_back_and_forth("vhow", "vhost-own-tx", "ob", "tx_ring_writer");
+}
+
+#[test]
+fn a_frame_longer_than_a_guest_buffer_spans_its_mergeable_buffers() {
+    // testpmd's receive buffers here hold 204 bytes (320-byte mbufs, the
+    // virtio-net header in the headroom), so a 1000-byte frame from a
+    // tenant takes five of them (VIRTIO_NET_F_MRG_RXBUF): written by rvs
+    // (the default) and, as the control, by rte_vhost's enqueue. testpmd
+    // swaps its MACs and sends it back as a five-segment chain, which
+    // rvs reads and forwards to the tenant: the bytes must come back
+    // as they left.
+    let h = Host::start("vhmrg");
+    h.add_vhost_ports("br0", &["mg"]);
+    let t = rvs_tests::tenant(&h, "br0", "vmg", "10.8.0.1/24");
+    let mut tp = TestPmd::virtio(
+        "vhmrg",
+        &[virtio_user(0, &h.dir.join("mg"), A)],
+        256,
+        &[
+            "-i",
+            "--nb-cores=1",
+            "--forward-mode=macswap",
+            "--total-num-mbufs=8192",
+            "--mbuf-size=320",
+            "--enable-scatter",
+            "--no-flush-rx",
+        ],
+    );
+    tp.cmd("set verbose 1");
+    tp.cmd("start");
+    h.wait_link_up(&["mg"]);
+    let payload: String = (0..(1000 - 14))
+        .map(|i| format!("{:02x}", i as u8))
+        .collect();
+    let frame = format!("02000000000a02000000100188b5{payload}");
+    let cap = Capture::start(
+        &t,
+        "vmgi",
+        "eth.src == 02:00:00:00:00:0a",
+        &["frame.len", "data.data"],
+        12,
+    );
+    for (round, own) in [(1u64, "true"), (2, "false")] {
+        h.vsctl(&[
+            "set",
+            "Open_vSwitch",
+            ".",
+            &format!("other_config:vhost-own-tx={own}"),
+        ]);
+        rvs_tests::send_raw(&t, "vmgi", std::slice::from_ref(&frame));
+        rvs_tests::wait_for(
+            "the frame in testpmd",
+            std::time::Duration::from_secs(10),
+            || tp.output().matches("length=1000 - nb_segs=5").count() as u64 == round,
+        );
+        let s = h.wait_stats("mg", "both ways counted", |s| {
+            s["tx_packets"] == round && s["rx_packets"] == round
+        });
+        assert_eq!(
+            (
+                s["tx_dropped"],
+                s["rx_oversize_errors"],
+                s["rx_bad_descriptors"]
+            ),
+            (0, 0, 0),
+            "vhost-own-tx={own}"
+        );
+    }
+    let got = cap.finish();
+    assert_eq!(
+        got,
+        vec![format!("1000\t{payload}"); 2],
+        "both came back whole"
+    );
+    tp.quit();
+}
+
+/// Frames from oa to ob while `key` is set to false and true in turn, to
+/// a bad value and then removed: every frame arrives once, and `port`'s
+/// status says who handles the ring (`status`).
+fn ring_handed_back_and_forth(prefix: &str, key: &str, port: &str, status: &str) {
+    let h = Host::start(prefix);
     h.add_vhost_ports("br0", &["oa", "ob"]);
     let mut tp = TestPmd::start(
-        "vhor",
+        prefix,
         &[
             virtio_user(0, &h.dir.join("oa"), A),
             virtio_user(1, &h.dir.join("ob"), B),
@@ -376,65 +466,51 @@ fn own_ring_reader_hands_the_ring_back_and_forth_without_losing_a_frame() {
     );
     tp.cmd("start");
     h.wait_link_up(&["oa", "ob"]);
-    let reader = |want: &str| {
+    let handler = |want: &str| {
         rvs_tests::wait_for(
-            &format!("oa read by {want}"),
+            &format!("{port} handled by {want}"),
             std::time::Duration::from_secs(10),
             || {
-                rvs_tests::parse_map(&h.get("Interface", "oa", "status"))
-                    .get("rx_ring_reader")
+                rvs_tests::parse_map(&h.get("Interface", port, "status"))
+                    .get(status)
                     .map(String::as_str)
                     == Some(want)
             },
         )
     };
-    tp.send(1, A, 1);
-    tp.send(0, B, 10);
-    let c = tp.settle();
-    assert_eq!((c[0].tx, c[1].rx), (10, 10));
-    reader("rvs");
-    let mut want_rx = 10;
-    for (own, n) in [("false", 7usize), ("true", 5), ("false", 3), ("true", 9)] {
+    let set = |v: &str| {
         h.vsctl(&[
             "set",
             "Open_vSwitch",
             ".",
-            &format!("other_config:vhost-own-rx={own}"),
-        ]);
+            &format!("other_config:{key}={v}"),
+        ])
+    };
+    tp.send(1, A, 1);
+    tp.send(0, B, 10);
+    let c = tp.settle();
+    assert_eq!((c[0].tx, c[1].rx), (10, 10));
+    handler("rvs");
+    let mut want_rx = 10;
+    for (own, n) in [("false", 7usize), ("true", 5), ("false", 3), ("true", 9)] {
+        set(own);
         tp.send(0, B, n);
         let c = tp.settle();
         want_rx += n as u64;
-        assert_eq!(c[1].rx, want_rx, "vhost-own-rx={own}: every frame once");
-        reader(if own == "true" { "rvs" } else { "rte_vhost" });
+        assert_eq!(c[1].rx, want_rx, "{key}={own}: every frame once");
+        handler(if own == "true" { "rvs" } else { "rte_vhost" });
     }
     // A bad value changes nothing.
-    h.vsctl(&[
-        "set",
-        "Open_vSwitch",
-        ".",
-        "other_config:vhost-own-rx=maybe",
-    ]);
+    set("maybe");
     tp.send(0, B, 4);
     let c = tp.settle();
     want_rx += 4;
     assert_eq!(c[1].rx, want_rx);
-    reader("rvs");
+    handler("rvs");
     // Given to the library, then the key removed: back to the default.
-    h.vsctl(&[
-        "set",
-        "Open_vSwitch",
-        ".",
-        "other_config:vhost-own-rx=false",
-    ]);
-    reader("rte_vhost");
-    h.vsctl(&[
-        "remove",
-        "Open_vSwitch",
-        ".",
-        "other_config",
-        "vhost-own-rx",
-    ]);
-    reader("rvs");
+    set("false");
+    handler("rte_vhost");
+    h.vsctl(&["remove", "Open_vSwitch", ".", "other_config", key]);
     tp.send(0, B, 6);
     let c = tp.settle();
     want_rx += 6;
@@ -442,11 +518,22 @@ fn own_ring_reader_hands_the_ring_back_and_forth_without_losing_a_frame() {
         c[1].rx, want_rx,
         "every frame once after the default came back"
     );
+    handler("rvs");
     let s = h.wait_stats("oa", "rx counted", |s| s["rx_packets"] == want_rx);
     assert_eq!(
         (s["rx_bad_descriptors"], s["rx_oversize_errors"]),
         (0, 0),
         "every chain was a frame"
+    );
+    let s = h.wait_stats("ob", "tx counted", |s| s["tx_packets"] == want_rx);
+    assert_eq!(
+        (
+            s["tx_dropped"],
+            s["tx_bad_descriptors"],
+            s["ovs_tx_mtu_exceeded_drops"]
+        ),
+        (0, 0, 0),
+        "every frame written"
     );
     tp.quit();
 }

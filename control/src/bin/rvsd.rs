@@ -230,8 +230,12 @@ fn openflow_env(sw: Arc<Switch<Mbuf>>) -> Env {
                         mac: st.mac.unwrap_or_default(),
                         link_up: st.link_up,
                         admin_up: true,
-                        stats: port_totals(sw.pmds.iter().map(|x| &x.stats), slot)
-                            .minus(&p.baseline),
+                        stats: {
+                            let mut t = port_totals(sw.pmds.iter().map(|x| &x.stats), slot)
+                                .minus(&p.baseline);
+                            t.tx_dropped += p.dev.device_tx_dropped();
+                            t
+                        },
                     })
                 })
                 .collect()
