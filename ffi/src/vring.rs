@@ -327,8 +327,6 @@ impl SplitRing {
             return 0;
         }
         let mask = self.size - 1;
-        // u16 offset of used->ring.
-        let used_ring = 2usize;
         self.prefetch_used(n);
         // The guest wrote the descriptors and frames on another core: each
         // first touch is a cache miss. Ask for all of them before copying
@@ -361,13 +359,7 @@ impl SplitRing {
             // SAFETY: b is a freshly allocated mbuf we own.
             let ok = self.copy_chain(head, unsafe { &mut *b });
             let u = self.last_used.wrapping_add(i as u16) & mask;
-            // SAFETY: u < size: an element (8 bytes: id, len) of the used
-            // ring; the guest reads it only after the idx store below.
-            unsafe {
-                let e = (self.used.add(used_ring) as *mut u32).add(2 * u as usize);
-                e.write_volatile(head as u32);
-                e.add(1).write_volatile(0);
-            }
+            self.set_used(u, head as u32, 0);
             if ok {
                 // SAFETY: b is ours; ownership moves into the Mbuf.
                 out.push(Mbuf::from_nonnull(unsafe {
@@ -401,38 +393,56 @@ impl SplitRing {
     /// is out of buffers.
     pub fn enqueue(&mut self, pkts: &[Mbuf]) -> (usize, u32) {
         let free = self.avail_idx().wrapping_sub(self.last_avail) as usize;
-        let n = free.min(crate::BURST);
-        if n == 0 || pkts.is_empty() {
+        let mut heads = Heads {
+            h: [0; crate::BURST],
+            read: 0,
+            cap: free.min(crate::BURST),
+        };
+        if heads.cap == 0 || pkts.is_empty() {
             return (0, 0);
         }
-        let mask = self.size - 1;
-        self.prefetch_used(n);
-        // As in `dequeue`: every avail entry and descriptor of the burst is
+        // As in `dequeue`: the avail entries and descriptors of the buffers
+        // the burst needs (one per frame, unless frames span several) are
         // asked for before the first is used. The buffers themselves are
         // not (decision 49: prefetching lines that are then written moved
         // the stall without shrinking it).
-        let mut heads = [0u16; crate::BURST];
-        for (i, h) in heads.iter_mut().take(n).enumerate() {
-            let slot = self.last_avail.wrapping_add(i as u16) & mask;
-            // SAFETY: slot < size: an entry of the avail ring.
-            *h = unsafe { self.avail.add(2 + slot as usize).read_volatile() };
+        self.read_heads(&mut heads, pkts.len());
+        self.prefetch_used(heads.read);
+        // Each buffer's header is read (and usually left as it is: see
+        // `write_hdr`) and its frame written, in lines the guest's core
+        // last held: ask for all of them before the first is touched, the
+        // header's for reading, the frame's for writing, so the transfers
+        // overlap.
+        let mask = self.size - 1;
+        for (&h, p) in heads.h.iter().zip(pkts).take(heads.read) {
             // SAFETY: masked below size: a descriptor of the table.
-            prefetch(unsafe { self.desc.add((*h & mask) as usize) } as *const u8);
+            let d = unsafe { *self.desc.add((h & mask) as usize) };
+            let want = self.hdr_len + p.pkt_len();
+            if d.flags & F_INDIRECT == 0 && d.len >= want {
+                if let Some(b) = self.guest(d.addr, want) {
+                    prefetch(b);
+                    // SAFETY: b maps `want` > hdr_len bytes.
+                    unsafe {
+                        prefetch_write(b.add(self.hdr_len as usize));
+                        prefetch_write(b.add(want as usize - 1));
+                    }
+                }
+            }
         }
-        let heads = &heads[..n];
         let mut used = Used::default();
         let (mut sent, mut dropped) = (0, 0u32);
         for (i, p) in pkts.iter().take(crate::BURST).enumerate() {
-            if used.n >= n {
+            if used.n >= heads.cap {
                 break;
             }
+            self.read_heads(&mut heads, used.n + 1);
             // SAFETY: the caller owns the mbuf for the call.
             let m = unsafe { &*p.as_ptr() };
-            if self.put_one(m, heads[used.n], &mut used) {
+            if self.put_one(m, heads.h[used.n], &mut used) {
                 sent += 1;
                 continue;
             }
-            match self.put_walk(m, heads, &mut used) {
+            match self.put_walk(m, &mut heads, &mut used) {
                 Put::Done => sent += 1,
                 Put::Dropped => {
                     sent += 1;
@@ -444,16 +454,9 @@ impl SplitRing {
         if used.n == 0 {
             return (sent, dropped);
         }
-        let used_ring = 2usize;
         for (i, &(id, len)) in used.e.iter().take(used.n).enumerate() {
             let u = self.last_used.wrapping_add(i as u16) & mask;
-            // SAFETY: u < size: an element (8 bytes: id, len) of the used
-            // ring; the guest reads it only after the idx store below.
-            unsafe {
-                let e = (self.used.add(used_ring) as *mut u32).add(2 * u as usize);
-                e.write_volatile(id);
-                e.add(1).write_volatile(len);
-            }
+            self.set_used(u, id, len);
         }
         let old = self.last_used;
         self.last_avail = self.last_avail.wrapping_add(used.n as u16);
@@ -497,21 +500,33 @@ impl SplitRing {
     }
 
     /// The virtio-net header of a received frame: no offload (rvs offers
-    /// none), and `num_buffers` where the header has it.
+    /// none), and `num_buffers` where the header has it. Written only
+    /// where it differs from what the buffer holds: a guest reuses its
+    /// buffers, so the header is usually right already, and a line that
+    /// is only read stays valid in the guest's cache (rte_vhost's
+    /// ASSIGN_UNLESS_EQUAL does the same). Writing it anyway cost a
+    /// second line transfer per frame.
     ///
     /// # Safety
-    /// `dst` is writable for `hdr_len` bytes.
+    /// `dst` is readable and writable for `hdr_len` bytes.
     #[inline(always)]
     unsafe fn write_hdr(&self, dst: *mut u8, num_buffers: u16) {
         // SAFETY: the caller's contract; 10 or 12 bytes.
         unsafe {
-            dst.cast::<u64>().write_unaligned(0);
+            let head = dst.cast::<u64>();
             if self.hdr_len == 12 {
-                dst.add(8)
-                    .cast::<u32>()
-                    .write_unaligned(((num_buffers as u32) << 16).to_le());
+                let tail = dst.add(8).cast::<u32>();
+                let want = ((num_buffers as u32) << 16).to_le();
+                if head.read_unaligned() != 0 || tail.read_unaligned() != want {
+                    head.write_unaligned(0);
+                    tail.write_unaligned(want);
+                }
             } else {
-                dst.add(8).cast::<u16>().write_unaligned(0);
+                let tail = dst.add(8).cast::<u16>();
+                if head.read_unaligned() != 0 || tail.read_unaligned() != 0 {
+                    head.write_unaligned(0);
+                    tail.write_unaligned(0);
+                }
             }
         }
     }
@@ -521,16 +536,18 @@ impl SplitRing {
     /// receive buffers), and malformed chains. Takes heads from
     /// `heads[used.n..]`; on `NoRoom` nothing of the frame is taken.
     #[inline(never)]
-    fn put_walk(&mut self, m: &raw::rte_mbuf, heads: &[u16], used: &mut Used) -> Put {
+    fn put_walk(&mut self, m: &raw::rte_mbuf, heads: &mut Heads, used: &mut Used) -> Put {
         let start = used.n;
         let mergeable = self.mergeable;
         let mut src = Source::new(m);
         let mut first_hdr: *mut u8 = std::ptr::null_mut();
         loop {
-            let Some(&head) = heads.get(used.n) else {
+            if used.n >= heads.cap {
                 used.n = start;
                 return Put::NoRoom;
-            };
+            }
+            self.read_heads(heads, used.n + 1);
+            let head = heads.h[used.n];
             match self.fill_chain(head, &mut src, &mut first_hdr) {
                 Some(len) => used.push(head as u32, len),
                 None => {
@@ -631,6 +648,41 @@ impl SplitRing {
         None
     }
 
+    /// Used-ring element `u` (below size) says buffer `id` holds `len`
+    /// bytes. Written only where it differs: the guest reads the element
+    /// only after the idx store that follows, and a guest that reuses its
+    /// buffers in order (virtio-user) finds the same id and length there
+    /// a lap later, in a line that then stays valid in its cache.
+    #[inline(always)]
+    fn set_used(&self, u: u16, id: u32, len: u32) {
+        // SAFETY: u < size: an element (8 bytes: id, len) of the used ring
+        // (u32 offset 1 of the ring, which starts with flags and idx).
+        unsafe {
+            let e = (self.used.add(2) as *mut u32).add(2 * u as usize);
+            if e.read_volatile() != id || e.add(1).read_volatile() != len {
+                e.write_volatile(id);
+                e.add(1).write_volatile(len);
+            }
+        }
+    }
+
+    /// Reads the avail ring's entries up to `upto` of the burst (at most
+    /// its `cap`), each descriptor asked for as its head is read.
+    #[inline(always)]
+    fn read_heads(&self, heads: &mut Heads, upto: usize) {
+        let mask = self.size - 1;
+        let upto = upto.min(heads.cap);
+        while heads.read < upto {
+            let slot = self.last_avail.wrapping_add(heads.read as u16) & mask;
+            // SAFETY: slot < size: an entry of the avail ring.
+            let h = unsafe { self.avail.add(2 + slot as usize).read_volatile() };
+            // SAFETY: masked below size: a descriptor of the table.
+            prefetch(unsafe { self.desc.add((h & mask) as usize) } as *const u8);
+            heads.h[heads.read] = h;
+            heads.read += 1;
+        }
+    }
+
     /// Asks for the used-ring lines the next `n` entries go in, for writing:
     /// the guest last read them, and the first write to each line stalled.
     #[inline(always)]
@@ -671,6 +723,15 @@ impl SplitRing {
             unsafe { libc::write(self.callfd, &one as *const u64 as *const libc::c_void, 8) };
         }
     }
+}
+
+/// The heads of the guest's receive buffers an enqueue takes, read from
+/// the avail ring as far as needed: `read` of them so far, at most `cap`
+/// (what the guest made available, up to a burst).
+struct Heads {
+    h: [u16; crate::BURST],
+    read: usize,
+    cap: usize,
 }
 
 /// The used entries an enqueue fills, published together at its end.
