@@ -318,28 +318,22 @@ impl NetDev<Mbuf> for VhostPort {
                     self.dev.enabled_mask().count_ones().to_string(),
                 ),
                 // Who takes frames off queue pair 0's transmit ring (once
-                // it has been polled): rvs itself or rte_vhost's dequeue.
+                // it has been polled) and who puts frames on its receive
+                // ring (once it has been sent to): rvs itself or rte_vhost.
                 (
                     "rx_ring_reader".into(),
-                    if self.dev.reads_own_ring(0) {
-                        "rvs"
-                    } else {
-                        "rte_vhost"
-                    }
-                    .into(),
+                    ring_handler(self.dev.reads_own_ring(0)),
                 ),
-                // Who puts frames on queue pair 0's receive ring (once it
-                // has been sent to): rvs itself or rte_vhost's enqueue.
                 (
                     "tx_ring_writer".into(),
-                    if self.dev.writes_own_ring(0) {
-                        "rvs"
-                    } else {
-                        "rte_vhost"
-                    }
-                    .into(),
+                    ring_handler(self.dev.writes_own_ring(0)),
                 ),
             ],
         }
     }
+}
+
+/// Interface status name of who handles a vhost-user ring.
+fn ring_handler(own: bool) -> String {
+    if own { "rvs" } else { "rte_vhost" }.into()
 }

@@ -151,17 +151,7 @@ impl VhostState {
 /// Makes PMDs read guests' transmit rings themselves (`on`) or through
 /// the library, from each ring's next dequeue.
 pub fn set_own_rx(on: bool) {
-    if OWN_RX.swap(on, Ordering::SeqCst) == on {
-        return;
-    }
-    let states: Vec<Arc<VhostState>> = match registry().lock() {
-        Ok(r) => r.values().cloned().collect(),
-        Err(_) => return,
-    };
-    for s in states {
-        s.pause_rings(true);
-        s.resume_rings();
-    }
+    set_own(&OWN_RX, on);
 }
 
 /// Whether PMDs read guests' transmit rings themselves.
@@ -172,7 +162,18 @@ pub fn own_rx() -> bool {
 /// Makes PMDs write guests' receive rings themselves (`on`) or through
 /// the library, from each ring's next enqueue.
 pub fn set_own_tx(on: bool) {
-    if OWN_TX.swap(on, Ordering::SeqCst) == on {
+    set_own(&OWN_TX, on);
+}
+
+/// Whether PMDs write guests' receive rings themselves.
+pub fn own_tx() -> bool {
+    OWN_TX.load(Ordering::Relaxed)
+}
+
+/// Sets `flag` and, when it changed, hands every ring back to the
+/// library so that each decides again at its next use.
+fn set_own(flag: &AtomicBool, on: bool) {
+    if flag.swap(on, Ordering::SeqCst) == on {
         return;
     }
     let states: Vec<Arc<VhostState>> = match registry().lock() {
@@ -183,11 +184,6 @@ pub fn set_own_tx(on: bool) {
         s.pause_rings(true);
         s.resume_rings();
     }
-}
-
-/// Whether PMDs write guests' receive rings themselves.
-pub fn own_tx() -> bool {
-    OWN_TX.load(Ordering::Relaxed)
 }
 
 type Hook = Box<dyn Fn() + Send + Sync>;
