@@ -332,16 +332,14 @@ impl SplitRing {
         // first touch is a cache miss. Ask for all of them before copying
         // any, so the misses overlap instead of following one another
         // (the library's dequeue takes them one frame at a time).
-        let mut heads = [0u16; crate::BURST];
-        for (i, h) in heads.iter_mut().take(n).enumerate() {
-            let slot = self.last_avail.wrapping_add(i as u16) & mask;
-            // SAFETY: slot < size: an entry of the avail ring.
-            *h = unsafe { self.avail.add(2 + slot as usize).read_volatile() };
-            // SAFETY: masked below size: a descriptor of the table (a head
-            // out of range is refused by copy_chain; its prefetch is moot).
-            prefetch(unsafe { self.desc.add((*h & mask) as usize) } as *const u8);
-        }
-        for &h in heads.iter().take(n) {
+        let mut heads = Heads {
+            h: [0; crate::BURST],
+            read: 0,
+            cap: n,
+        };
+        self.read_heads(&mut heads, n);
+        let heads = &heads.h[..n];
+        for &h in heads {
             // SAFETY: masked below size.
             let d = unsafe { *self.desc.add((h & mask) as usize) };
             if d.flags & F_INDIRECT == 0 {
@@ -355,7 +353,7 @@ impl SplitRing {
             }
         }
         let mut got = 0;
-        for (i, (&b, &head)) in bufs.iter().zip(&heads).take(n).enumerate() {
+        for (i, (&b, &head)) in bufs.iter().zip(heads).enumerate() {
             // SAFETY: b is a freshly allocated mbuf we own.
             let ok = self.copy_chain(head, unsafe { &mut *b });
             let u = self.last_used.wrapping_add(i as u16) & mask;
@@ -371,16 +369,23 @@ impl SplitRing {
                 unsafe { raw::rvs_pktmbuf_free(b) };
             }
         }
+        self.publish(n as u16);
+        got
+    }
+
+    /// Returns the next `n` buffers to the guest: both indices move on,
+    /// the used idx store (Release) publishes the elements written before
+    /// it, and the guest is told if it asked.
+    #[inline(always)]
+    fn publish(&mut self, n: u16) {
         let old = self.last_used;
-        self.last_avail = self.last_avail.wrapping_add(n as u16);
-        self.last_used = self.last_used.wrapping_add(n as u16);
-        // SAFETY: used idx is the used ring's second u16; Release publishes
-        // the entries written above.
+        self.last_avail = self.last_avail.wrapping_add(n);
+        self.last_used = self.last_used.wrapping_add(n);
+        // SAFETY: used idx is the used ring's second u16.
         unsafe {
             (*(self.used.add(1) as *const AtomicU16)).store(self.last_used, Ordering::Release)
         };
         self.notify(old);
-        got
     }
 
     /// Copies frames from the front of `pkts` (up to BURST) into the
@@ -403,9 +408,7 @@ impl SplitRing {
         }
         // As in `dequeue`: the avail entries and descriptors of the buffers
         // the burst needs (one per frame, unless frames span several) are
-        // asked for before the first is used. The buffers themselves are
-        // not (decision 49: prefetching lines that are then written moved
-        // the stall without shrinking it).
+        // asked for before the first is used.
         self.read_heads(&mut heads, pkts.len());
         self.prefetch_used(heads.read);
         // Each buffer's header is read (and usually left as it is: see
@@ -458,14 +461,7 @@ impl SplitRing {
             let u = self.last_used.wrapping_add(i as u16) & mask;
             self.set_used(u, id, len);
         }
-        let old = self.last_used;
-        self.last_avail = self.last_avail.wrapping_add(used.n as u16);
-        self.last_used = self.last_used.wrapping_add(used.n as u16);
-        // SAFETY: as in `dequeue`: Release publishes the entries.
-        unsafe {
-            (*(self.used.add(1) as *const AtomicU16)).store(self.last_used, Ordering::Release)
-        };
-        self.notify(old);
+        self.publish(used.n as u16);
         (sent, dropped)
     }
 
