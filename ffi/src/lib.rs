@@ -18,6 +18,7 @@ pub mod eal;
 pub mod ethdev;
 pub mod mbuf;
 pub mod mempool;
+pub mod prefetch;
 pub mod vhost;
 pub mod vring;
 

@@ -59,6 +59,16 @@ impl Mbuf {
         self.m().pkt_len
     }
 
+    /// Prefetches the line holding the data's last `n` bytes (a receiver
+    /// about to read a trailer written by another core: issuing every
+    /// frame's miss before reading any overlaps them).
+    #[inline]
+    pub fn prefetch_tail(&self, n: u16) {
+        let m = self.m();
+        let off = m.data_off as usize + (m.data_len.saturating_sub(n)) as usize;
+        crate::prefetch::read((m.buf_addr as *const u8).wrapping_add(off));
+    }
+
     #[inline]
     pub fn headroom(&self) -> u16 {
         self.m().data_off

@@ -11,6 +11,7 @@
 //! about the device changes.
 use crate::mbuf::Mbuf;
 use crate::mempool::Mempool;
+use crate::prefetch;
 use crate::raw;
 use arrayvec::ArrayVec;
 use std::sync::atomic::{fence, AtomicU16, AtomicU64, Ordering};
@@ -344,10 +345,10 @@ impl SplitRing {
             let d = unsafe { *self.desc.add((h & mask) as usize) };
             if d.flags & F_INDIRECT == 0 {
                 if let Some(p) = self.guest(d.addr, d.len.min(128)) {
-                    prefetch(p);
+                    prefetch::read(p);
                     if d.len > 64 {
                         // SAFETY: p maps at least 65 bytes.
-                        prefetch(unsafe { p.add(64) });
+                        prefetch::read(unsafe { p.add(64) });
                     }
                 }
             }
@@ -423,11 +424,11 @@ impl SplitRing {
             let want = self.hdr_len + p.pkt_len();
             if d.flags & F_INDIRECT == 0 && d.len >= want {
                 if let Some(b) = self.guest(d.addr, want) {
-                    prefetch(b);
+                    prefetch::read(b);
                     // SAFETY: b maps `want` > hdr_len bytes.
                     unsafe {
-                        prefetch_write(b.add(self.hdr_len as usize));
-                        prefetch_write(b.add(want as usize - 1));
+                        prefetch::write(b.add(self.hdr_len as usize));
+                        prefetch::write(b.add(want as usize - 1));
                     }
                 }
             }
@@ -673,7 +674,7 @@ impl SplitRing {
             // SAFETY: slot < size: an entry of the avail ring.
             let h = unsafe { self.avail.add(2 + slot as usize).read_volatile() };
             // SAFETY: masked below size: a descriptor of the table.
-            prefetch(unsafe { self.desc.add((h & mask) as usize) } as *const u8);
+            prefetch::read(unsafe { self.desc.add((h & mask) as usize) } as *const u8);
             heads.h[heads.read] = h;
             heads.read += 1;
         }
@@ -688,7 +689,7 @@ impl SplitRing {
             let u = self.last_used.wrapping_add(i as u16) & mask;
             // SAFETY: u < size: an element of the used ring (a prefetch
             // does not fault anyway).
-            prefetch_write(
+            prefetch::write(
                 unsafe { (self.used.add(2) as *const u32).add(2 * u as usize) } as *const u8,
             );
         }
@@ -801,32 +802,6 @@ impl Source {
         self.off += n;
         self.left -= n;
     }
-}
-
-#[inline(always)]
-fn prefetch(p: *const u8) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch never faults, whatever the address.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p as *const i8)
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
-}
-
-/// A prefetch for writing (PREFETCHW: the line comes in exclusive state,
-/// so the write that follows needs no second transfer). CPUs without it
-/// (Intel before Broadwell) execute it as a no-op.
-#[inline(always)]
-fn prefetch_write(p: *const u8) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch never faults, whatever the address, and touches
-    // no register or flag.
-    unsafe {
-        std::arch::asm!("prefetchw [{}]", in(reg) p, options(nostack, preserves_flags, readonly))
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
 }
 
 /// Copies `len` bytes of a frame from guest memory into an mbuf. Frames

@@ -176,11 +176,7 @@ impl WordHash {
     /// The hash of a key's packet words (what the exact-match cache keys).
     #[inline]
     pub fn key(&self, k: &FlowKey) -> u64 {
-        // Always Some (PACKET_WORDS < KEY_WORDS): a view, not a copy.
-        match k.w.first_chunk::<PACKET_WORDS>() {
-            Some(w) => self.words(w),
-            None => 0,
-        }
+        self.words(k.packet_words())
     }
 }
 

@@ -7,6 +7,7 @@
 /// tunnel); the rest (metadata, registers) start at zero for every packet.
 pub const KEY_WORDS: usize = 22;
 pub const PACKET_WORDS: usize = 9;
+const _: () = assert!(PACKET_WORDS <= KEY_WORDS);
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct FlowKey {
@@ -290,6 +291,14 @@ impl FlowKey {
 
     pub fn is_zero(&self) -> bool {
         self.w.iter().all(|&w| w == 0)
+    }
+
+    /// The words parsed from the packet (what the exact-match cache keys).
+    #[inline(always)]
+    pub fn packet_words(&self) -> &[u64; PACKET_WORDS] {
+        self.w
+            .first_chunk::<PACKET_WORDS>()
+            .expect("PACKET_WORDS <= KEY_WORDS")
     }
 }
 
