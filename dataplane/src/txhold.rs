@@ -28,9 +28,24 @@ struct Held<P: PacketBuf> {
     /// The device the frames are for: a slot reused by another port (even
     /// at the same address, which a live Weak rules out) does not get them.
     dev: Weak<dyn NetDev<P>>,
+    /// The frames next in line, offered as they are; what the port does
+    /// not take stays here, in order. (Draining a burst from `frames` for
+    /// each offer and putting the refused back one by one was most of the
+    /// hold's cost with a receiver a little slower than the PMD: it takes
+    /// a few frames per offer.)
+    next: Burst<P>,
+    /// Their bytes on the wire.
+    next_bytes: u64,
+    /// The frames behind `next`.
     frames: VecDeque<P>,
     /// When the port last took a held frame, or when holding began.
     progress_ns: u64,
+}
+
+impl<P: PacketBuf> Held<P> {
+    fn len(&self) -> usize {
+        self.next.len() + self.frames.len()
+    }
 }
 
 /// One PMD's held frames, per output port.
@@ -84,7 +99,7 @@ impl<P: PacketBuf> TxHold<P> {
         self.queues
             .iter()
             .find(|h| h.slot == slot)
-            .map_or(0, |h| h.frames.len())
+            .map_or(0, |h| h.len())
     }
 
     /// Sends `b` to `port` (slot `slot`, tx queue `txq`), behind whatever
@@ -136,7 +151,7 @@ impl<P: PacketBuf> TxHold<P> {
         let mut i = 0;
         while i < self.queues.len() {
             let slot = self.queues[i].slot;
-            if self.queues[i].frames.is_empty() {
+            if self.queues[i].len() == 0 {
                 i += 1;
                 continue;
             }
@@ -171,6 +186,8 @@ impl<P: PacketBuf> TxHold<P> {
             None => self.queues.push(Held {
                 slot,
                 dev: Arc::downgrade(dev),
+                next: Burst::new(),
+                next_bytes: 0,
                 frames: VecDeque::with_capacity(limit),
                 progress_ns: now_ns,
             }),
@@ -184,7 +201,7 @@ impl<P: PacketBuf> TxHold<P> {
             b.clear();
             return;
         };
-        let room = limit.saturating_sub(h.frames.len());
+        let room = limit.saturating_sub(h.len());
         let take = b.len().min(room);
         let refused = (b.len() - take) as u64;
         b.truncate(take);
@@ -212,32 +229,39 @@ impl<P: PacketBuf> TxHold<P> {
             return;
         };
         let h = &mut self.queues[i];
-        let mut b: Burst<P> = Burst::new();
-        while !h.frames.is_empty() {
-            let n = h.frames.len().min(b.capacity());
-            b.extend(h.frames.drain(..n));
-            let bytes = wire_bytes(&b);
-            let sent = keep_counted(port, slot, txq, stats, &mut b, bytes);
-            self.total -= sent;
-            if sent > 0 {
-                h.progress_ns = now_ns;
+        loop {
+            let n = (h.next.capacity() - h.next.len()).min(h.frames.len());
+            for p in h.frames.drain(..n) {
+                h.next_bytes += p.wire_len() as u64;
+                h.next.push(p);
             }
-            if sent < n {
-                // Back to the front, in order.
-                for p in b.drain(..).rev() {
-                    h.frames.push_front(p);
-                }
+            let offered = h.next.len();
+            if offered == 0 {
+                break;
+            }
+            let sent = port.dev.tx_keep(txq, &mut h.next);
+            if sent == 0 {
+                break;
+            }
+            let left = wire_bytes(&h.next);
+            stats.tx_sent(slot, sent as u64, h.next_bytes - left);
+            h.next_bytes = left;
+            self.total -= sent;
+            h.progress_ns = now_ns;
+            if sent < offered {
                 break;
             }
         }
-        if !h.frames.is_empty() && now_ns.saturating_sub(h.progress_ns) > STALL_NS {
+        if h.len() > 0 && now_ns.saturating_sub(h.progress_ns) > STALL_NS {
             self.discard(i, DropReason::TxFull, stats);
         }
     }
 
     fn discard(&mut self, i: usize, r: DropReason, stats: &PmdStats) {
         let h = &mut self.queues[i];
-        let n = h.frames.len();
+        let n = h.len();
+        h.next.clear();
+        h.next_bytes = 0;
         h.frames.clear();
         self.total -= n;
         match r {
