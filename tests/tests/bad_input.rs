@@ -7,7 +7,7 @@
 //! need not understand; tshark on the far side counts what arrived. Then
 //! malformed unixctl requests: an error reply each, and the socket serves
 //! the next client.
-use rvs_tests::{pmd_drops, send_raw, tenant, Capture, Host};
+use rvs_tests::{pmd_drops, send_raw, tenant, Capture, Host, Netns};
 
 use std::collections::BTreeMap;
 
@@ -289,6 +289,21 @@ fn malformed_unixctl_requests_get_errors_and_the_socket_stays_up() {
     assert_eq!(h.vsctl(&["list-br"]), "");
 }
 
+/// tests/peers/hostile_vhost.py: a vhost-user frontend that shares its
+/// memory properly and posts what its mode says.
+const HOSTILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/peers/hostile_vhost.py");
+
+/// A host whose br0 has the vhost-user port `evil` (returned: the socket
+/// HOSTILE connects to) and a tenant namespace `ns` at `addr`.
+fn hostile_host(name: &str, ns: &str, addr: &str) -> (Host, Netns, String) {
+    let h = Host::start(name);
+    h.vsctl(&["add-br", "br0"]);
+    h.add_vhost_ports("br0", &["evil"]);
+    let t = tenant(&h, "br0", ns, addr);
+    let sock = h.dir.join("evil").to_str().expect("utf-8 path").to_string();
+    (h, t, sock)
+}
+
 #[test]
 fn a_vm_posting_bad_receive_buffers_hurts_only_itself() {
     // rvs writes guests' receive rings itself (vhost-own-tx, the
@@ -297,12 +312,7 @@ fn a_vm_posting_bad_receive_buffers_hurts_only_itself() {
     // flooded to it. A buffer rvs cannot write goes back empty and the
     // frame is counted; a frame longer than a legacy guest's buffer is
     // dropped and counted and the buffer stays with the guest.
-    let mut h = Host::start("hostrx");
-    h.vsctl(&["add-br", "br0"]);
-    h.add_vhost_ports("br0", &["evil"]);
-    let a = tenant(&h, "br0", "hra", "10.7.0.1/24");
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/peers/hostile_vhost.py");
-    let sock = h.dir.join("evil");
+    let (mut h, a, sock) = hostile_host("hostrx", "hra", "10.7.0.1/24");
     let mac = [0x02, 0, 0, 0, 0x0f, 0x01];
     let arp = rvs_tests::arp_request_hex(mac, None, [10, 7, 0, 1], [10, 7, 0, 9]);
     for (connects, (mode, want)) in [
@@ -319,7 +329,7 @@ fn a_vm_posting_bad_receive_buffers_hurts_only_itself() {
     {
         let connects = connects + 1;
         let mut child = std::process::Command::new("python3")
-            .args([script, sock.to_str().unwrap(), mode, "3"])
+            .args([HOSTILE, &sock, mode, "3"])
             .stdout(std::process::Stdio::piped())
             .spawn()
             .expect("python3");
@@ -359,23 +369,17 @@ fn a_vm_posting_bad_receive_buffers_hurts_only_itself() {
 
 #[test]
 fn a_vm_posting_descriptors_outside_its_memory_hurts_only_itself() {
-    // tests/peers/hostile_vhost.py: a vhost-user frontend that shares its
-    // memory properly and then posts a transmit descriptor pointing
-    // outside it, running past its end, or chained to itself.
-    let mut h = Host::start("hostile");
-    h.vsctl(&["add-br", "br0"]);
-    h.add_vhost_ports("br0", &["evil"]);
-    let a = tenant(&h, "br0", "ha", "10.6.0.1/24");
+    // HOSTILE posts a transmit descriptor pointing outside its memory,
+    // running past its end, or chained to itself.
+    let (mut h, a, sock) = hostile_host("hostile", "ha", "10.6.0.1/24");
     let _b = tenant(&h, "br0", "hb", "10.6.0.2/24");
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/peers/hostile_vhost.py");
-    let sock = h.dir.join("evil");
     // With vhost-own-rx rvs reads the ring itself: a chain it cannot
     // follow is returned to the guest unread and counted, and the guest's
     // queue goes on. rte_vhost's dequeue (vhost-own-rx=false) leaves it
     // posted.
     // A frame longer than an mbuf is returned and counted as such.
     h.vsctl(&["set", "Open_vSwitch", ".", "other_config:vhost-own-rx=true"]);
-    let out = rvs_tests::sh("python3", &[script, sock.to_str().unwrap(), "long", "2"]);
+    let out = rvs_tests::sh("python3", &[HOSTILE, &sock, "long", "2"]);
     assert!(out.contains("used 1 "), "long: {out}");
     for (own, used) in [("true", "used 1 "), ("false", "used 0 ")] {
         h.vsctl(&[
@@ -385,7 +389,7 @@ fn a_vm_posting_descriptors_outside_its_memory_hurts_only_itself() {
             &format!("other_config:vhost-own-rx={own}"),
         ]);
         for mode in ["outside", "overrun", "loop"] {
-            let out = rvs_tests::sh("python3", &[script, sock.to_str().unwrap(), mode, "2"]);
+            let out = rvs_tests::sh("python3", &[HOSTILE, &sock, mode, "2"]);
             assert!(out.starts_with("posted\n"), "{mode}: {out}");
             assert!(out.contains(used), "{own} {mode}: {out}");
             assert!(h.rvsd_running(), "{mode}: rvsd died\n{}", h.log_tail());
@@ -416,7 +420,7 @@ fn a_vm_posting_descriptors_outside_its_memory_hurts_only_itself() {
     h.vsctl(&["set", "Open_vSwitch", ".", "other_config:vhost-own-rx=true"]);
     // The control: the same frontend with a proper descriptor gets it
     // taken and the frame counted.
-    let out = rvs_tests::sh("python3", &[script, sock.to_str().unwrap(), "valid", "2"]);
+    let out = rvs_tests::sh("python3", &[HOSTILE, &sock, "valid", "2"]);
     assert!(out.contains("used 1 "), "{out}");
     rvs_tests::wait_for(
         "1 frame from the VM",
