@@ -69,7 +69,7 @@ fn wire_bytes<P: PacketBuf>(b: &Burst<P>) -> u64 {
 }
 
 /// `tx_keep` of `b` (`bytes` on the wire) with what the port took
-/// counted; returns how many it took.
+/// counted; returns how many it took and the bytes of what is left.
 #[inline]
 fn keep_counted<P: PacketBuf>(
     port: &PortEntry<P>,
@@ -78,10 +78,11 @@ fn keep_counted<P: PacketBuf>(
     stats: &PmdStats,
     b: &mut Burst<P>,
     bytes: u64,
-) -> usize {
+) -> (usize, u64) {
     let sent = port.dev.tx_keep(txq, b);
-    stats.tx_sent(slot, sent as u64, bytes - wire_bytes(b));
-    sent
+    let left = wire_bytes(b);
+    stats.tx_sent(slot, sent as u64, bytes - left);
+    (sent, left)
 }
 
 fn same_dev<P: PacketBuf>(w: &Weak<dyn NetDev<P>>, d: &Arc<dyn NetDev<P>>) -> bool {
@@ -239,13 +240,11 @@ impl<P: PacketBuf> TxHold<P> {
             if offered == 0 {
                 break;
             }
-            let sent = port.dev.tx_keep(txq, &mut h.next);
+            let (sent, left) = keep_counted(port, slot, txq, stats, &mut h.next, h.next_bytes);
+            h.next_bytes = left;
             if sent == 0 {
                 break;
             }
-            let left = wire_bytes(&h.next);
-            stats.tx_sent(slot, sent as u64, h.next_bytes - left);
-            h.next_bytes = left;
             self.total -= sent;
             h.progress_ns = now_ns;
             if sent < offered {

@@ -167,6 +167,13 @@ fn percentile(h: &[u64], total: u64, p: f64) -> u64 {
     bucket_ns(h.len() - 1)
 }
 
+/// Keeps a received one-segment mbuf for sending again (freed otherwise).
+fn recycle(spare: &mut Vec<Mbuf>, m: Mbuf) {
+    if spare.len() < SPARE && m.pkt_len() == m.data().len() as u32 {
+        spare.push(m);
+    }
+}
+
 fn hex(s: &str) -> Result<Vec<u8>, String> {
     if !s.len().is_multiple_of(2) {
         return Err("--frame: odd number of hex digits".into());
@@ -319,9 +326,7 @@ fn run(a: Args) -> Result<(), String> {
                 rx_window += got as u64;
             }
             for m in rxb.drain(..) {
-                if spare.len() < SPARE && m.pkt_len() == m.data().len() as u32 {
-                    spare.push(m);
-                }
+                recycle(&mut spare, m);
             }
         } else if got > 0 {
             let t = eal::rdtsc();
@@ -342,9 +347,7 @@ fn run(a: Args) -> Result<(), String> {
                     let ns = ((t.saturating_sub(sent_at) as u128 * ns_per_cycle) >> 32) as u64;
                     hist[bucket(ns)] += 1;
                 }
-                if spare.len() < SPARE && m.pkt_len() == m.data().len() as u32 {
-                    spare.push(m);
-                }
+                recycle(&mut spare, m);
             }
         }
         // The sending port may get frames back (a flood, a reply): drop.
