@@ -66,6 +66,10 @@ pub struct SplitRing {
     used: *mut u16,
     size: u16,
     last_avail: u16,
+    /// The guest's avail idx as last read: entries up to it are published
+    /// (idx only grows), so while they cover a burst the line, which the
+    /// guest's core keeps writing, is not read again.
+    avail_seen: u16,
     last_used: u16,
     callfd: i32,
     event_idx: bool,
@@ -153,6 +157,7 @@ impl SplitRing {
             used: used as *mut u16,
             size,
             last_avail,
+            avail_seen: last_avail,
             last_used,
             callfd: vr.callfd,
             event_idx: features & EVENT_IDX != 0,
@@ -183,6 +188,18 @@ impl SplitRing {
         // u16, written by the guest: read atomically, and Acquire orders
         // the ring entries it publishes.
         unsafe { (*(self.avail.add(1) as *const AtomicU16)).load(Ordering::Acquire) }
+    }
+
+    /// How many entries the guest has made available past `last_avail`,
+    /// read from the ring only when those known of are fewer than `want`.
+    #[inline(always)]
+    fn available(&mut self, want: usize) -> usize {
+        let known = self.avail_seen.wrapping_sub(self.last_avail) as usize;
+        if known >= want {
+            return known;
+        }
+        self.avail_seen = self.avail_idx();
+        self.avail_seen.wrapping_sub(self.last_avail) as usize
     }
 
     #[inline]
@@ -316,9 +333,8 @@ impl SplitRing {
         pool: &Mempool,
         out: &mut ArrayVec<Mbuf, N>,
     ) -> usize {
-        let avail = self.avail_idx();
         let room = (N - out.len()).min(crate::BURST);
-        let n = (avail.wrapping_sub(self.last_avail) as usize).min(room);
+        let n = self.available(room).min(room);
         if n == 0 {
             return 0;
         }
@@ -398,7 +414,7 @@ impl SplitRing {
     /// The mbufs stay with the caller. Fewer than offered means the ring
     /// is out of buffers.
     pub fn enqueue(&mut self, pkts: &[Mbuf]) -> (usize, u32) {
-        let free = self.avail_idx().wrapping_sub(self.last_avail) as usize;
+        let free = self.available(pkts.len().min(crate::BURST));
         let mut heads = Heads {
             h: [0; crate::BURST],
             read: 0,
@@ -435,6 +451,7 @@ impl SplitRing {
         }
         let mut used = Used::default();
         let (mut sent, mut dropped) = (0, 0u32);
+        let mut short = false;
         for (i, p) in pkts.iter().take(crate::BURST).enumerate() {
             if used.n >= heads.cap {
                 break;
@@ -452,17 +469,24 @@ impl SplitRing {
                     sent += 1;
                     dropped |= 1 << i;
                 }
-                Put::NoRoom => break,
+                Put::NoRoom => {
+                    short = true;
+                    break;
+                }
             }
         }
-        if used.n == 0 {
-            return (sent, dropped);
+        if used.n > 0 {
+            for (i, &(id, len)) in used.e.iter().take(used.n).enumerate() {
+                let u = self.last_used.wrapping_add(i as u16) & mask;
+                self.set_used(u, id, len);
+            }
+            self.publish(used.n as u16);
         }
-        for (i, &(id, len)) in used.e.iter().take(used.n).enumerate() {
-            let u = self.last_used.wrapping_add(i as u16) & mask;
-            self.set_used(u, id, len);
+        if short {
+            // The buffers known of cannot hold the next frame: read the
+            // guest's idx again next time, however many are known.
+            self.avail_seen = self.last_avail;
         }
-        self.publish(used.n as u16);
         (sent, dropped)
     }
 
