@@ -4,6 +4,7 @@
 use crate::packet::PacketBuf;
 use crate::Burst;
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 /// What the control plane reports about a port.
@@ -76,6 +77,8 @@ pub struct MemDev<P> {
     pub tx_capacity: usize,
     /// What `tx_hold` says.
     pub hold: usize,
+    /// Times frames were offered (`tx_keep` calls, `tx` included).
+    pub offers: AtomicUsize,
 }
 
 impl<P> Default for MemDev<P> {
@@ -85,6 +88,7 @@ impl<P> Default for MemDev<P> {
             sent: Mutex::new(Vec::new()),
             tx_capacity: usize::MAX,
             hold: 0,
+            offers: AtomicUsize::new(0),
         }
     }
 }
@@ -116,6 +120,7 @@ impl<P: PacketBuf> NetDev<P> for MemDev<P> {
         self.hold
     }
     fn tx_keep(&self, _q: u16, pkts: &mut Burst<P>) -> usize {
+        self.offers.fetch_add(1, Ordering::Relaxed);
         let mut s = self.sent.lock().expect("test lock");
         let room = self.tx_capacity.saturating_sub(s.len());
         let n = pkts.len().min(room);

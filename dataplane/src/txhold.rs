@@ -40,6 +40,11 @@ struct Held<P: PacketBuf> {
     frames: VecDeque<P>,
     /// When the port last took a held frame, or when holding began.
     progress_ns: u64,
+    /// The port's last offer this turn left frames here: what else comes
+    /// for it this turn joins them without another offer. (Finding a full
+    /// guest ring costs a read of a line its core keeps writing; offering
+    /// each batch of the turn again only repeated that read.)
+    refused: bool,
 }
 
 impl<P: PacketBuf> Held<P> {
@@ -122,10 +127,15 @@ impl<P: PacketBuf> TxHold<P> {
             b.clear();
             return;
         }
-        if self.total > 0 && self.len(slot) > 0 {
-            self.append(slot, b, port.dev.tx_hold(), stats);
-            self.release_slot(port, slot, txq, stats, now_ns);
-            return;
+        if self.total > 0 {
+            if let Some(h) = self.queues.iter().find(|h| h.slot == slot && h.len() > 0) {
+                let refused = h.refused;
+                self.append(slot, b, port.dev.tx_hold(), stats);
+                if !refused {
+                    self.release_slot(port, slot, txq, stats, now_ns);
+                }
+                return;
+            }
         }
         let bytes = wire_bytes(b);
         let limit = port.dev.tx_hold();
@@ -183,6 +193,7 @@ impl<P: PacketBuf> TxHold<P> {
                     h.dev = Arc::downgrade(dev);
                 }
                 h.progress_ns = now_ns;
+                h.refused = true;
             }
             None => self.queues.push(Held {
                 slot,
@@ -191,6 +202,7 @@ impl<P: PacketBuf> TxHold<P> {
                 next_bytes: 0,
                 frames: VecDeque::with_capacity(limit),
                 progress_ns: now_ns,
+                refused: true,
             }),
         }
     }
@@ -251,6 +263,7 @@ impl<P: PacketBuf> TxHold<P> {
                 break;
             }
         }
+        h.refused = h.len() > 0;
         if h.len() > 0 && now_ns.saturating_sub(h.progress_ns) > STALL_NS {
             self.discard(i, DropReason::TxFull, stats);
         }

@@ -155,6 +155,54 @@ fn beyond_the_hold_frames_are_dropped_and_counted() {
     assert_eq!(l.dropped(), 16);
 }
 
+#[test]
+fn a_full_port_is_offered_frames_once_a_turn() {
+    // Finding a guest's ring full costs a read of a line its core keeps
+    // writing: a turn offers a full port its frames once, and what else
+    // comes for it that turn joins them unoffered.
+    let mut l = Lab::new(Clock::monotonic());
+    let p0 = Arc::new(MemDev::default());
+    let p1 = Arc::new(MemDev {
+        tx_capacity: 15,
+        hold: 256,
+        ..Default::default()
+    });
+    publish(&l.sw, &p0, Some(&p1));
+    let offers = || p1.offers.load(Ordering::Relaxed);
+    offer(&p0, 0..25);
+    l.turns(1);
+    assert_eq!((offers(), l.local.hold.len(1)), (1, 10), "15 taken");
+    offer(&p0, 25..35);
+    l.turns(1);
+    assert_eq!(
+        (offers(), l.local.hold.len(1)),
+        (2, 20),
+        "the held frames offered and refused; the new batch not offered"
+    );
+    let mut got = seqs(&p1);
+    l.turns(1);
+    assert_eq!((offers(), l.local.hold.len(1)), (3, 5), "room for 15");
+    offer(&p0, 35..40);
+    l.turns(1);
+    assert_eq!((offers(), l.local.hold.len(1)), (4, 10));
+    got.extend(seqs(&p1));
+    l.turns(1);
+    assert_eq!((offers(), l.local.hold.len(1)), (5, 0));
+    got.extend(seqs(&p1));
+    // With nothing held, each batch is offered at once again.
+    offer(&p0, 40..45);
+    l.turns(1);
+    assert_eq!((offers(), l.local.hold.len(1)), (6, 0));
+    got.extend(seqs(&p1));
+    assert_eq!(
+        got,
+        (0..45).collect::<Vec<_>>(),
+        "every frame once, in order"
+    );
+    assert_eq!(l.dropped(), 0);
+    assert_eq!(l.sw.pmds[0].stats.ports[1].tx_held.get(), 25);
+}
+
 /// The test clock of `a_port_that_takes_nothing_...` (nanoseconds).
 static FAKE_NS: AtomicU64 = AtomicU64::new(1_000_000_000);
 
