@@ -7,7 +7,8 @@
 //! whose one PMD is pinned to CPU 1: testpmd -> switch -> testpmd -> ...
 //! Both switches get the same database written with ovs-vsctl. Throughput is
 //! what the generator receives per second over a fixed window after a
-//! warm-up; cycles per packet come from each switch's own pmd-stats-show.
+//! warm-up; cycles per packet come from each switch's own pmd-stats-show,
+//! and the ceiling's from testpmd's --record-core-cycles.
 //! Switches alternate within every run; medians and spread are reported.
 use clap::Parser;
 use rvs_tests::{Host, TestPmd};
@@ -561,13 +562,16 @@ fn idle_pct(s: &str) -> Option<f64> {
         .ok()
 }
 
-/// "avg processing cycles per packet" from pmd-stats-show.
+/// "avg processing cycles per packet" from pmd-stats-show, or the
+/// ceiling's "CPU cycles/packet=" from testpmd's `show fwd stats all`
+/// (--record-core-cycles: likewise only polls that brought frames).
 fn cycles(s: &str) -> Option<f64> {
     if std::env::var_os("RVS_BENCH_VERBOSE").is_some() {
         eprintln!("{s}");
     }
-    s.split("avg processing cycles per packet: ")
-        .nth(1)
+    ["avg processing cycles per packet: ", "CPU cycles/packet="]
+        .iter()
+        .find_map(|k| s.split(k).nth(1))
         .and_then(|r| r.split_whitespace().next())
         .and_then(|v| v.parse().ok())
 }
@@ -813,6 +817,9 @@ fn ceiling_forwarder() -> (std::path::PathBuf, TestPmd) {
             "--nb-cores=1",
             "--forward-mode=io",
             "--total-num-mbufs=32768",
+            // Busy cycles per packet, as the switches report theirs: the
+            // cycles of polls that brought frames, over the frames.
+            "--record-core-cycles",
         ],
     );
     fwd.cmd("start");
@@ -823,10 +830,19 @@ fn run_switch(kind: &str, scenario: &str, size: usize, a: &Args) -> Sample {
     match kind {
         "ceiling" => {
             let (dir, fwd) = ceiling_forwarder();
+            let fwd = std::cell::RefCell::new(fwd);
             let mut src = source(&dir, size, scenario, &mac_bytes(MAC1));
-            let s = measure(&mut src, a, None);
+            // testpmd's own counters stand in for pmd-stats-clear/-show.
+            let ctl = |args: &[&str]| {
+                let c = match args.first() {
+                    Some(&"dpif-netdev/pmd-stats-clear") => "clear fwd stats all",
+                    _ => "show fwd stats all",
+                };
+                fwd.borrow_mut().cmd(c)
+            };
+            let s = measure(&mut src, a, Some(&ctl));
             src.quit();
-            fwd.quit();
+            fwd.into_inner().quit();
             let _ = std::fs::remove_dir_all(&dir);
             s
         }
@@ -977,10 +993,10 @@ fn main() {
     // per core: OVS's fewest cycles per packet over rvs's. Busy cycles
     // per packet do not depend on which side set the pace (a switch that
     // outruns its generator idles), and noise on a shared host only adds.
-    let _ = writeln!(table, "| scenario | size | ceiling Mpps | OVS-DPDK Mpps | rvs Mpps | rvs/OVS | best rvs/OVS | rvs/ceiling | rvs cyc/pkt median / least | OVS cyc/pkt median / least | per core rvs/OVS (least cycles) | idle % in best run, rvs / OVS |");
+    let _ = writeln!(table, "| scenario | size | ceiling Mpps | OVS-DPDK Mpps | rvs Mpps | rvs/OVS | best rvs/OVS | rvs/ceiling | ceiling cyc/pkt least | rvs cyc/pkt median / least | OVS cyc/pkt median / least | per core rvs/OVS (least cycles) | idle % in best run, rvs / OVS |");
     let _ = writeln!(
         table,
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
     );
     let mut rows: Vec<(String, f64, f64, f64)> = Vec::new();
     let mut lat = String::new();
@@ -1056,13 +1072,14 @@ fn main() {
             let nan = f64::NAN;
             let _ = writeln!(
                 table,
-                "| {scenario} | {size} | {} | {} | {} | {} | {} | {} | {} / {} | {} / {} | {} | {} / {} |",
+                "| {scenario} | {size} | {} | {} | {} | {} | {} | {} | {} | {} / {} | {} / {} | {} | {} / {} |",
                 f(ce, cel, ceh),
                 f(ov, ovl, ovh),
                 f(rv, rvl, rvh),
                 r(rv, ov),
                 r(rvh, ovh),
                 r(rv, ce),
+                c(least("ceiling")),
                 c(rvc),
                 c(least("rvs")),
                 c(ovc),
@@ -1144,7 +1161,7 @@ fn main() {
         sh("git rev-parse --short HEAD")
     );
     let _ = writeln!(out, "- command: `{}`", cmdline.join(" "));
-    let _ = writeln!(out, "- method: generator testpmd on CPU 0, the switch's single PMD on CPU 1. Loop scenarios: 2 virtio-user ports reflecting what they receive (macswap; 5tswap for nat/pf/lb, so replies come back), loop topology, 512 frames in flight per port. `-<N>k`/`-<N>m` scenarios: rvs-loadgen cycles through N distinct UDP 5-tuples one way p0 -> p1, as fast as the ring takes them. `-encap`/`-decap` scenarios: rvs-loadgen sends one flow one way as fast as the ring takes it (plain frames p0 -> p1 for encap, encapsulated frames p1 -> p0 for decap). Mpps = frames the generator received per second over {} s after {} s warm-up; median (min-max) of {} runs, switches alternating\n", a.window, a.warmup, a.runs);
+    let _ = writeln!(out, "- method: generator testpmd on CPU 0, the switch's single PMD on CPU 1. Loop scenarios: 2 virtio-user ports reflecting what they receive (macswap; 5tswap for nat/pf/lb, so replies come back), loop topology, 512 frames in flight per port. `-<N>k`/`-<N>m` scenarios: rvs-loadgen cycles through N distinct UDP 5-tuples one way p0 -> p1, as fast as the ring takes them. `-encap`/`-decap` scenarios: rvs-loadgen sends one flow one way as fast as the ring takes it (plain frames p0 -> p1 for encap, encapsulated frames p1 -> p0 for decap). Mpps = frames the generator received per second over {} s after {} s warm-up; median (min-max) of {} runs, switches alternating. Cycles per packet: busy cycles (polls that brought frames) over frames, from pmd-stats-show, and for the ceiling from testpmd's --record-core-cycles\n", a.window, a.warmup, a.runs);
     out.push_str(&table);
     if !ab.is_empty() {
         let _ = writeln!(
@@ -1235,5 +1252,10 @@ mod tests {
         assert_eq!(cycles(OVS), Some(202.90));
         assert_eq!(idle_pct("no pmd threads"), None);
         assert_eq!(cycles("no pmd threads"), None);
+        let testpmd = "  +++ Accumulated forward statistics for all ports+++\n  \
+            CPU cycles/packet=147.96 (total cycles=12421089005 / total io packets=83950624) \
+            at 2600 MHz Clock\n";
+        assert_eq!(cycles(testpmd), Some(147.96));
+        assert_eq!(idle_pct(testpmd), None);
     }
 }
