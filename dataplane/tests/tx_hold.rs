@@ -62,6 +62,23 @@ impl Lab {
             clock,
         }
     }
+    /// A lab with br0's p0, where frames come in, and p1, a receiver whose
+    /// ring takes `capacity` frames and for which the PMD holds `hold`.
+    fn with_receiver(
+        clock: Clock,
+        capacity: usize,
+        hold: usize,
+    ) -> (Lab, Arc<MemDev<HeapBuf>>, Arc<MemDev<HeapBuf>>) {
+        let l = Lab::new(clock);
+        let p0 = Arc::new(MemDev::default());
+        let p1 = Arc::new(MemDev {
+            tx_capacity: capacity,
+            hold,
+            ..Default::default()
+        });
+        publish(&l.sw, &p0, Some(&p1));
+        (l, p0, p1)
+    }
     fn turns(&mut self, n: usize) {
         let me = self.sw.pmds[0].clone();
         for _ in 0..n {
@@ -80,14 +97,7 @@ use rvs_dataplane::packet::PacketBuf;
 
 #[test]
 fn frames_a_full_ring_refuses_wait_and_leave_in_order() {
-    let mut l = Lab::new(Clock::monotonic());
-    let p0 = Arc::new(MemDev::default());
-    let p1 = Arc::new(MemDev {
-        tx_capacity: 40,
-        hold: 256,
-        ..Default::default()
-    });
-    publish(&l.sw, &p0, Some(&p1));
+    let (mut l, p0, p1) = Lab::with_receiver(Clock::monotonic(), 40, 256);
 
     offer(&p0, 0..100);
     l.turns(4);
@@ -130,14 +140,7 @@ fn frames_a_full_ring_refuses_wait_and_leave_in_order() {
 
 #[test]
 fn beyond_the_hold_frames_are_dropped_and_counted() {
-    let mut l = Lab::new(Clock::monotonic());
-    let p0 = Arc::new(MemDev::default());
-    let p1 = Arc::new(MemDev {
-        tx_capacity: 8,
-        hold: 16,
-        ..Default::default()
-    });
-    publish(&l.sw, &p0, Some(&p1));
+    let (mut l, p0, p1) = Lab::with_receiver(Clock::monotonic(), 8, 16);
     offer(&p0, 0..40);
     l.turns(2);
     assert_eq!(seqs(&p1), (0..8).collect::<Vec<_>>());
@@ -160,14 +163,7 @@ fn a_full_port_is_offered_frames_once_a_turn() {
     // Finding a guest's ring full costs a read of a line its core keeps
     // writing: a turn offers a full port its frames once, and what else
     // comes for it that turn joins them unoffered.
-    let mut l = Lab::new(Clock::monotonic());
-    let p0 = Arc::new(MemDev::default());
-    let p1 = Arc::new(MemDev {
-        tx_capacity: 15,
-        hold: 256,
-        ..Default::default()
-    });
-    publish(&l.sw, &p0, Some(&p1));
+    let (mut l, p0, p1) = Lab::with_receiver(Clock::monotonic(), 15, 256);
     let offers = || p1.offers.load(Ordering::Relaxed);
     offer(&p0, 0..25);
     l.turns(1);
@@ -212,17 +208,14 @@ fn fake_ns() -> u64 {
 
 #[test]
 fn a_port_that_takes_nothing_has_its_frames_dropped_after_a_stall() {
-    let mut l = Lab::new(Clock {
-        cycles: fake_ns,
-        hz: 1_000_000_000,
-    });
-    let p0 = Arc::new(MemDev::default());
-    let p1 = Arc::new(MemDev {
-        tx_capacity: 0,
-        hold: 256,
-        ..Default::default()
-    });
-    publish(&l.sw, &p0, Some(&p1));
+    let (mut l, p0, _p1) = Lab::with_receiver(
+        Clock {
+            cycles: fake_ns,
+            hz: 1_000_000_000,
+        },
+        0,
+        256,
+    );
     offer(&p0, 0..10);
     l.turns(1);
     assert_eq!(l.local.hold.len(1), 10);
@@ -241,14 +234,7 @@ fn a_port_that_takes_nothing_has_its_frames_dropped_after_a_stall() {
 
 #[test]
 fn frames_held_for_a_port_that_goes_away_are_not_sent_to_its_successor() {
-    let mut l = Lab::new(Clock::monotonic());
-    let p0 = Arc::new(MemDev::default());
-    let p1 = Arc::new(MemDev {
-        tx_capacity: 4,
-        hold: 256,
-        ..Default::default()
-    });
-    publish(&l.sw, &p0, Some(&p1));
+    let (mut l, p0, _p1) = Lab::with_receiver(Clock::monotonic(), 4, 256);
     offer(&p0, 0..10);
     l.turns(1);
     assert_eq!(l.local.hold.len(1), 6);
