@@ -77,6 +77,11 @@ struct Args {
     /// `rvs-b`: with RVSD_B the same binary, an A/B of a setting.
     #[arg(long, value_delimiter = ',')]
     rvs_other_config: Vec<String>,
+    /// Seconds of `rvs-c2c --mode read` on CPUs 0 and 1 before each run
+    /// (0: skip): what the host charges the PMD's core, at that moment,
+    /// per cache line the generator's core wrote (see `line_price`).
+    #[arg(long, default_value_t = 0.5)]
+    line_probe: f64,
 }
 
 /// `--rvs-other-config`, for the hosts that start `rvs`.
@@ -214,6 +219,10 @@ struct Sample {
     /// switch that idles (or only waits on a full guest ring) was held
     /// back by the generator, and its Mpps is the generator's, not its own.
     idle_pct: Option<f64>,
+    /// The host's price per cache line another core wrote, just before
+    /// and just after the run (`line_price`): the host's state can change
+    /// within seconds, so only a pair that agrees places the run in one.
+    line_cycles: [Option<f64>; 2],
 }
 
 impl Sample {
@@ -222,6 +231,7 @@ impl Sample {
             mpps,
             cycles_per_pkt: stats.as_deref().and_then(cycles),
             idle_pct: stats.as_deref().and_then(idle_pct),
+            line_cycles: [None; 2],
         }
     }
 }
@@ -574,6 +584,42 @@ fn cycles(s: &str) -> Option<f64> {
         .find_map(|k| s.split(k).nth(1))
         .and_then(|r| r.split_whitespace().next())
         .and_then(|v| v.parse().ok())
+}
+
+/// Cycles the consumer paid per line in `rvs-c2c`'s RESULT line.
+fn c2c_cycles(s: &str) -> Option<f64> {
+    s.split("cycles_per_line=")
+        .nth(1)?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// What this host charges CPU 1 per cache line CPU 0 wrote, read in
+/// prefetched bursts (rvs-c2c, beside this binary), measured with neither
+/// switch nor generator running. On this workplace's VMs it moved between
+/// about 10 cycles (no dearer than a line of its own) and about 23 from one
+/// moment to the next, with every switch's speed: it tells a figure taken
+/// in the host's slow state from one taken in its fast state.
+fn line_price(seconds: f64) -> Option<f64> {
+    if seconds <= 0.0 {
+        return None;
+    }
+    let exe = std::env::current_exe().ok()?.with_file_name("rvs-c2c");
+    let out = std::process::Command::new(&exe)
+        .args(["--mode", "read", "--seconds", &seconds.to_string()])
+        .output()
+        .map_err(|e| eprintln!("rvs-bench: {}: {e}", exe.display()))
+        .ok()?;
+    let got = c2c_cycles(&String::from_utf8_lossy(&out.stdout));
+    if got.is_none() {
+        eprintln!(
+            "rvs-bench: rvs-c2c gave no price: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    got
 }
 
 fn configure(h: &Host) {
@@ -993,10 +1039,10 @@ fn main() {
     // per core: OVS's fewest cycles per packet over rvs's. Busy cycles
     // per packet do not depend on which side set the pace (a switch that
     // outruns its generator idles), and noise on a shared host only adds.
-    let _ = writeln!(table, "| scenario | size | ceiling Mpps | OVS-DPDK Mpps | rvs Mpps | rvs/OVS | best rvs/OVS | rvs/ceiling | ceiling cyc/pkt least | rvs cyc/pkt median / least | OVS cyc/pkt median / least | per core rvs/OVS (least cycles) | idle % in best run, rvs / OVS |");
+    let _ = writeln!(table, "| scenario | size | ceiling Mpps | OVS-DPDK Mpps | rvs Mpps | rvs/OVS | best rvs/OVS | rvs/ceiling | ceiling cyc/pkt least | rvs cyc/pkt median / least | OVS cyc/pkt median / least | per core rvs/OVS (least cycles) | idle % in best run, rvs / OVS | remote line cyc before-after least-cycles run, ceiling / rvs / OVS |");
     let _ = writeln!(
         table,
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
     );
     let mut rows: Vec<(String, f64, f64, f64)> = Vec::new();
     let mut lat = String::new();
@@ -1012,10 +1058,12 @@ fn main() {
                     order.reverse();
                 }
                 for sw in &order {
-                    let s = run_switch(sw, scenario, size, &a);
+                    let before = line_price(a.line_probe);
+                    let mut s = run_switch(sw, scenario, size, &a);
+                    s.line_cycles = [before, line_price(a.line_probe)];
                     eprintln!(
-                        "run {run} {scenario} {size}B {sw}: {:.2} Mpps, {:?} cycles/pkt, {:?} % idle",
-                        s.mpps, s.cycles_per_pkt, s.idle_pct
+                        "run {run} {scenario} {size}B {sw}: {:.2} Mpps, {:?} cycles/pkt, {:?} % idle, {:?} cycles per remote line before and after",
+                        s.mpps, s.cycles_per_pkt, s.idle_pct, s.line_cycles
                     );
                     got.entry(sw.clone()).or_default().push(s);
                 }
@@ -1069,10 +1117,20 @@ fn main() {
                     .filter_map(|s| s.cycles_per_pkt)
                     .reduce(f64::min)
             };
+            // The host's line price around the run `least` comes from.
+            let least_price = |k: &str| {
+                let p = got
+                    .get(k)?
+                    .iter()
+                    .filter_map(|s| Some((s.cycles_per_pkt?, s.line_cycles)))
+                    .min_by(|x, y| x.0.total_cmp(&y.0))?
+                    .1;
+                Some(format!("{}-{}", idle(p[0]), idle(p[1])))
+            };
             let nan = f64::NAN;
             let _ = writeln!(
                 table,
-                "| {scenario} | {size} | {} | {} | {} | {} | {} | {} | {} | {} / {} | {} / {} | {} | {} / {} |",
+                "| {scenario} | {size} | {} | {} | {} | {} | {} | {} | {} | {} / {} | {} / {} | {} | {} / {} | {} / {} / {} |",
                 f(ce, cel, ceh),
                 f(ov, ovl, ovh),
                 f(rv, rvl, rvh),
@@ -1086,7 +1144,10 @@ fn main() {
                 c(least("ovs")),
                 r(least("ovs").unwrap_or(nan), least("rvs").unwrap_or(nan)),
                 idle(fastest_idle("rvs")),
-                idle(fastest_idle("ovs"))
+                idle(fastest_idle("ovs")),
+                least_price("ceiling").unwrap_or_else(|| "-".into()),
+                least_price("rvs").unwrap_or_else(|| "-".into()),
+                least_price("ovs").unwrap_or_else(|| "-".into())
             );
             if got.contains_key("rvs-b") {
                 let (bv, bvl, bvh, bvc) = stat("rvs-b");
@@ -1229,7 +1290,7 @@ fn main() {
 
 #[cfg(test)]
 mod tests {
-    use super::{cycles, idle_pct};
+    use super::{c2c_cycles, cycles, idle_pct};
 
     /// The lines rvs-bench reads, as rvsd and ovs-vswitchd 3.1 print them
     /// (OVS adds a "main thread" block without cycle lines).
@@ -1257,5 +1318,13 @@ mod tests {
             at 2600 MHz Clock\n";
         assert_eq!(cycles(testpmd), Some(147.96));
         assert_eq!(idle_pct(testpmd), None);
+    }
+
+    #[test]
+    fn reads_the_line_price_off_rvs_c2c() {
+        let line = "RESULT mode=read lines=104261824 cycles_per_line=21.9 ns_per_line=8.42 \
+            tsc_ghz=2.596 burst=32 slots=256 cpus=0,1\n";
+        assert_eq!(c2c_cycles(line), Some(21.9));
+        assert_eq!(c2c_cycles("rvs-c2c: cannot pin to cpu 1: EINVAL"), None);
     }
 }
