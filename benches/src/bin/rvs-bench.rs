@@ -70,6 +70,11 @@ struct Args {
     /// which rvs-loadgen measures one-way latency and loss (the flag alone: skip).
     #[arg(long, value_delimiter = ',', num_args = 0.., default_value = "10,50,90")]
     latency_loads: Vec<f64>,
+    /// One more latency run per switch at this many Mpps, the same for
+    /// every switch (0: none): what each spends per packet carrying the
+    /// same traffic, below both maxima.
+    #[arg(long, default_value_t = 0.0)]
+    equal_rate_mpps: f64,
     /// Seconds measured per latency load (after 1 s of warm-up).
     #[arg(long, default_value_t = 3.0)]
     latency_window: f64,
@@ -398,6 +403,10 @@ struct LoadResult {
     /// how many of them a receiver's full ring took (None: no switch).
     /// (dropped, of them a receiver's full ring, held for a full ring).
     switch_dropped: Option<(u64, u64, u64)>,
+    /// The PMD's busy cycles over the frames it received in the window
+    /// (pmd-stats-show's processing cycles and packets received, both
+    /// switches), None without a switch.
+    switch_cycles: Option<f64>,
 }
 
 /// Runs rvs-loadgen at `rate_mpps` (0: as fast as it goes); `on_warm`
@@ -915,15 +924,25 @@ fn bridge_mac(h: &Host, scenario: &str) -> Vec<u8> {
     mac_bytes(m.trim())
 }
 
-/// One-way latency and loss through switch `kind` at each of the loads
-/// (percent of `max_mpps`, its median in the throughput runs).
+/// What a switch had counted at one moment of a latency run.
+#[derive(Clone, Copy, Default)]
+struct SwitchCount {
+    dropped: u64,
+    ring_full: u64,
+    held: u64,
+    busy_cycles: u64,
+    received: u64,
+}
+
+/// One-way latency and loss through switch `kind` at each of `rates`
+/// (a label and the Mpps offered).
 fn latency(
     kind: &str,
     scenario: &str,
     size: usize,
-    max_mpps: f64,
+    rates: &[(String, f64)],
     a: &Args,
-) -> Vec<(f64, LoadResult)> {
+) -> Vec<(String, LoadResult)> {
     // The ceiling's latency is the floor: generator, vhost-user and
     // virtio-user, no switching.
     let (h, fwd) = if kind == "ceiling" {
@@ -944,43 +963,44 @@ fn latency(
     // and tx `dropped` in dpctl/show -s (a vhost-user ring the receiver
     // left full counts as tx dropped). rvs: pmd-stats-show, which also
     // says how many were a receiver's full ring, both read at one moment.
+    // Busy cycles and frames received: pmd-stats-show on both.
     let rvs = kind.starts_with("rvs");
-    let dropped = || {
+    let count = || {
         h.as_ref().map(|h| {
-            if rvs {
-                let s = h.appctl(&["dpif-netdev/pmd-stats-show"]);
-                (
-                    counter(&s, "packets dropped: "),
-                    counter(&s, "tx-queue-full: "),
-                    counter(&s, "packets held: "),
-                )
+            let s = h.appctl(&["dpif-netdev/pmd-stats-show"]);
+            let dropped = if rvs {
+                counter(&s, "packets dropped: ")
             } else {
-                (counter(&h.appctl(&["dpctl/show", "-s"]), "dropped:"), 0, 0)
+                counter(&h.appctl(&["dpctl/show", "-s"]), "dropped:")
+            };
+            SwitchCount {
+                dropped,
+                ring_full: counter(&s, "tx-queue-full: "),
+                held: counter(&s, "packets held: "),
+                busy_cycles: counter(&s, "processing cycles: "),
+                received: counter(&s, "packets received: "),
             }
         })
     };
-    let out = a
-        .latency_loads
+    let out = rates
         .iter()
-        .map(|&load| {
+        .map(|(label, rate)| {
             let mut at_warm = None;
-            let mut r = loadgen(
-                &ow,
-                max_mpps * load / 100.0,
-                false,
-                1.0,
-                a.latency_window,
-                &mut || at_warm = dropped(),
-            );
-            r.switch_dropped = at_warm.zip(dropped()).map(|(a, b)| {
-                (
-                    b.0.saturating_sub(a.0),
-                    b.1.saturating_sub(a.1),
-                    b.2.saturating_sub(a.2),
-                )
+            let mut r = loadgen(&ow, *rate, false, 1.0, a.latency_window, &mut || {
+                at_warm = count()
             });
-            eprintln!("latency {scenario} {size}B {kind} at {load}%: {r:?}");
-            (load, r)
+            if let Some((w, e)) = at_warm.zip(count()) {
+                r.switch_dropped = Some((
+                    e.dropped.saturating_sub(w.dropped),
+                    e.ring_full.saturating_sub(w.ring_full),
+                    e.held.saturating_sub(w.held),
+                ));
+                let frames = e.received.saturating_sub(w.received);
+                r.switch_cycles = (frames > 0)
+                    .then(|| e.busy_cycles.saturating_sub(w.busy_cycles) as f64 / frames as f64);
+            }
+            eprintln!("latency {scenario} {size}B {kind} at {label}: {r:?}");
+            (label.clone(), r)
         })
         .collect();
     drop(h);
@@ -1167,14 +1187,25 @@ fn main() {
             // the 256 connections of `-mf`.
             let loadgen_like = !scenario.ends_with("-mf");
             for (kind, max) in [("ceiling", ce), ("ovs", ov), ("rvs", rv)] {
-                if a.latency_loads.is_empty() || !loadgen_like || !max.is_finite() || max <= 0.0 {
+                if !loadgen_like || !max.is_finite() || max <= 0.0 {
                     continue;
                 }
-                for (load, r) in latency(kind, scenario, size, max, &a) {
+                let mut rates: Vec<(String, f64)> = a
+                    .latency_loads
+                    .iter()
+                    .map(|l| (format!("{l:.0} %"), max * l / 100.0))
+                    .collect();
+                if a.equal_rate_mpps > 0.0 {
+                    rates.push((format!("{} Mpps", a.equal_rate_mpps), a.equal_rate_mpps));
+                }
+                if rates.is_empty() {
+                    continue;
+                }
+                for (load, r) in latency(kind, scenario, size, &rates, &a) {
                     let us = |ns: u64| format!("{:.1}", ns as f64 / 1e3);
                     let _ = writeln!(
                         lat,
-                        "| {scenario} | {size} | {} | {load:.0} % | {:.2} | {:.2} | {} | {} | {} | {} | {} | {} |",
+                        "| {scenario} | {size} | {} | {load} | {:.2} | {:.2} | {} | {} | {} | {} | {} | {} | {} |",
                         match kind {
                             "ovs" => "OVS-DPDK",
                             k => k,
@@ -1195,6 +1226,9 @@ fn main() {
                             }
                             Some((d, ..)) => d.to_string(),
                         },
+                        r.switch_cycles
+                            .map(|c| format!("{c:.0}"))
+                            .unwrap_or_else(|| "-".into()),
                         us(r.p50_ns),
                         us(r.p99_ns),
                         us(r.p999_ns)
@@ -1237,8 +1271,8 @@ fn main() {
         out.push_str(&ab);
     }
     if !lat.is_empty() {
-        let _ = writeln!(out, "\nLatency and loss, one way p0 -> p1 (rvs-loadgen: one flow, or a `-<N>k` scenario's N, each frame stamped with the TSC at send and read back on receive by the same process; -decap: into p1, out of p0), offered at a percentage of each switch's median Mpps above; 1 s warm-up, {} s window. lost = sent - received; dropped by switch = what the switch counted as dropped from the window's start to the run's end: OVS-DPDK, the rx and tx `dropped` counters of `ovs-appctl dpctl/show -s` over its ports (a vhost-user ring the receiver left full counts there); rvs, `packets dropped` of pmd-stats-show with, in brackets, how many of them were a receiver's full ring (`tx-queue-full`) and how many frames waited for room instead of being dropped (`packets held`)\n", a.latency_window);
-        let _ = writeln!(out, "| scenario | size | switch | load | offered Mpps | received Mpps | frames sent | lost | dropped by switch | p50 us | p99 us | p99.9 us |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+        let _ = writeln!(out, "\nLatency and loss, one way p0 -> p1 (rvs-loadgen: one flow, or a `-<N>k` scenario's N, each frame stamped with the TSC at send and read back on receive by the same process; -decap: into p1, out of p0), offered at a percentage of each switch's median Mpps above; 1 s warm-up, {} s window. lost = sent - received; dropped by switch = what the switch counted as dropped from the window's start to the run's end: OVS-DPDK, the rx and tx `dropped` counters of `ovs-appctl dpctl/show -s` over its ports (a vhost-user ring the receiver left full counts there); rvs, `packets dropped` of pmd-stats-show with, in brackets, how many of them were a receiver's full ring (`tx-queue-full`) and how many frames waited for room instead of being dropped (`packets held`); busy cyc/pkt = the PMD's processing cycles over the frames it received in the window (pmd-stats-show, both switches): what carrying that load costs it. A load in Mpps (`--equal-rate-mpps`) is the same for every switch\n", a.latency_window);
+        let _ = writeln!(out, "| scenario | size | switch | load | offered Mpps | received Mpps | frames sent | lost | dropped by switch | busy cyc/pkt | p50 us | p99 us | p99.9 us |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
         out.push_str(&lat);
     }
     if a.port_ops > 0 {
