@@ -82,9 +82,9 @@ struct Args {
     /// `rvs-b`: with RVSD_B the same binary, an A/B of a setting.
     #[arg(long, value_delimiter = ',')]
     rvs_other_config: Vec<String>,
-    /// Seconds of `rvs-c2c --mode read` on CPUs 0 and 1 before each run
-    /// (0: skip): what the host charges the PMD's core, at that moment,
-    /// per cache line the generator's core wrote (see `line_price`).
+    /// Seconds of `rvs-c2c --mode read` on CPUs 0 and 1 before and after
+    /// each run (0: skip): what the host charges the PMD's core, at that
+    /// moment, per cache line the generator's core wrote (see `line_price`).
     #[arg(long, default_value_t = 0.5)]
     line_probe: f64,
 }
