@@ -1121,7 +1121,8 @@ fn main() {
                 }
             };
             let c = |x: Option<f64>| x.map(|v| format!("{v:.0}")).unwrap_or_else(|| "-".into());
-            let idle = |x: Option<f64>| x.map(|v| format!("{v:.1}")).unwrap_or_else(|| "-".into());
+            let tenths =
+                |x: Option<f64>| x.map(|v| format!("{v:.1}")).unwrap_or_else(|| "-".into());
             let r = |x: f64, y: f64| {
                 if !(x.is_finite() && y.is_finite()) {
                     "-".to_string()
@@ -1145,7 +1146,7 @@ fn main() {
                     .filter_map(|s| Some((s.cycles_per_pkt?, s.line_cycles)))
                     .min_by(|x, y| x.0.total_cmp(&y.0))?
                     .1;
-                Some(format!("{}-{}", idle(p[0]), idle(p[1])))
+                Some(format!("{}-{}", tenths(p[0]), tenths(p[1])))
             };
             let nan = f64::NAN;
             let _ = writeln!(
@@ -1163,8 +1164,8 @@ fn main() {
                 c(ovc),
                 c(least("ovs")),
                 r(least("ovs").unwrap_or(nan), least("rvs").unwrap_or(nan)),
-                idle(fastest_idle("rvs")),
-                idle(fastest_idle("ovs")),
+                tenths(fastest_idle("rvs")),
+                tenths(fastest_idle("ovs")),
                 least_price("ceiling").unwrap_or_else(|| "-".into()),
                 least_price("rvs").unwrap_or_else(|| "-".into()),
                 least_price("ovs").unwrap_or_else(|| "-".into())
